@@ -1,0 +1,1 @@
+//! A DPDK ethernet port for the sluice stack.

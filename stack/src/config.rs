@@ -1,0 +1,1 @@
+//! Configuration from `SLUICE_*` environment variables (see docs/configuration.md).

@@ -1,0 +1,8 @@
+//! The sluice userspace stack: configuration, offload policy, links, protocols.
+//!
+//! Nothing in this crate hooks libc; the preload crate translates the C ABI
+//! into calls on the types defined here.
+
+pub mod config;
+pub mod link;
+pub mod policy;

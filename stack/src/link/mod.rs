@@ -1,0 +1,1 @@
+//! Links: what the stack sends frames or datagrams through.

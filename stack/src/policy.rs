@@ -1,0 +1,1 @@
+//! Which destinations are offloaded (`OffloadPolicy`).
