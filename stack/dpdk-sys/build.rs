@@ -23,7 +23,9 @@ fn main() {
         .cargo_metadata(false)
         .probe("libdpdk")
         .unwrap_or_else(|e| {
-            panic!("dpdk-sys needs libdpdk >= {MIN_DPDK} (Debian: apt-get install libdpdk-dev): {e}")
+            panic!(
+                "dpdk-sys needs libdpdk >= {MIN_DPDK} (Debian: apt-get install libdpdk-dev): {e}"
+            )
         });
 
     // The pkg-config crate keeps only -I and -D; DPDK's cflags also carry
