@@ -6,3 +6,4 @@
 pub mod config;
 pub mod link;
 pub mod policy;
+pub mod wire;

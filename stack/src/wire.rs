@@ -1,0 +1,488 @@
+//! Wire formats: Ethernet II, ARP, IPv4, ICMPv4 and UDP, parsed and emitted.
+//!
+//! The byte-level work is done by `smoltcp::wire` (bounds-checked views over
+//! untrusted buffers); this module turns those views into the stack's own
+//! domain types so no other module names smoltcp. Every parser here returns
+//! an error rather than panicking, whatever the input.
+//!
+//! Outbound frames are built as one `Vec<u8>` with room for the Ethernet
+//! header in front ([`ETHERNET_HEADER_LEN`] bytes), which the neighbour
+//! layer fills in once the next hop's MAC is known: no copy per layer.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4DstUnreachable,
+    Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
+};
+
+pub use crate::link::MacAddr;
+
+pub const ETHERNET_HEADER_LEN: usize = 14;
+pub const ARP_LEN: usize = 28;
+pub const IPV4_HEADER_LEN: usize = 20;
+pub const UDP_HEADER_LEN: usize = 8;
+pub const ICMP_HEADER_LEN: usize = 8;
+/// Largest IPv4 datagram (the total-length field is 16 bits).
+pub const IPV4_MAX_LEN: usize = 65535;
+/// Largest UDP payload that fits one IPv4 datagram without options.
+pub const UDP_MAX_PAYLOAD: usize = IPV4_MAX_LEN - IPV4_HEADER_LEN - UDP_HEADER_LEN;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_IGMP: u8 = 2;
+pub const PROTO_UDP: u8 = 17;
+
+/// Why bytes from the wire were rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireError {
+    /// Shorter than its header, or than the length its header claims.
+    Truncated,
+    /// A length field that contradicts itself (e.g. IPv4 total length below IHL).
+    BadLength,
+    /// IPv4 version other than 4.
+    BadVersion,
+    BadChecksum,
+    /// Well-formed but not something this stack speaks (e.g. ARP for IPv6).
+    Unsupported,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WireError::Truncated => "truncated",
+            WireError::BadLength => "bad length field",
+            WireError::BadVersion => "not IPv4",
+            WireError::BadChecksum => "bad checksum",
+            WireError::Unsupported => "unsupported",
+        })
+    }
+}
+
+fn to_mac(addr: EthernetAddress) -> MacAddr {
+    MacAddr(addr.0)
+}
+
+fn from_mac(mac: MacAddr) -> EthernetAddress {
+    EthernetAddress(mac.0)
+}
+
+/// The Ethernet multicast MAC an IPv4 group maps to (RFC 1112: 01:00:5e + low 23 bits).
+pub fn multicast_mac(group: Ipv4Addr) -> MacAddr {
+    let o = group.octets();
+    MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtherType {
+    Ipv4,
+    Arp,
+    Other(u16),
+}
+
+impl EtherType {
+    fn to_smoltcp(self) -> EthernetProtocol {
+        match self {
+            EtherType::Ipv4 => EthernetProtocol::Ipv4,
+            EtherType::Arp => EthernetProtocol::Arp,
+            EtherType::Other(v) => EthernetProtocol::from(v),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EthernetHeader {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+    pub ethertype: EtherType,
+}
+
+impl EthernetHeader {
+    /// Splits a received frame into its header and payload (which may carry
+    /// padding up to the 60-byte minimum: upper layers trim by their own lengths).
+    pub fn parse(frame: &[u8]) -> Result<(EthernetHeader, &[u8]), WireError> {
+        let view = EthernetFrame::new_checked(frame).map_err(|_| WireError::Truncated)?;
+        let ethertype = match view.ethertype() {
+            EthernetProtocol::Ipv4 => EtherType::Ipv4,
+            EthernetProtocol::Arp => EtherType::Arp,
+            other => EtherType::Other(other.into()),
+        };
+        let header = EthernetHeader { dst: to_mac(view.dst_addr()), src: to_mac(view.src_addr()), ethertype };
+        Ok((header, &frame[ETHERNET_HEADER_LEN..]))
+    }
+
+    /// Writes this header over the first [`ETHERNET_HEADER_LEN`] bytes of `frame`.
+    pub fn write(&self, frame: &mut [u8]) {
+        let mut view = EthernetFrame::new_unchecked(&mut frame[..ETHERNET_HEADER_LEN]);
+        view.set_dst_addr(from_mac(self.dst));
+        view.set_src_addr(from_mac(self.src));
+        view.set_ethertype(self.ethertype.to_smoltcp());
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArpOp {
+    Request,
+    Reply,
+}
+
+/// An ARP message for IPv4 over Ethernet (the only kind the stack speaks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpMessage {
+    pub op: ArpOp,
+    pub sender_mac: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: MacAddr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpMessage {
+    pub fn parse(bytes: &[u8]) -> Result<ArpMessage, WireError> {
+        let view = ArpPacket::new_checked(bytes).map_err(|_| WireError::Truncated)?;
+        let repr = ArpRepr::parse(&view).map_err(|_| WireError::Unsupported)?;
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_hardware_addr,
+            target_protocol_addr,
+        } = repr
+        else {
+            return Err(WireError::Unsupported);
+        };
+        let op = match operation {
+            ArpOperation::Request => ArpOp::Request,
+            ArpOperation::Reply => ArpOp::Reply,
+            _ => return Err(WireError::Unsupported),
+        };
+        Ok(ArpMessage {
+            op,
+            sender_mac: to_mac(source_hardware_addr),
+            sender_ip: source_protocol_addr,
+            target_mac: to_mac(target_hardware_addr),
+            target_ip: target_protocol_addr,
+        })
+    }
+
+    /// A whole Ethernet frame carrying this message from `self.sender_mac` to `dst`.
+    pub fn to_frame(&self, dst: MacAddr) -> Vec<u8> {
+        let mut frame = vec![0u8; ETHERNET_HEADER_LEN + ARP_LEN];
+        EthernetHeader { dst, src: self.sender_mac, ethertype: EtherType::Arp }.write(&mut frame);
+        let repr = ArpRepr::EthernetIpv4 {
+            operation: match self.op {
+                ArpOp::Request => ArpOperation::Request,
+                ArpOp::Reply => ArpOperation::Reply,
+            },
+            source_hardware_addr: from_mac(self.sender_mac),
+            source_protocol_addr: self.sender_ip,
+            target_hardware_addr: from_mac(self.target_mac),
+            target_protocol_addr: self.target_ip,
+        };
+        repr.emit(&mut ArpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]));
+        frame
+    }
+}
+
+/// The fields of an IPv4 header the stack acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Header {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    pub ident: u16,
+    pub dont_fragment: bool,
+    pub more_fragments: bool,
+    /// Offset of this fragment's payload in the original datagram, in bytes.
+    pub fragment_offset: usize,
+    pub header_len: usize,
+    pub total_len: usize,
+}
+
+impl Ipv4Header {
+    /// Checks version, IHL, total length against the buffer and the header
+    /// checksum; returns the header and the payload (link padding removed).
+    pub fn parse(packet: &[u8]) -> Result<(Ipv4Header, &[u8]), WireError> {
+        if packet.len() < IPV4_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let view = Ipv4Packet::new_unchecked(packet);
+        if view.version() != 4 {
+            return Err(WireError::BadVersion);
+        }
+        let header_len = view.header_len() as usize;
+        let total_len = view.total_len() as usize;
+        if header_len < IPV4_HEADER_LEN || total_len < header_len {
+            return Err(WireError::BadLength);
+        }
+        if packet.len() < total_len {
+            return Err(WireError::Truncated);
+        }
+        // new_checked repeats the checks above; it is what makes the
+        // accessors below panic-free, so keep it rather than trust our own.
+        let view = Ipv4Packet::new_checked(packet).map_err(|_| WireError::BadLength)?;
+        if !view.verify_checksum() {
+            return Err(WireError::BadChecksum);
+        }
+        let header = Ipv4Header {
+            src: view.src_addr(),
+            dst: view.dst_addr(),
+            protocol: view.next_header().into(),
+            ttl: view.hop_limit(),
+            ident: view.ident(),
+            dont_fragment: view.dont_frag(),
+            more_fragments: view.more_frags(),
+            fragment_offset: view.frag_offset() as usize,
+            header_len,
+            total_len,
+        };
+        Ok((header, &packet[header_len..total_len]))
+    }
+
+    pub fn is_fragment(&self) -> bool {
+        self.more_fragments || self.fragment_offset != 0
+    }
+
+    /// Writes a 20-byte header (no options) with this header's fields and
+    /// its checksum into `buf[..20]`; `total_len` must already be right.
+    pub fn write(&self, buf: &mut [u8]) {
+        let mut view = Ipv4Packet::new_unchecked(&mut buf[..IPV4_HEADER_LEN]);
+        view.set_version(4);
+        view.set_header_len(IPV4_HEADER_LEN as u8);
+        view.set_dscp(0);
+        view.set_ecn(0);
+        view.set_total_len(self.total_len as u16);
+        view.set_ident(self.ident);
+        view.clear_flags();
+        view.set_dont_frag(self.dont_fragment);
+        view.set_more_frags(self.more_fragments);
+        view.set_frag_offset(self.fragment_offset as u16);
+        view.set_hop_limit(self.ttl);
+        view.set_next_header(IpProtocol::from(self.protocol));
+        view.set_src_addr(self.src);
+        view.set_dst_addr(self.dst);
+        view.fill_checksum();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpHeader {
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl UdpHeader {
+    /// Parses a UDP segment carried from `src` to `dst`: the length field
+    /// must fit the buffer (bytes beyond it are ignored) and the checksum
+    /// must verify unless it is zero ("not computed", allowed over IPv4).
+    pub fn parse(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Result<(UdpHeader, &[u8]), WireError> {
+        let view = UdpPacket::new_checked(segment).map_err(|_| WireError::Truncated)?;
+        if !view.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+            return Err(WireError::BadChecksum);
+        }
+        let header = UdpHeader { src_port: view.src_port(), dst_port: view.dst_port() };
+        Ok((header, &segment[UDP_HEADER_LEN..view.len() as usize]))
+    }
+
+    /// Writes header and checksum into `segment`, whose payload is already in place.
+    pub fn write(src: SocketAddrV4, dst: SocketAddrV4, segment: &mut [u8]) {
+        let len = segment.len() as u16;
+        let mut view = UdpPacket::new_unchecked(segment);
+        view.set_src_port(src.port());
+        view.set_dst_port(dst.port());
+        view.set_len(len);
+        view.fill_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip()));
+    }
+}
+
+/// The ICMP messages the stack acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpMessage<'a> {
+    EchoRequest { ident: u16, seq: u16, data: &'a [u8] },
+    EchoReply { ident: u16, seq: u16, data: &'a [u8] },
+    /// `original` is the start of the datagram that could not be delivered
+    /// (its IP header and at least 8 bytes of its payload).
+    DestinationUnreachable { code: u8, original: &'a [u8] },
+    Other { kind: u8, code: u8 },
+}
+
+/// ICMP destination-unreachable code for "port unreachable".
+pub const ICMP_PORT_UNREACHABLE: u8 = 3;
+
+impl<'a> IcmpMessage<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<IcmpMessage<'a>, WireError> {
+        let view = Icmpv4Packet::new_checked(bytes).map_err(|_| WireError::Truncated)?;
+        if !view.verify_checksum() {
+            return Err(WireError::BadChecksum);
+        }
+        let data = &bytes[ICMP_HEADER_LEN..];
+        Ok(match view.msg_type() {
+            Icmpv4Message::EchoRequest => {
+                IcmpMessage::EchoRequest { ident: view.echo_ident(), seq: view.echo_seq_no(), data }
+            }
+            Icmpv4Message::EchoReply => IcmpMessage::EchoReply { ident: view.echo_ident(), seq: view.echo_seq_no(), data },
+            Icmpv4Message::DstUnreachable => IcmpMessage::DestinationUnreachable { code: view.msg_code(), original: data },
+            other => IcmpMessage::Other { kind: other.into(), code: view.msg_code() },
+        })
+    }
+
+    /// Length of this message on the wire.
+    pub fn len(&self) -> usize {
+        ICMP_HEADER_LEN
+            + match self {
+                IcmpMessage::EchoRequest { data, .. } | IcmpMessage::EchoReply { data, .. } => data.len(),
+                IcmpMessage::DestinationUnreachable { original, .. } => original.len(),
+                IcmpMessage::Other { .. } => 0,
+            }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the message with its checksum into `buf[..self.len()]`.
+    pub fn write(&self, buf: &mut [u8]) {
+        let buf = &mut buf[..self.len()];
+        buf[..ICMP_HEADER_LEN].fill(0);
+        let mut view = Icmpv4Packet::new_unchecked(&mut *buf);
+        match *self {
+            IcmpMessage::EchoRequest { ident, seq, data } | IcmpMessage::EchoReply { ident, seq, data } => {
+                let kind = if matches!(self, IcmpMessage::EchoRequest { .. }) {
+                    Icmpv4Message::EchoRequest
+                } else {
+                    Icmpv4Message::EchoReply
+                };
+                view.set_msg_type(kind);
+                view.set_msg_code(0);
+                view.set_echo_ident(ident);
+                view.set_echo_seq_no(seq);
+                view.data_mut()[..data.len()].copy_from_slice(data);
+            }
+            IcmpMessage::DestinationUnreachable { code, original } => {
+                view.set_msg_type(Icmpv4Message::DstUnreachable);
+                view.set_msg_code(Icmpv4DstUnreachable::from(code).into());
+                view.data_mut()[..original.len()].copy_from_slice(original);
+            }
+            IcmpMessage::Other { kind, code } => {
+                view.set_msg_type(Icmpv4Message::from(kind));
+                view.set_msg_code(code);
+            }
+        }
+        view.fill_checksum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
+
+    fn ipv4(payload_len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; IPV4_HEADER_LEN + payload_len];
+        let h = Ipv4Header {
+            src: A,
+            dst: B,
+            protocol: PROTO_UDP,
+            ttl: 64,
+            ident: 7,
+            dont_fragment: false,
+            more_fragments: false,
+            fragment_offset: 0,
+            header_len: IPV4_HEADER_LEN,
+            total_len: p.len(),
+        };
+        h.write(&mut p);
+        p
+    }
+
+    #[test]
+    fn ipv4_header_round_trips_and_padding_is_trimmed() {
+        let mut p = ipv4(4);
+        p.extend_from_slice(&[0xee; 10]); // Ethernet padding
+        let (h, payload) = Ipv4Header::parse(&p).unwrap();
+        assert_eq!((h.src, h.dst, h.protocol, h.ttl, h.ident), (A, B, PROTO_UDP, 64, 7));
+        assert_eq!(payload.len(), 4);
+    }
+
+    #[test]
+    fn ipv4_rejects_bad_version_ihl_length_and_checksum() {
+        let good = ipv4(8);
+        assert_eq!(Ipv4Header::parse(&good[..19]).unwrap_err(), WireError::Truncated);
+        let mut v6 = good.clone();
+        v6[0] = 0x65;
+        assert_eq!(Ipv4Header::parse(&v6).unwrap_err(), WireError::BadVersion);
+        let mut ihl = good.clone();
+        ihl[0] = 0x44;
+        assert_eq!(Ipv4Header::parse(&ihl).unwrap_err(), WireError::BadLength);
+        let mut long = good.clone();
+        long[3] = 200; // total length beyond the buffer
+        assert_eq!(Ipv4Header::parse(&long).unwrap_err(), WireError::Truncated);
+        let mut short = good.clone();
+        short[2] = 0;
+        short[3] = 10; // total length below the header
+        assert_eq!(Ipv4Header::parse(&short).unwrap_err(), WireError::BadLength);
+        let mut sum = good.clone();
+        sum[8] ^= 1; // TTL changed, checksum not
+        assert_eq!(Ipv4Header::parse(&sum).unwrap_err(), WireError::BadChecksum);
+    }
+
+    #[test]
+    fn udp_checksum_is_computed_verified_and_zero_means_none() {
+        let (sa, sb) = (SocketAddrV4::new(A, 1000), SocketAddrV4::new(B, 2000));
+        let mut seg = vec![0u8; UDP_HEADER_LEN + 5];
+        seg[UDP_HEADER_LEN..].copy_from_slice(b"hello");
+        UdpHeader::write(sa, sb, &mut seg);
+        let (h, payload) = UdpHeader::parse(A, B, &seg).unwrap();
+        assert_eq!((h.src_port, h.dst_port, payload), (1000, 2000, &b"hello"[..]));
+        // The pseudo-header covers the addresses: delivered to the wrong IP fails.
+        assert_eq!(UdpHeader::parse(A, A, &seg).unwrap_err(), WireError::BadChecksum);
+        let mut corrupt = seg.clone();
+        corrupt[UDP_HEADER_LEN] ^= 0x20;
+        assert_eq!(UdpHeader::parse(A, B, &corrupt).unwrap_err(), WireError::BadChecksum);
+        corrupt[6] = 0;
+        corrupt[7] = 0;
+        assert_eq!(UdpHeader::parse(A, B, &corrupt).unwrap().1, b"Hello");
+        let mut long = seg.clone();
+        long[5] = 50; // length field beyond the buffer
+        assert_eq!(UdpHeader::parse(A, B, &long).unwrap_err(), WireError::Truncated);
+        assert_eq!(UdpHeader::parse(A, B, &seg[..7]).unwrap_err(), WireError::Truncated);
+    }
+
+    #[test]
+    fn arp_round_trips_through_a_frame() {
+        let msg = ArpMessage {
+            op: ArpOp::Request,
+            sender_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            sender_ip: A,
+            target_mac: MacAddr([0; 6]),
+            target_ip: B,
+        };
+        let frame = msg.to_frame(MacAddr::BROADCAST);
+        let (eth, payload) = EthernetHeader::parse(&frame).unwrap();
+        assert_eq!((eth.dst, eth.src, eth.ethertype), (MacAddr::BROADCAST, msg.sender_mac, EtherType::Arp));
+        assert_eq!(ArpMessage::parse(payload).unwrap(), msg);
+        assert_eq!(ArpMessage::parse(&payload[..27]).unwrap_err(), WireError::Truncated);
+        let mut ipv6 = payload.to_vec();
+        ipv6[2] = 0x86;
+        ipv6[3] = 0xdd;
+        assert_eq!(ArpMessage::parse(&ipv6).unwrap_err(), WireError::Unsupported);
+    }
+
+    #[test]
+    fn icmp_echo_round_trips_and_checksum_is_checked() {
+        let msg = IcmpMessage::EchoRequest { ident: 9, seq: 3, data: b"ping" };
+        let mut buf = vec![0u8; msg.len()];
+        msg.write(&mut buf);
+        assert_eq!(IcmpMessage::parse(&buf).unwrap(), msg);
+        buf[9] ^= 1;
+        assert_eq!(IcmpMessage::parse(&buf).unwrap_err(), WireError::BadChecksum);
+        assert_eq!(IcmpMessage::parse(&buf[..7]).unwrap_err(), WireError::Truncated);
+    }
+
+    #[test]
+    fn multicast_mac_keeps_low_23_bits() {
+        assert_eq!(multicast_mac(Ipv4Addr::new(239, 129, 2, 3)).0, [1, 0, 0x5e, 1, 2, 3]);
+    }
+}
