@@ -3,6 +3,7 @@
 //! Nothing in this crate hooks libc; the preload crate translates the C ABI
 //! into calls on the types defined here.
 
+pub mod arp;
 pub mod config;
 pub mod link;
 pub mod policy;
