@@ -27,7 +27,11 @@ pub const DPDK_LIB: &str = "SLUICE_DPDK_LIB";
 /// Read by the launcher only (where libsluice.so is); accepted and ignored here.
 pub const LIB: &str = "SLUICE_LIB";
 
-/// Every variable sluice understands; any other `SLUICE_*` name is an error.
+/// Variables of the namespaces lab script (`tools/sluice-lab`), ignored here.
+pub const LAB_PREFIX: &str = "SLUICE_LAB_";
+
+/// Every variable sluice understands; any other `SLUICE_*` name (outside
+/// `SLUICE_LAB_*`) is an error.
 pub const VARIABLES: &[&str] = &[
     MODE,
     IFACES,
@@ -404,7 +408,7 @@ impl Config {
         // Report the first unknown name in sorted order so the message is stable.
         let mut unknown: Vec<&String> = set
             .keys()
-            .filter(|name| !VARIABLES.contains(&name.as_str()))
+            .filter(|name| !VARIABLES.contains(&name.as_str()) && !name.starts_with(LAB_PREFIX))
             .collect();
         unknown.sort();
         if let Some(name) = unknown.first() {
@@ -1047,6 +1051,16 @@ mod tests {
         let err = parse(&[("SLUICE_ZZ", "1"), ("SLUICE_AA", "2")]).unwrap_err();
         assert_eq!(err.variable(), "SLUICE_AA");
         assert_eq!(err.value(), "2");
+    }
+
+    #[test]
+    fn lab_script_variables_are_not_ours() {
+        let c = parse(&[
+            ("SLUICE_LAB_PREFIX", "slt-"),
+            ("SLUICE_LAB_HUGEPAGES", "64"),
+        ])
+        .unwrap();
+        assert_eq!(c, Config::default());
     }
 
     #[test]
