@@ -1,0 +1,28 @@
+//! Stress: 8 threads x 2000 iterations of socket/bind/getsockname/dup/dup2/
+//! socketpair/close on loopback under the preload, every result checked by
+//! the program (c/stress.c), finishing within a bound.
+
+use shim_tests::{assert_success, command, run_bounded, Launch, STRESS_BIN};
+use std::time::Duration;
+
+fn churn(launch: Launch) {
+    let mut cmd = command(launch, STRESS_BIN);
+    cmd.args(["8", "2000"]);
+    // Plainly this takes well under a second; the bound only catches hangs.
+    let out = run_bounded(&mut cmd, Duration::from_secs(120));
+    assert_success(&format!("stress ({launch:?})"), &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "stress ok: threads=8 iterations=2000\n"
+    );
+}
+
+#[test]
+fn fd_churn_plain() {
+    churn(Launch::Plain);
+}
+
+#[test]
+fn fd_churn_under_preload() {
+    churn(Launch::Preload);
+}
