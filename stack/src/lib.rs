@@ -5,6 +5,7 @@
 
 pub mod arp;
 pub mod config;
+pub mod icmp;
 pub mod ipv4;
 pub mod link;
 pub mod policy;

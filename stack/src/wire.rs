@@ -239,6 +239,44 @@ impl Ipv4Header {
         Ok((header, &packet[header_len..total_len]))
     }
 
+    /// Parses the start of a datagram quoted in an ICMP error: the header
+    /// must be whole and its checksum right, but the payload is cut short
+    /// (usually to 8 bytes), so the total length is not checked against it.
+    pub fn parse_quoted(quoted: &[u8]) -> Result<(Ipv4Header, &[u8]), WireError> {
+        if quoted.len() < IPV4_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let view = Ipv4Packet::new_unchecked(quoted);
+        if view.version() != 4 {
+            return Err(WireError::BadVersion);
+        }
+        let header_len = view.header_len() as usize;
+        if header_len < IPV4_HEADER_LEN {
+            return Err(WireError::BadLength);
+        }
+        if quoted.len() < header_len {
+            return Err(WireError::Truncated);
+        }
+        // Only the header's own bytes are summed, so a cut payload is fine.
+        let whole_header = Ipv4Packet::new_unchecked(&quoted[..header_len]);
+        if !whole_header.verify_checksum() {
+            return Err(WireError::BadChecksum);
+        }
+        let header = Ipv4Header {
+            src: view.src_addr(),
+            dst: view.dst_addr(),
+            protocol: view.next_header().into(),
+            ttl: view.hop_limit(),
+            ident: view.ident(),
+            dont_fragment: view.dont_frag(),
+            more_fragments: view.more_frags(),
+            fragment_offset: view.frag_offset() as usize,
+            header_len,
+            total_len: view.total_len() as usize,
+        };
+        Ok((header, &quoted[header_len..]))
+    }
+
     pub fn is_fragment(&self) -> bool {
         self.more_fragments || self.fragment_offset != 0
     }
@@ -282,6 +320,15 @@ impl UdpHeader {
         }
         let header = UdpHeader { src_port: view.src_port(), dst_port: view.dst_port() };
         Ok((header, &segment[UDP_HEADER_LEN..view.len() as usize]))
+    }
+
+    /// The ports of a UDP header quoted in an ICMP error (8 bytes needed).
+    pub fn parse_quoted(quoted: &[u8]) -> Result<UdpHeader, WireError> {
+        if quoted.len() < UDP_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let view = UdpPacket::new_unchecked(quoted);
+        Ok(UdpHeader { src_port: view.src_port(), dst_port: view.dst_port() })
     }
 
     /// Writes header and checksum into `segment`, whose payload is already in place.
