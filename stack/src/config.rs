@@ -1095,14 +1095,23 @@ mod tests {
 
     #[test]
     fn from_env_reads_the_process_environment() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
         // Only this test touches SLUICE_* in the test process's environment.
         std::env::set_var("SLUICE_SPIN_US", "123");
         let c = Config::from_env();
         std::env::set_var("SLUICE_SPIN_US", "nope");
         let bad = Config::from_env();
         std::env::remove_var("SLUICE_SPIN_US");
+        std::env::set_var("SLUICE_LOG", OsStr::from_bytes(b"debug\xff"));
+        let not_utf8 = Config::from_env();
+        std::env::remove_var("SLUICE_LOG");
         assert_eq!(c.unwrap().spin_us, 123);
         assert_eq!(bad.unwrap_err().variable(), "SLUICE_SPIN_US");
+        assert_eq!(
+            not_utf8.unwrap_err().to_string(),
+            "SLUICE_LOG=\"debug\u{fffd}\": value is not valid UTF-8"
+        );
     }
 
     #[test]
