@@ -262,6 +262,19 @@ impl Server {
         }
     }
 
+    /// Panics unless libsluice.so is mapped in the server: proves the run
+    /// really was under the preload (ld.so only warns when it cannot load it).
+    pub fn assert_preloaded(&mut self) {
+        self.assert_running();
+        let maps = fs::read_to_string(format!("/proc/{}/maps", self.pid())).unwrap_or_default();
+        assert!(
+            maps.lines().any(|l| l.ends_with("/libsluice.so")),
+            "{} runs without libsluice.so mapped.\n{}",
+            self.name,
+            self.logs()
+        );
+    }
+
     /// Waits up to `limit` for the server to exit by itself (e.g. `iperf3 -s -1`).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut().expect("server running");

@@ -28,6 +28,7 @@ fn curl_downloads_from_python_http_server() {
         .arg(port.to_string());
     let mut server = Server::start("python3 -m http.server", server_cmd);
     wait_listening(&mut server, port, Proto::Tcp, Duration::from_secs(15));
+    server.assert_preloaded();
 
     let fetched = dir.path().join("fetched.bin");
     let mut client = command(Launch::Launcher, &curl);

@@ -29,6 +29,7 @@ fn iperf3_tcp_over_loopback() {
     server_cmd.args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()]);
     let mut server = Server::start("iperf3 server", server_cmd);
     wait_listening(&mut server, port, Proto::Tcp, Duration::from_secs(10));
+    server.assert_preloaded();
 
     let mut client = command(Launch::Launcher, &iperf3);
     client.args(["-c", "127.0.0.1", "-p", &port.to_string(), "-t", "2", "-J"]);

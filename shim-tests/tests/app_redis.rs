@@ -49,6 +49,7 @@ fn redis_benchmark_and_cli_round_trip() {
         Proto::Tcp,
         Duration::from_secs(10),
     );
+    server.assert_preloaded();
 
     let mut bench = command(Launch::Launcher, &redis_benchmark);
     bench.args([

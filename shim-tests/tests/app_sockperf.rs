@@ -48,6 +48,7 @@ fn ping_pong(proto: Proto) {
         .args(tcp);
     let mut server = Server::start("sockperf server", server_cmd);
     wait_listening(&mut server, port, proto, Duration::from_secs(10));
+    server.assert_preloaded();
 
     let mut client = command(Launch::Launcher, &sockperf);
     client

@@ -86,6 +86,11 @@ fn mapped_files(maps: &str) -> Vec<&str> {
 }
 
 fn assert_pays_nothing(what: &str, plain: &Footprint, sluiced: &Footprint) {
+    // Shown with --nocapture: the measured cost.
+    eprintln!(
+        "{what}: VmRSS {} KiB (plain {} KiB), threads {} (plain {})",
+        sluiced.rss_kib, plain.rss_kib, sluiced.threads, plain.threads
+    );
     let files = mapped_files(&sluiced.maps);
     assert!(
         files.iter().any(|f| f.ends_with("/libsluice.so")),
