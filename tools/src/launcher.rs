@@ -197,6 +197,22 @@ pub fn plan(run: RunArgs, env: &[(OsString, OsString)], exe: &Path) -> Result<Pl
         }
     })?;
 
+    // Under an outer launcher (e.g. a shell started by `sluice run`), the
+    // environment holds the outer profile's values; they are profile values,
+    // not the user's, so a new -p must replace them.
+    if let Some(outer) = from_env
+        .get(config::PROFILE)
+        .filter(|o| **o != profile.name)
+    {
+        if let Ok(outer) = profile::load(outer, &profile::search_dirs(exe)) {
+            for (name, value) in &outer.settings {
+                if from_env.get(name) == Some(value) {
+                    from_env.remove(name);
+                }
+            }
+        }
+    }
+
     let mut merged: BTreeMap<String, (String, Origin)> = BTreeMap::new();
     for (name, value) in &profile.settings {
         merged.insert(name.clone(), (value.clone(), Origin::Profile));
@@ -568,6 +584,22 @@ mod tests {
         assert_eq!(p.profile.name, "throughput");
         let p = plan(run(&["run", "-p", "latency", "app"]), &e, &exe).unwrap();
         assert_eq!(var(&p, "SLUICE_PROFILE"), Some("latency"));
+        // Values an outer launcher took from its profile yield to the new -p,
+        // values the user set do not.
+        let outer = env(&[
+            lib_var,
+            ("SLUICE_PROFILE", "balanced"),
+            ("SLUICE_SPIN_US", "50"),
+        ]);
+        let p = plan(run(&["run", "-p", "latency", "app"]), &outer, &exe).unwrap();
+        assert_eq!(var(&p, "SLUICE_SPIN_US"), Some("1000000"));
+        let user = env(&[
+            lib_var,
+            ("SLUICE_PROFILE", "balanced"),
+            ("SLUICE_SPIN_US", "51"),
+        ]);
+        let p = plan(run(&["run", "-p", "latency", "app"]), &user, &exe).unwrap();
+        assert_eq!(var(&p, "SLUICE_SPIN_US"), Some("51"));
         // Default: balanced.
         let p = plan(run(&["run", "app"]), &env(&[lib_var]), &exe).unwrap();
         assert_eq!(var(&p, "SLUICE_PROFILE"), Some("balanced"));

@@ -347,6 +347,23 @@ fn flags_override_environment_which_overrides_profile() {
 }
 
 #[test]
+fn nested_launcher_applies_its_own_profile() {
+    // A shell started with the balanced profile, then `sluice run -p latency` inside it.
+    let scratch = Scratch::new("nested");
+    let inner =
+        format!("{LAUNCHER} run -p latency -- sh -c 'echo $SLUICE_PROFILE $SLUICE_SPIN_US'");
+    assert_eq!(
+        child_output(&scratch, &[], &[], &inner).trim(),
+        "latency 1000000"
+    );
+    // A value the user set by hand still beats the inner profile.
+    assert_eq!(
+        child_output(&scratch, &[], &[("SLUICE_SPIN_US", "77")], &inner).trim(),
+        "latency 77"
+    );
+}
+
+#[test]
 fn other_variables_pass_through_untouched() {
     let scratch = Scratch::new("passthrough");
     let out = child_output(
