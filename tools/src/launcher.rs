@@ -274,7 +274,9 @@ pub fn plan(run: RunArgs, env: &[(OsString, OsString)], exe: &Path) -> Result<Pl
     set.push(("LD_PRELOAD".to_string(), preload));
 
     let mut command = run.command.into_iter();
-    let program = command.next().expect("parse_args requires a command");
+    let program = command
+        .next()
+        .ok_or("run needs a command: sluice run [OPTIONS] [--] CMD [ARGS...]")?;
     Ok(Plan {
         set,
         program,
