@@ -530,3 +530,16 @@ fn wrapper_script_runs_the_built_launcher() {
     let out = wrapper(&["version"]);
     assert_eq!(stdout(&out), "release version\n");
 }
+
+/// docs/configuration.md has a section for every variable the configuration accepts.
+#[test]
+fn every_variable_is_documented() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let text = fs::read_to_string(&docs).expect("read docs/configuration.md");
+    for name in sluice_stack::config::VARIABLES {
+        assert!(
+            text.contains(&format!("### `{name}`")),
+            "docs/configuration.md has no section for {name}"
+        );
+    }
+}
