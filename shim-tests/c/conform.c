@@ -851,13 +851,13 @@ static void multiplexing(void)
     NUM(close(rd));
 }
 
-/* Run /bin/sh printing $LD_PRELOAD through exec variant `how`; report what the child saw. */
+/* Run /bin/sh printing $LD_PRELOAD and a sluice setting through exec variant `how`; report what the child saw. */
 static void exec_env(const char *how)
 {
     int pfd[2];
     if (pipe(pfd) < 0)
         die("pipe");
-    char *argv[] = {"sh", "-c", "echo \"LD_PRELOAD=$LD_PRELOAD\"", NULL};
+    char *argv[] = {"sh", "-c", "echo \"LD_PRELOAD=$LD_PRELOAD SLUICE_OFFLOAD=$SLUICE_OFFLOAD\"", NULL};
     char *envp[] = {"PATH=/usr/bin:/bin", "SCRUBBED=1", NULL};
     pid_t pid = strcmp(how, "vfork+execve") == 0 ? vfork() : fork();
     if (pid == 0) {

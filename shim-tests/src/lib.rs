@@ -42,30 +42,13 @@ pub struct Artefacts {
 
 /// Builds (or confirms up to date) libsluice.so and the launcher in release
 /// mode, once per test process, so that a test never runs stale hooks.
+/// With `SHIM_TESTS_NO_BUILD=1` the existing artefacts are used as they are.
 pub fn artefacts() -> &'static Artefacts {
     static BUILT: OnceLock<Artefacts> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        // -j1: the machine has two cores and other builds run beside the tests.
-        let out = Command::new(&cargo)
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "--release",
-                "-j1",
-                "-p",
-                "sluice-preload",
-                "-p",
-                "sluice-tools",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `{cargo}` to build libsluice.so: {e}"));
-        assert!(
-            out.status.success(),
-            "`cargo build --release -p sluice-preload -p sluice-tools` failed; the tests need \
-             libsluice.so and the launcher:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if env::var_os("SHIM_TESTS_NO_BUILD").is_none() {
+            build_release();
+        }
         let release = target_dir().join("release");
         let a = Artefacts {
             preload: release.join("libsluice.so"),
@@ -74,12 +57,36 @@ pub fn artefacts() -> &'static Artefacts {
         for p in [&a.preload, &a.launcher] {
             assert!(
                 p.is_file(),
-                "{} is missing after a successful build",
+                "{} is missing: run `cargo build --release -p sluice-preload -p sluice-tools`",
                 p.display()
             );
         }
         a
     })
+}
+
+fn build_release() {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    // -j1: the machine has two cores and other builds run beside the tests.
+    let out = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-j1",
+            "-p",
+            "sluice-preload",
+            "-p",
+            "sluice-tools",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{cargo}` to build libsluice.so: {e}"));
+    assert!(
+        out.status.success(),
+        "`cargo build --release -p sluice-preload -p sluice-tools` failed; the tests need \
+             libsluice.so and the launcher:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// How a program under test is started.

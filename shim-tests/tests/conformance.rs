@@ -13,6 +13,10 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A policy that offloads the lab's data subnets, as in a real deployment:
+/// loopback stays in the kernel, so the preload must still be invisible.
+const LAB_POLICY: &[(&str, &str)] = &[("SLUICE_OFFLOAD", "10.77.0.0/16")];
+
 struct Transcript {
     /// Lines that must be identical across launch modes.
     common: String,
@@ -20,19 +24,7 @@ struct Transcript {
     env: Vec<String>,
 }
 
-fn transcript(launch: Launch) -> Transcript {
-    let out = run_bounded(&mut command(launch, CONFORM_BIN), LIMIT);
-    assert_success(&format!("conformance probe ({launch:?})"), &out);
-    let text = String::from_utf8(out.stdout).expect("transcript is UTF-8");
-    assert!(
-        text.contains("== end =="),
-        "probe did not reach its end ({launch:?}):\n{text}"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.is_empty(),
-        "probe wrote to stderr under {launch:?} (nothing is misconfigured):\n{stderr}"
-    );
+fn split(text: &str) -> Transcript {
     let (env, common): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with("ENV:"));
     Transcript {
         common: common.join("\n") + "\n",
@@ -40,12 +32,47 @@ fn transcript(launch: Launch) -> Transcript {
     }
 }
 
-fn assert_same(mode: Launch) {
+/// Runs the probe; on any failure shows how far it got against the plain run.
+fn transcript_with(launch: Launch, vars: &[(&str, &str)]) -> Transcript {
+    let mut cmd = command(launch, CONFORM_BIN);
+    cmd.envs(vars.iter().copied());
+    let out = run_bounded(&mut cmd, LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complete = out.status.success() && text.contains("== end ==");
+    if !complete || !stderr.is_empty() {
+        let reference = if launch == Launch::Plain {
+            String::new()
+        } else {
+            format!(
+                "\nagainst the plain run:\n{}",
+                diff_against_plain(&split(&text).common)
+            )
+        };
+        panic!(
+            "conformance probe under {launch:?} with {vars:?}: {} ({}), stderr:\n{stderr}{reference}",
+            if complete { "wrote to stderr" } else { "did not complete" },
+            out.status
+        );
+    }
+    split(&text)
+}
+
+fn transcript(launch: Launch) -> Transcript {
+    transcript_with(launch, &[])
+}
+
+fn diff_against_plain(other: &str) -> String {
     let plain = transcript(Launch::Plain);
-    let other = transcript(mode);
+    unified_diff("plain", &plain.common, "sluice", other)
+}
+
+fn assert_same(mode: Launch, vars: &[(&str, &str)]) {
+    let plain = transcript_with(Launch::Plain, vars);
+    let other = transcript_with(mode, vars);
     if plain.common != other.common {
         panic!(
-            "transcript under {mode:?} differs from the plain run:\n{}",
+            "transcript under {mode:?} with {vars:?} differs from the plain run:\n{}",
             unified_diff(
                 "plain",
                 &plain.common,
@@ -58,12 +85,17 @@ fn assert_same(mode: Launch) {
 
 #[test]
 fn preload_is_invisible_to_every_hooked_call() {
-    assert_same(Launch::Preload);
+    assert_same(Launch::Preload, &[]);
 }
 
 #[test]
 fn launcher_is_invisible_to_every_hooked_call() {
-    assert_same(Launch::Launcher);
+    assert_same(Launch::Launcher, &[]);
+}
+
+#[test]
+fn preload_with_an_offload_policy_leaves_loopback_alone() {
+    assert_same(Launch::Preload, LAB_POLICY);
 }
 
 #[test]
@@ -97,14 +129,16 @@ fn plain_run_has_no_preload() {
     for v in EXEC_VARIANTS {
         assert_eq!(
             env_line(&t, v),
-            format!("ENV: {v} LD_PRELOAD="),
+            format!("ENV: {v} LD_PRELOAD= SLUICE_OFFLOAD="),
             "plain {v}"
         );
     }
 }
 
-fn assert_preload_kept_across_exec(mode: Launch) {
-    let t = transcript(mode);
+/// The children started through every exec variant kept libsluice.so in
+/// LD_PRELOAD and, when `setting` is given, the sluice configuration too.
+fn assert_preload_kept_across_exec(mode: Launch, vars: &[(&str, &str)], setting: Option<&str>) {
+    let t = transcript_with(mode, vars);
     assert_eq!(
         env_line(&t, "libsluice.so"),
         "ENV: libsluice.so mapped yes",
@@ -112,23 +146,44 @@ fn assert_preload_kept_across_exec(mode: Launch) {
     );
     for v in EXEC_VARIANTS {
         let line = env_line(&t, v);
+        let preload = line
+            .strip_prefix(&format!("ENV: {v} LD_PRELOAD="))
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or("");
         // execve/execle/execvpe pass an environment without LD_PRELOAD: the
         // preload must put itself back so the child stays accelerated.
         assert!(
-            line.starts_with(&format!("ENV: {v} LD_PRELOAD=")) && line.contains("libsluice.so"),
+            preload
+                .split([':', ' '])
+                .any(|p| p.ends_with("/libsluice.so")),
             "under {mode:?} the child started by {v} lost the preload: `{line}`"
         );
+        if let Some(setting) = setting {
+            assert!(
+                line.ends_with(&format!(" {setting}")),
+                "under {mode:?} the child started by {v} lost `{setting}`: `{line}`"
+            );
+        }
     }
 }
 
 #[test]
 fn preload_survives_exec_with_scrubbed_environment() {
-    assert_preload_kept_across_exec(Launch::Preload);
+    assert_preload_kept_across_exec(Launch::Preload, &[], None);
 }
 
 #[test]
 fn launcher_preload_survives_exec_with_scrubbed_environment() {
-    assert_preload_kept_across_exec(Launch::Launcher);
+    assert_preload_kept_across_exec(Launch::Launcher, &[], None);
+}
+
+#[test]
+fn configuration_survives_exec_with_scrubbed_environment() {
+    assert_preload_kept_across_exec(
+        Launch::Preload,
+        LAB_POLICY,
+        Some("SLUICE_OFFLOAD=10.77.0.0/16"),
+    );
 }
 
 #[test]
