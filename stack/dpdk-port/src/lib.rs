@@ -1,1 +1,21 @@
-//! A DPDK ethernet port for the sluice stack.
+//! A DPDK ethernet port for the sluice stack (`libsluice_dpdk.so`).
+//!
+//! [`Port`] is a safe wrapper over one DPDK ethdev with one rx/tx queue pair:
+//! a netdev reached through an af_packet or af_xdp virtual device, or a PCI
+//! NIC. The EAL starts lazily, once per process, at the first
+//! [`Port::open`]. The stack does not link this crate: it loads the cdylib
+//! with dlopen() and calls it through the C ABI in [`ffi`] (see
+//! `sluice_stack::link::dpdk`), so a process that never offloads maps no
+//! DPDK library.
+
+mod eal;
+mod error;
+pub mod ffi;
+mod port;
+
+pub use eal::uses_hugepages as eal_uses_hugepages;
+pub use error::DpdkError;
+pub use port::{Mbuf, Port, PortCounters, BURST};
+pub use sluice_stack::config::{DpdkBackend as Backend, Hugepages};
+pub use sluice_stack::link::dpdk::PortConfig;
+pub use sluice_stack::link::{LinkStatus, MacAddr};

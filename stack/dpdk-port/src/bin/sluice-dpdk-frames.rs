@@ -1,0 +1,568 @@
+//! sluice-dpdk-frames: exchanges real Ethernet frames with a peer and checks
+//! every byte. Used by the lab tests of sluice-dpdk (tests/frames.rs).
+//!
+//! Both ends send `--count` data frames of distinct lengths and contents
+//! (ethertype 0x88b5, local experimental, between made-up MACs) and expect
+//! exactly `--count` from the other, each compared byte for byte with what
+//! the peer must have sent. An end is one of:
+//!   dpdk  a `sluice_dpdk::Port` (af_packet or af_xdp vdev on --iface)
+//!   link  a `DpdkLink`, i.e. libsluice_dpdk.so loaded with dlopen (--lib)
+//!   raw   a kernel AF_PACKET socket on --iface (the reference)
+//! Small hello frames carry "I hear you" and "frames received so far", so
+//! nobody sends before its peer listens and at most WINDOW frames are in
+//! flight. Bounded by --count and --timeout-ms.
+//!
+//! --bad-device NAME first tries to open NAME and prints why it failed;
+//! --reopen opens and closes the port once before the real open; --leak
+//! never closes the port, leaving it to the exit hook.
+//!
+//! Exit status: 0 all frames checked; 1 wrong, missing or extra frames, or
+//! timeout; 2 the port could not be opened (the reason on stderr).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sluice_dpdk::{Backend, Hugepages, MacAddr, Port, PortConfig};
+use sluice_stack::link::dpdk::DpdkLink;
+use sluice_stack::link::Link;
+
+const ETHERTYPE: u16 = 0x88b5;
+const MAGIC: &[u8; 4] = b"SLDF";
+const HELLO: u8 = 1;
+const DATA: u8 = 2;
+/// Ethernet header, then magic, kind, sender, flags, pad, seq, received.
+const HEADER: usize = 14 + 4 + 4 + 4 + 4;
+const MIN_FRAME: usize = 64;
+const MAX_FRAME: usize = 1514;
+const WINDOW: u32 = 128;
+const HELLO_EVERY: Duration = Duration::from_millis(1);
+const LINGER: Duration = Duration::from_millis(100);
+
+struct Args {
+    side: String,
+    iface: String,
+    backend: Backend,
+    hugepages: Hugepages,
+    lib: Option<PathBuf>,
+    mac: MacAddr,
+    peer_mac: MacAddr,
+    id: u8,
+    peer_id: u8,
+    count: u32,
+    timeout: Duration,
+    bad_device: Option<String>,
+    leak: bool,
+    reopen: bool,
+}
+
+fn usage() -> String {
+    "usage: sluice-dpdk-frames dpdk|link|raw --iface NAME --mac MAC --peer-mac MAC --id N --peer-id N \
+     [--count N] [--timeout-ms T] [--backend af_packet|af_xdp] [--hugepages auto|on|off] [--lib PATH] \
+     [--bad-device NAME] [--leak] [--reopen]"
+        .into()
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let side = it.next().ok_or_else(usage)?;
+    if !["dpdk", "link", "raw"].contains(&side.as_str()) {
+        return Err(format!("unknown side {side:?}\n{}", usage()));
+    }
+    let mut a = Args {
+        side,
+        iface: String::new(),
+        backend: Backend::AfPacket,
+        hugepages: Hugepages::Auto,
+        lib: None,
+        mac: MacAddr::default(),
+        peer_mac: MacAddr::default(),
+        id: 0,
+        peer_id: 0,
+        count: 1000,
+        timeout: Duration::from_secs(20),
+        bad_device: None,
+        leak: false,
+        reopen: false,
+    };
+    while let Some(flag) = it.next() {
+        if flag == "--leak" || flag == "--reopen" {
+            a.leak |= flag == "--leak";
+            a.reopen |= flag == "--reopen";
+            continue;
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: {v:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--iface" => a.iface = value,
+            "--backend" => {
+                a.backend = match value.as_str() {
+                    "af_packet" => Backend::AfPacket,
+                    "af_xdp" => Backend::AfXdp,
+                    _ => return Err(format!("--backend: {value:?} is not af_packet or af_xdp")),
+                }
+            }
+            "--hugepages" => {
+                a.hugepages = match value.as_str() {
+                    "auto" => Hugepages::Auto,
+                    "on" => Hugepages::On,
+                    "off" => Hugepages::Off,
+                    _ => return Err(format!("--hugepages: {value:?} is not auto, on or off")),
+                }
+            }
+            "--lib" => a.lib = Some(value.into()),
+            "--mac" => a.mac = value.parse()?,
+            "--peer-mac" => a.peer_mac = value.parse()?,
+            "--id" => a.id = num(&value)? as u8,
+            "--peer-id" => a.peer_id = num(&value)? as u8,
+            "--count" => a.count = num(&value)? as u32,
+            "--timeout-ms" => a.timeout = Duration::from_millis(num(&value)?),
+            "--bad-device" => a.bad_device = Some(value),
+            _ => return Err(format!("unknown option {flag}\n{}", usage())),
+        }
+    }
+    if a.iface.is_empty() {
+        return Err("--iface is required".into());
+    }
+    Ok(a)
+}
+
+/// One end of the exchange.
+trait End {
+    /// Whether the frame was taken (false: transmit ring full).
+    fn send(&mut self, frame: &[u8]) -> Result<bool, String>;
+    fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String>;
+    fn close(self: Box<Self>, leak: bool);
+}
+
+impl End for Port {
+    fn send(&mut self, frame: &[u8]) -> Result<bool, String> {
+        Port::send(self, frame).map_err(|e| e.to_string())
+    }
+    fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+        Ok(Port::recv(self, 64, on_frame))
+    }
+    fn close(self: Box<Self>, leak: bool) {
+        if leak {
+            // Leave it to the exit hook, as an application that never closes would.
+            std::mem::forget(self);
+        } else {
+            Port::close(*self);
+        }
+    }
+}
+
+impl End for DpdkLink {
+    fn send(&mut self, frame: &[u8]) -> Result<bool, String> {
+        self.send_frame(frame).map_err(|e| e.to_string())
+    }
+    fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+        self.recv_frames(64, on_frame).map_err(|e| e.to_string())
+    }
+    fn close(self: Box<Self>, leak: bool) {
+        if leak {
+            std::mem::forget(self);
+        }
+    }
+}
+
+/// A kernel AF_PACKET socket bound to one interface and our ethertype.
+struct RawSocket {
+    fd: i32,
+}
+
+impl RawSocket {
+    fn open(iface: &str) -> Result<Self, String> {
+        let name = std::ffi::CString::new(iface).map_err(|_| "bad interface name".to_string())?;
+        // SAFETY: NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(format!(
+                "no network interface {iface:?} in this network namespace"
+            ));
+        }
+        let proto = ETHERTYPE.to_be() as i32;
+        // SAFETY: plain socket creation.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                proto,
+            )
+        };
+        if fd < 0 {
+            return Err(format!(
+                "AF_PACKET socket: {} (root needed)",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let sock = RawSocket { fd };
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETHERTYPE.to_be();
+        sll.sll_ifindex = index as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "bind to {iface}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // Frames for made-up MACs: a real NIC would filter them without this.
+        // SAFETY: packet_mreq is plain data.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = index as i32;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        let big: i32 = 8 << 20;
+        // SAFETY: valid option values of the sizes passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast(),
+                std::mem::size_of::<libc::packet_mreq>() as u32,
+            );
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const i32).cast(),
+                4,
+            );
+        }
+        Ok(sock)
+    }
+}
+
+impl End for RawSocket {
+    fn send(&mut self, frame: &[u8]) -> Result<bool, String> {
+        // SAFETY: `frame` is valid for its length.
+        let n = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => Ok(false),
+                _ => Err(format!("send: {e}")),
+            };
+        }
+        Ok(true)
+    }
+
+    fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+        let mut buf = [0u8; 2048];
+        let mut n_frames = 0;
+        for _ in 0..64 {
+            // SAFETY: sockaddr_ll is plain data.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: `buf` and `from` are writable for the sizes passed.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(n_frames),
+                    _ => Err(format!("recv: {e}")),
+                };
+            }
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
+                continue; // someone else's transmission on this host
+            }
+            on_frame(&buf[..n as usize]);
+            n_frames += 1;
+        }
+        Ok(n_frames)
+    }
+
+    fn close(self: Box<Self>, _leak: bool) {}
+}
+
+impl Drop for RawSocket {
+    fn drop(&mut self) {
+        // SAFETY: our own fd, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn frame_len(seq: u32) -> usize {
+    MIN_FRAME + (seq as usize * 97) % (MAX_FRAME - MIN_FRAME + 1)
+}
+
+/// The fixed part of every frame of the exchange.
+struct Header {
+    dst: MacAddr,
+    src: MacAddr,
+    kind: u8,
+    sender: u8,
+    /// Bit 0: "I hear you".
+    flags: u8,
+    seq: u32,
+    /// Data frames received so far from the peer.
+    received: u32,
+}
+
+impl Header {
+    fn write(&self, buf: &mut [u8]) {
+        buf[0..6].copy_from_slice(&self.dst.0);
+        buf[6..12].copy_from_slice(&self.src.0);
+        buf[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+        buf[14..18].copy_from_slice(MAGIC);
+        buf[18] = self.kind;
+        buf[19] = self.sender;
+        buf[20] = self.flags;
+        buf[21] = 0;
+        buf[22..26].copy_from_slice(&self.seq.to_be_bytes());
+        buf[26..30].copy_from_slice(&self.received.to_be_bytes());
+    }
+}
+
+/// Data frame `seq` from `sender`: its length and every payload byte depend
+/// on both, so a frame from another sequence number or sender never matches.
+fn data_frame(dst: MacAddr, src: MacAddr, sender: u8, seq: u32) -> Vec<u8> {
+    let mut f = vec![0u8; frame_len(seq)];
+    Header {
+        dst,
+        src,
+        kind: DATA,
+        sender,
+        flags: 0,
+        seq,
+        received: 0,
+    }
+    .write(&mut f);
+    for (i, b) in f.iter_mut().enumerate().skip(HEADER) {
+        *b = (seq.wrapping_mul(31) as usize + i * 7 + sender as usize * 101) as u8;
+    }
+    f
+}
+
+#[derive(Default)]
+struct Progress {
+    next_seq: u32,
+    received: HashSet<u32>,
+    peer_alive: bool,
+    peer_hears_us: bool,
+    peer_received: u32,
+    bad: Vec<String>,
+    foreign: u64,
+}
+
+/// Runs the exchange; the error (timeout or I/O) comes with what was seen.
+fn exchange(end: &mut dyn End, a: &Args) -> (Progress, Option<String>) {
+    let mut p = Progress::default();
+    let err = run(end, a, &mut p).err();
+    (p, err)
+}
+
+fn run(end: &mut dyn End, a: &Args, p: &mut Progress) -> Result<(), String> {
+    let start = Instant::now();
+    let mut next_hello = start;
+    let mut done_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now - start > a.timeout {
+            return Err(format!(
+                "timeout after {:?}: sent {}/{}, received {}/{}, peer received {}, peer seen {}, peer hears us {}",
+                a.timeout,
+                p.next_seq,
+                a.count,
+                p.received.len(),
+                a.count,
+                p.peer_received,
+                p.peer_alive,
+                p.peer_hears_us
+            ));
+        }
+        let mut activity = end.recv(&mut |frame| on_frame(frame, a, p))? > 0;
+        if now >= next_hello {
+            let mut hello = vec![0u8; MIN_FRAME];
+            Header {
+                dst: a.peer_mac,
+                src: a.mac,
+                kind: HELLO,
+                sender: a.id,
+                flags: p.peer_alive as u8,
+                seq: 0,
+                received: p.received.len() as u32,
+            }
+            .write(&mut hello);
+            end.send(&hello)?;
+            next_hello = now + HELLO_EVERY;
+        }
+        if p.peer_hears_us {
+            while p.next_seq < a.count && p.next_seq < p.peer_received + WINDOW {
+                if !end.send(&data_frame(a.peer_mac, a.mac, a.id, p.next_seq))? {
+                    break;
+                }
+                p.next_seq += 1;
+                activity = true;
+            }
+        }
+        let complete = p.next_seq == a.count
+            && p.received.len() as u32 == a.count
+            && p.peer_received == a.count;
+        match done_at {
+            // Keep saying hello a little, so the peer learns we got everything.
+            Some(t) if now - t > LINGER => return Ok(()),
+            None if complete => done_at = Some(now),
+            _ => {}
+        }
+        if !activity {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn on_frame(frame: &[u8], a: &Args, p: &mut Progress) {
+    let ours = frame.len() >= HEADER
+        && frame[0..6] == a.mac.0
+        && frame[6..12] == a.peer_mac.0
+        && frame[12..14] == ETHERTYPE.to_be_bytes()
+        && &frame[14..18] == MAGIC;
+    if !ours {
+        p.foreign += 1;
+        return;
+    }
+    let sender = frame[19];
+    let seq = u32::from_be_bytes(frame[22..26].try_into().unwrap());
+    if sender != a.peer_id {
+        p.bad.push(format!(
+            "frame from sender {sender}, expected {}",
+            a.peer_id
+        ));
+        return;
+    }
+    p.peer_alive = true;
+    match frame[18] {
+        HELLO => {
+            p.peer_hears_us |= frame[20] & 1 != 0;
+            let received = u32::from_be_bytes(frame[26..30].try_into().unwrap());
+            p.peer_received = p.peer_received.max(received);
+        }
+        DATA => {
+            p.peer_hears_us = true;
+            if seq >= a.count {
+                p.bad
+                    .push(format!("data frame seq {seq} beyond count {}", a.count));
+            } else if !p.received.insert(seq) {
+                p.bad.push(format!("duplicate data frame seq {seq}"));
+            } else {
+                let want = data_frame(a.mac, a.peer_mac, a.peer_id, seq);
+                if frame != want.as_slice() {
+                    let first = frame.iter().zip(&want).position(|(x, y)| x != y);
+                    p.bad.push(format!(
+                        "data frame seq {seq}: {} bytes, expected {}; first difference at {first:?}",
+                        frame.len(),
+                        want.len()
+                    ));
+                }
+            }
+        }
+        kind => p.bad.push(format!("unknown frame kind {kind}")),
+    }
+}
+
+fn open_end(a: &Args, device: &str) -> Result<Box<dyn End>, String> {
+    let config = PortConfig {
+        device: device.to_string(),
+        backend: a.backend,
+        hugepages: a.hugepages,
+        extra_eal_args: Vec::new(),
+        mac: Some(a.mac),
+    };
+    match a.side.as_str() {
+        "dpdk" => Ok(Box::new(Port::open(&config).map_err(|e| e.to_string())?)),
+        "link" => {
+            let lib = a
+                .lib
+                .as_ref()
+                .ok_or("link needs --lib PATH of libsluice_dpdk.so")?;
+            Ok(Box::new(
+                DpdkLink::open(lib, &config).map_err(|e| e.to_string())?,
+            ))
+        }
+        _ => Ok(Box::new(RawSocket::open(device)?)),
+    }
+}
+
+fn main() -> ExitCode {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sluice-dpdk-frames: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bad) = &a.bad_device {
+        match open_end(&a, bad) {
+            Ok(_) => {
+                eprintln!("sluice-dpdk-frames: opening bad device {bad:?} succeeded");
+                return ExitCode::from(1);
+            }
+            Err(e) => println!("bad-device error: {e}"),
+        }
+    }
+    if a.reopen {
+        // Open and close once first: the second open reuses the running EAL.
+        match open_end(&a, &a.iface) {
+            Ok(end) => end.close(false),
+            Err(e) => {
+                eprintln!("sluice-dpdk-frames: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut end = match open_end(&a, &a.iface) {
+        Ok(end) => end,
+        Err(e) => {
+            eprintln!("sluice-dpdk-frames: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (p, failure) = exchange(end.as_mut(), &a);
+    end.close(a.leak);
+    if failure.is_none() && p.bad.is_empty() && p.received.len() as u32 == a.count {
+        println!(
+            "ok side={} sent={} received={} foreign={}",
+            a.side,
+            p.next_seq,
+            p.received.len(),
+            p.foreign
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(e) = failure {
+        eprintln!("sluice-dpdk-frames: {e}");
+    }
+    eprintln!(
+        "sluice-dpdk-frames: {} bad frames, received {}/{}",
+        p.bad.len(),
+        p.received.len(),
+        a.count
+    );
+    for b in p.bad.iter().take(20) {
+        eprintln!("  {b}");
+    }
+    ExitCode::from(1)
+}

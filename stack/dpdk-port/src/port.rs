@@ -1,0 +1,579 @@
+//! A safe port over one DPDK ethdev: one rx/tx queue pair and its mempool.
+
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use dpdk_sys as sys;
+use sluice_stack::config::{Device, DpdkBackend};
+use sluice_stack::link::dpdk::PortConfig;
+use sluice_stack::link::{LinkStatus, MacAddr};
+
+use crate::eal::{self, Attach, OpenPort};
+use crate::error::DpdkError;
+
+/// Mbufs per port: rx ring + tx ring + frames in flight in the stack.
+/// 2^n - 1 is the mempool's most efficient size.
+const MBUFS_PER_PORT: u32 = 4095;
+const MBUF_CACHE: u32 = 128;
+/// Frames moved per driver call.
+pub const BURST: usize = 32;
+
+/// Distinct vdev names (`net_af_packet0`, `net_af_packet1`, ...) per process:
+/// DPDK refuses to reuse a name that is still registered.
+static NEXT_VDEV: AtomicU32 = AtomicU32::new(0);
+static NEXT_POOL: AtomicU32 = AtomicU32::new(0);
+
+/// Counters of one port, for the stack's statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_frames: u64,
+    /// Unicast frames for another MAC (seen because the port is promiscuous
+    /// or shares a netdev with the kernel).
+    pub rx_not_ours: u64,
+    /// Frames spread over several mbufs (larger than one buffer).
+    pub rx_chained: u64,
+    pub tx_frames: u64,
+    /// Frames not taken because the transmit ring or the mempool was full.
+    pub tx_full: u64,
+}
+
+/// One DPDK ethdev with one rx/tx queue pair.
+///
+/// On a netdev (af_packet or af_xdp), the kernel keeps the interface and its
+/// MAC: when [`PortConfig::mac`] sets the stack's own MAC, the kernel's is not
+/// changed; the port goes promiscuous instead and [`Port::recv`] keeps only
+/// frames for our MAC, broadcast and multicast. On a PCI device, which DPDK
+/// owns alone, the MAC is programmed into the NIC when the PMD allows it.
+pub struct Port {
+    id: u16,
+    device: String,
+    vdev: Option<String>,
+    pool: NonNull<sys::rte_mempool>,
+    mac: MacAddr,
+    max_frame: usize,
+    counters: std::cell::Cell<PortCounters>,
+    closed: bool,
+}
+
+// SAFETY: the port's queues and mempool may be used from any thread, one at a
+// time; `Port` is not `Sync`, so shared use across threads is impossible.
+unsafe impl Send for Port {}
+
+impl Port {
+    /// Probes the device, starts the EAL if this is the process's first
+    /// port, and brings the port up.
+    pub fn open(config: &PortConfig) -> Result<Port, DpdkError> {
+        let device = Device::parse(&config.device).map_err(DpdkError::BadDevice)?;
+        let attach = match &device {
+            Device::Netdev(name) => {
+                let c_name = CString::new(name.as_str())
+                    .map_err(|_| DpdkError::BadDevice(format!("{name:?}")))?;
+                // SAFETY: NUL-terminated name; looks the name up in our netns.
+                if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+                    return Err(DpdkError::NoSuchInterface(name.clone()));
+                }
+                let n = NEXT_VDEV.fetch_add(1, Ordering::Relaxed);
+                match config.backend {
+                    DpdkBackend::AfPacket => Attach::Vdev {
+                        name: format!("net_af_packet{n}"),
+                        args: format!("iface={name},qpairs=1"),
+                    },
+                    DpdkBackend::AfXdp => Attach::Vdev {
+                        name: format!("net_af_xdp{n}"),
+                        args: format!("iface={name},start_queue=0,queue_count=1"),
+                    },
+                }
+            }
+            Device::Pci(addr) => {
+                // PCI sysfs is not per network namespace, so this is reliable.
+                if !std::path::Path::new("/sys/bus/pci/devices")
+                    .join(addr)
+                    .exists()
+                {
+                    return Err(DpdkError::Probe {
+                        device: addr.clone(),
+                        reason: "no such PCI device (see lspci -D or /sys/bus/pci/devices)".into(),
+                    });
+                }
+                Attach::Pci { addr: addr.clone() }
+            }
+        };
+        let (ethdev_name, vdev) = match &attach {
+            Attach::Vdev { name, .. } => (name.clone(), Some(name.clone())),
+            Attach::Pci { addr } => (addr.clone(), None),
+        };
+        let shown = match &device {
+            Device::Netdev(name) => format!("{name} ({} vdev {ethdev_name})", config.backend),
+            Device::Pci(addr) => addr.clone(),
+        };
+
+        let mut control = eal::control();
+        control.attach(&attach, config.hugepages, &config.extra_eal_args)?;
+        let id = match port_by_name(&ethdev_name) {
+            Some(id) => id,
+            None => {
+                if let Some(v) = &vdev {
+                    eal::hotplug_remove_vdev(v);
+                }
+                return Err(DpdkError::Probe {
+                    device: shown,
+                    reason: "no port was created (the driver rejected the device: wrong name or address, \
+                             no permission, or the PMD is missing; set SLUICE_LOG=sluice_dpdk=debug for DPDK's log)"
+                        .into(),
+                });
+            }
+        };
+        let pool = match create_pool(id, &shown) {
+            Ok(pool) => pool,
+            Err(e) => {
+                close_port(id, vdev.as_deref());
+                return Err(e);
+            }
+        };
+        match setup(id, &shown, config.mac, pool) {
+            Ok((mac, max_frame)) => {
+                control.open_ports.push(OpenPort {
+                    id,
+                    vdev: vdev.clone(),
+                });
+                log::info!("DPDK port {id} up on {shown}, MAC {mac}");
+                Ok(Port {
+                    id,
+                    device: shown,
+                    vdev,
+                    pool,
+                    mac,
+                    max_frame,
+                    counters: Default::default(),
+                    closed: false,
+                })
+            }
+            Err(e) => {
+                close_port(id, vdev.as_deref());
+                // SAFETY: the port is closed, so its queues hold no mbufs of
+                // the pool any more.
+                unsafe { sys::rte_mempool_free(pool.as_ptr()) };
+                Err(e)
+            }
+        }
+    }
+
+    /// The MAC the stack owns on this port.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// DPDK's port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Largest frame [`Port::send`] accepts.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    pub fn counters(&self) -> PortCounters {
+        self.counters.get()
+    }
+
+    pub fn link_status(&self) -> Result<LinkStatus, DpdkError> {
+        let mut link = sys::rte_eth_link::default();
+        // SAFETY: `link` is writable; the port is started.
+        let rc = unsafe { sys::rte_eth_link_get_nowait(self.id, &mut link) };
+        if rc < 0 {
+            return Err(self.call_error("rte_eth_link_get_nowait", -rc));
+        }
+        let speed = link.link_speed;
+        Ok(LinkStatus {
+            up: link.link_status() as u32 == sys::RTE_ETH_LINK_UP,
+            speed_mbps: (speed != sys::RTE_ETH_SPEED_NUM_NONE
+                && speed != sys::RTE_ETH_SPEED_NUM_UNKNOWN)
+                .then_some(speed),
+        })
+    }
+
+    /// Receives up to `max` frames into `out` without copying them, with one
+    /// driver call; frames not for us are dropped here. Returns how many were added.
+    pub fn rx_burst<'p>(&'p self, out: &mut Vec<Mbuf<'p>>, max: usize) -> usize {
+        let before = out.len();
+        self.poll(out, max);
+        out.len() - before
+    }
+
+    /// Takes an empty mbuf from the port's pool, or `None` when all are in use.
+    pub fn alloc(&self) -> Option<Mbuf<'_>> {
+        // SAFETY: the pool lives as long as the port.
+        let m = unsafe { sys::sluice_rte_pktmbuf_alloc(self.pool.as_ptr()) };
+        NonNull::new(m).map(|ptr| Mbuf {
+            ptr,
+            _port: PhantomData,
+        })
+    }
+
+    /// Hands frames from the front of `frames` to the driver; those taken
+    /// are removed, the rest stay for a later try. Returns how many were taken.
+    pub fn tx_burst<'p>(&'p self, frames: &mut Vec<Mbuf<'p>>) -> usize {
+        let mut sent = 0;
+        while sent < frames.len() {
+            let chunk = &frames[sent..(sent + BURST).min(frames.len())];
+            let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
+            for (slot, m) in raw.iter_mut().zip(chunk) {
+                *slot = m.ptr.as_ptr();
+            }
+            // SAFETY: `raw[..len]` are valid mbufs of this port's pool; the
+            // driver takes ownership of the first `n`.
+            let n = unsafe {
+                sys::sluice_rte_eth_tx_burst(self.id, 0, raw.as_mut_ptr(), chunk.len() as u16)
+            } as usize;
+            sent += n;
+            if n < chunk.len() {
+                break;
+            }
+        }
+        // The driver owns the sent mbufs now: forget them, do not free them.
+        frames.drain(..sent).for_each(std::mem::forget);
+        let mut counters = self.counters.get();
+        counters.tx_frames += sent as u64;
+        counters.tx_full += (!frames.is_empty()) as u64;
+        self.counters.set(counters);
+        sent
+    }
+
+    /// Copies `frame` into an mbuf and sends it. `Ok(false)`: the transmit
+    /// ring (or the pool) is full and the frame was not taken.
+    pub fn send(&self, frame: &[u8]) -> Result<bool, DpdkError> {
+        if frame.len() > self.max_frame {
+            return Err(DpdkError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        let Some(mut mbuf) = self.alloc() else {
+            self.bump(|c| c.tx_full += 1);
+            return Ok(false);
+        };
+        match mbuf.append(frame.len()) {
+            Some(room) => room.copy_from_slice(frame),
+            None => {
+                return Err(DpdkError::FrameTooLarge {
+                    len: frame.len(),
+                    max: mbuf.tailroom(),
+                })
+            }
+        }
+        let mut batch = vec![mbuf];
+        Ok(self.tx_burst(&mut batch) == 1)
+    }
+
+    /// Hands up to `max` received frames (for us) to `on_frame`; returns how many.
+    pub fn recv(&self, max: usize, on_frame: &mut dyn FnMut(&[u8])) -> usize {
+        let mut delivered = 0;
+        let mut batch = Vec::with_capacity(BURST);
+        // Bounded even when every frame polled is someone else's.
+        for _ in 0..=max.div_ceil(BURST) {
+            if delivered >= max {
+                break;
+            }
+            let polled = self.poll(&mut batch, max - delivered);
+            for mbuf in batch.drain(..) {
+                on_frame(mbuf.data());
+                delivered += 1;
+            }
+            if polled == 0 {
+                break;
+            }
+        }
+        delivered
+    }
+
+    /// Stops and closes the port, removes its vdev and frees its pool (also
+    /// done on drop). Failures are logged: nothing is left to undo.
+    pub fn close(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut control = eal::control();
+        control.open_ports.retain(|p| p.id != self.id);
+        close_port(self.id, self.vdev.as_deref());
+        // SAFETY: the port is closed, its queues released their mbufs, and no
+        // `Mbuf` outlives `&self`; the pool is freed exactly once.
+        unsafe { sys::rte_mempool_free(self.pool.as_ptr()) };
+        log::info!("DPDK port {} on {} closed", self.id, self.device);
+    }
+
+    /// One driver call for up to `max` frames; keeps those for us in `out`.
+    /// Returns how many the driver gave, ours or not.
+    fn poll<'p>(&'p self, out: &mut Vec<Mbuf<'p>>, max: usize) -> usize {
+        let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
+        let want = max.min(BURST) as u16;
+        // SAFETY: `raw` has room for `want` pointers; queue 0 is set up and
+        // `&self` on a non-Sync port means no one else polls it.
+        let n =
+            unsafe { sys::sluice_rte_eth_rx_burst(self.id, 0, raw.as_mut_ptr(), want) } as usize;
+        let mut counters = self.counters.get();
+        for &m in &raw[..n] {
+            // SAFETY: the driver returned `n` valid mbufs, now ours.
+            let mbuf = Mbuf {
+                ptr: unsafe { NonNull::new_unchecked(m) },
+                _port: PhantomData,
+            };
+            if mbuf.is_chained() {
+                counters.rx_chained += 1;
+                continue; // freed with `mbuf`
+            }
+            let data = mbuf.data();
+            let for_us = data.len() >= 6 && {
+                let dst = MacAddr(data[..6].try_into().unwrap());
+                dst == self.mac || dst.is_multicast()
+            };
+            if for_us {
+                counters.rx_frames += 1;
+                out.push(mbuf);
+            } else {
+                counters.rx_not_ours += 1;
+            }
+        }
+        self.counters.set(counters);
+        n
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut PortCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    fn call_error(&self, call: &'static str, errnum: i32) -> DpdkError {
+        DpdkError::Call {
+            device: self.device.clone(),
+            call,
+            reason: eal::strerror(errnum),
+        }
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// One packet buffer of a port's pool, freed when dropped.
+pub struct Mbuf<'p> {
+    ptr: NonNull<sys::rte_mbuf>,
+    _port: PhantomData<&'p Port>,
+}
+
+impl Mbuf<'_> {
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: mtod points at data_len initialised bytes of this mbuf,
+        // which we own; single-segment (checked on receive, built so on send).
+        unsafe {
+            let len = sys::sluice_rte_pktmbuf_data_len(self.ptr.as_ptr()) as usize;
+            std::slice::from_raw_parts(
+                sys::sluice_rte_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>(),
+                len,
+            )
+        }
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `data`, and `&mut self` makes the access exclusive.
+        unsafe {
+            let len = sys::sluice_rte_pktmbuf_data_len(self.ptr.as_ptr()) as usize;
+            std::slice::from_raw_parts_mut(
+                sys::sluice_rte_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>(),
+                len,
+            )
+        }
+    }
+
+    /// Grows the frame by `len` bytes at its end and returns them to be
+    /// filled (their old contents are unspecified), or `None` if they do not fit.
+    pub fn append(&mut self, len: usize) -> Option<&mut [u8]> {
+        let len16 = u16::try_from(len).ok()?;
+        // SAFETY: rte_pktmbuf_append checks the tailroom and returns null
+        // when it is too small; otherwise `len` bytes at the result are ours.
+        unsafe {
+            let p = sys::sluice_rte_pktmbuf_append(self.ptr.as_ptr(), len16);
+            (!p.is_null()).then(|| std::slice::from_raw_parts_mut(p.cast::<u8>(), len))
+        }
+    }
+
+    pub fn tailroom(&self) -> usize {
+        // SAFETY: reads a field of an mbuf we own.
+        unsafe { sys::sluice_rte_pktmbuf_tailroom(self.ptr.as_ptr()) as usize }
+    }
+
+    fn is_chained(&self) -> bool {
+        // SAFETY: reads a field of an mbuf we own.
+        unsafe { sys::sluice_rte_pktmbuf_nb_segs(self.ptr.as_ptr()) != 1 }
+    }
+}
+
+impl Drop for Mbuf<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf and its pool is alive (lifetime `'p`).
+        unsafe { sys::sluice_rte_pktmbuf_free(self.ptr.as_ptr()) };
+    }
+}
+
+fn port_by_name(name: &str) -> Option<u16> {
+    let c_name = CString::new(name).ok()?;
+    let mut id = 0u16;
+    // SAFETY: NUL-terminated name and a writable id.
+    let rc = unsafe { sys::rte_eth_dev_get_port_by_name(c_name.as_ptr(), &mut id) };
+    (rc == 0).then_some(id)
+}
+
+/// The port's mbuf pool, on the port's NUMA socket.
+fn create_pool(id: u16, device: &str) -> Result<NonNull<sys::rte_mempool>, DpdkError> {
+    // SAFETY: plain query of a probed port.
+    let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+    let name = CString::new(format!(
+        "sluice_{id}_{}",
+        NEXT_POOL.fetch_add(1, Ordering::Relaxed)
+    ))
+    .unwrap();
+    // SAFETY: NUL-terminated name; the EAL is running.
+    let pool = unsafe {
+        sys::rte_pktmbuf_pool_create(
+            name.as_ptr(),
+            MBUFS_PER_PORT,
+            MBUF_CACHE,
+            0,
+            sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+            socket,
+        )
+    };
+    NonNull::new(pool).ok_or_else(|| DpdkError::Call {
+        device: device.to_string(),
+        call: "rte_pktmbuf_pool_create",
+        reason: eal::strerror(eal::last_errno()),
+    })
+}
+
+/// Configures one queue pair and the MAC, and starts the port. Returns the
+/// MAC the stack owns and the largest frame. On error the caller closes the
+/// port, then frees `pool`.
+fn setup(
+    id: u16,
+    device: &str,
+    mac: Option<MacAddr>,
+    pool: NonNull<sys::rte_mempool>,
+) -> Result<(MacAddr, usize), DpdkError> {
+    let fail = |call: &'static str, errnum: i32| DpdkError::Call {
+        device: device.to_string(),
+        call,
+        reason: eal::strerror(errnum),
+    };
+    let mut info = sys::rte_eth_dev_info::default();
+    // SAFETY: `info` is writable; `id` is a probed port.
+    let rc = unsafe { sys::rte_eth_dev_info_get(id, &mut info) };
+    if rc != 0 {
+        return Err(fail("rte_eth_dev_info_get", -rc));
+    }
+    // SAFETY: plain query of a probed port.
+    let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+    let conf = sys::rte_eth_conf::default();
+    // SAFETY: one rx and one tx queue, default (all-zero) configuration.
+    let rc = unsafe { sys::rte_eth_dev_configure(id, 1, 1, &conf) };
+    if rc != 0 {
+        return Err(fail("rte_eth_dev_configure", -rc));
+    }
+    // SAFETY: queue 0 of a configured port; 0 descriptors means the PMD's
+    // default ring size; null queue config means the PMD's defaults.
+    let rc = unsafe {
+        sys::rte_eth_rx_queue_setup(id, 0, 0, socket as u32, std::ptr::null(), pool.as_ptr())
+    };
+    if rc != 0 {
+        return Err(fail("rte_eth_rx_queue_setup", -rc));
+    }
+    // SAFETY: as above.
+    let rc = unsafe { sys::rte_eth_tx_queue_setup(id, 0, 0, socket as u32, std::ptr::null()) };
+    if rc != 0 {
+        return Err(fail("rte_eth_tx_queue_setup", -rc));
+    }
+    let mut hw = sys::rte_ether_addr::default();
+    // SAFETY: `hw` is writable.
+    let rc = unsafe { sys::rte_eth_macaddr_get(id, &mut hw) };
+    if rc != 0 {
+        return Err(fail("rte_eth_macaddr_get", -rc));
+    }
+    let device_mac = MacAddr(hw.addr_bytes);
+    let is_vdev = !info.device.is_null() && is_netdev_driver(&info);
+    let ours = match mac {
+        None => device_mac,
+        Some(want) if want == device_mac => want,
+        Some(want) => {
+            // A netdev belongs to the kernel too: changing its MAC would
+            // change the kernel's, so listen promiscuously instead.
+            let programmed = !is_vdev && {
+                let mut addr = sys::rte_ether_addr { addr_bytes: want.0 };
+                // SAFETY: `addr` is a valid address; the port is configured.
+                unsafe { sys::rte_eth_dev_default_mac_addr_set(id, &mut addr) == 0 }
+            };
+            if !programmed {
+                // SAFETY: plain control call on a configured port.
+                let rc = unsafe { sys::rte_eth_promiscuous_enable(id) };
+                if rc != 0 {
+                    return Err(fail("rte_eth_promiscuous_enable", -rc));
+                }
+            }
+            want
+        }
+    };
+    // SAFETY: queues are set up.
+    let rc = unsafe { sys::rte_eth_dev_start(id) };
+    if rc != 0 {
+        return Err(fail("rte_eth_dev_start", -rc));
+    }
+    let room = sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize - sys::RTE_PKTMBUF_HEADROOM as usize;
+    let max_frame = match info.max_rx_pktlen as usize {
+        0 => room,
+        n => n.min(room),
+    };
+    Ok((ours, max_frame))
+}
+
+/// af_packet and af_xdp ports sit on a kernel netdev.
+fn is_netdev_driver(info: &sys::rte_eth_dev_info) -> bool {
+    if info.driver_name.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null driver name is a static NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.driver_name) }.to_string_lossy();
+    name.contains("af_packet") || name.contains("af_xdp")
+}
+
+/// Stops and closes a port and removes its vdev; errors are logged only,
+/// since there is nothing left to do about them. Caller holds the control lock.
+pub(crate) fn close_port(id: u16, vdev: Option<&str>) {
+    // SAFETY: `id` is a port this crate set up; control calls are serialised
+    // by the lock the caller holds.
+    unsafe {
+        // Leave the netdev's flags as we found them.
+        if sys::rte_eth_promiscuous_get(id) == 1 {
+            sys::rte_eth_promiscuous_disable(id);
+        }
+        let rc = sys::rte_eth_dev_stop(id);
+        if rc != 0 {
+            log::warn!("stopping DPDK port {id}: {}", eal::strerror(-rc));
+        }
+        let rc = sys::rte_eth_dev_close(id);
+        if rc != 0 {
+            log::warn!("closing DPDK port {id}: {}", eal::strerror(-rc));
+        }
+    }
+    if let Some(v) = vdev {
+        eal::hotplug_remove_vdev(v);
+    }
+}

@@ -1,0 +1,387 @@
+//! Lab tests of the DPDK port: real Ethernet frames through the veths
+//! between namespaces sl-h1 and sl-h2 (both on switch sl-sw0), in both
+//! directions, checked byte for byte by `sluice-dpdk-frames`.
+//!
+//! Needs root (namespaces, AF_PACKET, DPDK). Brings the lab up with
+//! `tools/sluice-lab up` when it is not. The scenarios that drive p0 run one
+//! after another inside one test function, so they never share the veth.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+const H1: &str = "sl-h1";
+const H2: &str = "sl-h2";
+const MAC1: &str = "02:00:00:77:02:01";
+const MAC2: &str = "02:00:00:77:02:02";
+const COUNT: u32 = 1000;
+/// A hang guard, not a speed check: a run takes well under a second.
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice-dpdk-frames")
+}
+
+/// libsluice_dpdk.so next to the binary: target/<profile>/.
+fn dpdk_lib() -> PathBuf {
+    let lib = Path::new(bin()).with_file_name("libsluice_dpdk.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: build it with `cargo build -p sluice-dpdk`",
+        lib.display()
+    );
+    lib
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the DPDK lab tests need root (network namespaces, AF_PACKET, DPDK): \
+         run `sudo -E cargo test -p sluice-dpdk --test frames`"
+    );
+}
+
+fn has_port(ns: &str, port: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "link", "show", port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn ensure_lab() {
+    require_root();
+    static LAB: Once = Once::new();
+    LAB.call_once(|| {
+        if has_port(H1, "p0") && has_port(H2, "p0") {
+            return;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/sluice-lab");
+        let status = Command::new(&script).arg("up").status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "the lab is not up and `{} up` failed: {status:?}",
+            script.display()
+        );
+        assert!(
+            has_port(H1, "p0") && has_port(H2, "p0"),
+            "sluice-lab up did not create p0 in {H1} and {H2}"
+        );
+    });
+}
+
+struct Outcome {
+    label: String,
+    /// Also the EAL's `--file-prefix` (`sluice-<pid>`): `ip netns exec` execs.
+    pid: u32,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn show(&self) -> String {
+        format!(
+            "{}: exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.label, self.code, self.stdout, self.stderr
+        )
+    }
+
+    fn assert_exchanged(&self, count: u32) {
+        assert_eq!(self.code, Some(0), "{}", self.show());
+        let want = format!("sent={count} received={count}");
+        assert!(
+            self.stdout.contains(&want),
+            "expected `{want}` in\n{}",
+            self.show()
+        );
+    }
+}
+
+fn spawn(ns: &str, args: &[String]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, bin()])
+        .args(args)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run ip netns exec")
+}
+
+/// Waits for `child`, killing it (by its own pid) if it outlives the guard.
+fn finish(label: &str, mut child: Child) -> Outcome {
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        match child.try_wait().expect("wait for child") {
+            Some(_) => break,
+            None if start.elapsed() > CHILD_LIMIT => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect killed child");
+                panic!(
+                    "{label}: still running after {CHILD_LIMIT:?} (hung?), killed\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let out = child.wait_with_output().expect("collect child output");
+    Outcome {
+        label: label.to_string(),
+        pid,
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Arguments of one end: `side` on p0 with id 1 (h1) or 2 (h2).
+fn end_args(side: &str, host: u8, count: u32, extra: &[&str]) -> Vec<String> {
+    let (mac, peer_mac, peer) = if host == 1 {
+        (MAC1, MAC2, 2)
+    } else {
+        (MAC2, MAC1, 1)
+    };
+    let mut args: Vec<String> = vec![side.into()];
+    for (k, v) in [
+        ("--iface", "p0".to_string()),
+        ("--mac", mac.to_string()),
+        ("--peer-mac", peer_mac.to_string()),
+        ("--id", host.to_string()),
+        ("--peer-id", peer.to_string()),
+        ("--count", count.to_string()),
+        ("--timeout-ms", "20000".to_string()),
+    ] {
+        args.push(k.into());
+        args.push(v);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Runs one exchange between h1 and h2 and checks both ends saw every frame.
+fn exchange(label: &str, h1: Vec<String>, h2: Vec<String>, count: u32) -> (Outcome, Outcome) {
+    let c2 = spawn(H2, &h2);
+    let c1 = spawn(H1, &h1);
+    let o1 = finish(&format!("{label} [h1 {}]", h1.join(" ")), c1);
+    let o2 = finish(&format!("{label} [h2 {}]", h2.join(" ")), c2);
+    o1.assert_exchanged(count);
+    o2.assert_exchanged(count);
+    assert_port_restored(H1);
+    assert_port_restored(H2);
+    (o1, o2)
+}
+
+/// After a DPDK run, p0 carries no XDP program and is not promiscuous.
+fn assert_port_restored(ns: &str) {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", "p0"])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(" xdp"),
+        "{ns} p0 still has an XDP program:\n{text}"
+    );
+    assert!(
+        !text.contains("PROMISC") && text.contains("promiscuity 0"),
+        "{ns} p0 left promiscuous:\n{text}"
+    );
+}
+
+/// Nothing of these runs may remain: hugepage files, EAL runtime
+/// directories, processes.
+fn assert_nothing_left(pids: &[u32]) {
+    let names = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let hugepage_files = names("/dev/hugepages");
+    let runtime_dirs = names("/var/run/dpdk");
+    for pid in pids {
+        let prefix = format!("sluice-{pid}");
+        let files: Vec<_> = hugepage_files
+            .iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        assert!(
+            files.is_empty(),
+            "hugepage files left in /dev/hugepages: {files:?}"
+        );
+        assert!(
+            !runtime_dirs.contains(&prefix),
+            "EAL runtime directory /var/run/dpdk/{prefix} left behind"
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still exists"
+        );
+    }
+    let me = std::fs::canonicalize(bin()).unwrap();
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_link(e.path().join("exe"))
+                .map(|p| p == me)
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        running.is_empty(),
+        "sluice-dpdk-frames processes still running: {running:?}"
+    );
+}
+
+#[test]
+fn frames_cross_the_veth_byte_for_byte() {
+    ensure_lab();
+    let lib = dpdk_lib();
+    let lib = lib.to_str().unwrap();
+    let mut runs = Vec::new();
+
+    // 1. af_packet port against the kernel, without hugepages; first a
+    //    device that does not exist, then open-close-open (EAL reused).
+    let first = exchange(
+        "af_packet port <-> kernel AF_PACKET",
+        end_args(
+            "dpdk",
+            1,
+            COUNT,
+            &[
+                "--backend",
+                "af_packet",
+                "--hugepages",
+                "off",
+                "--bad-device",
+                "nosuch0",
+                "--reopen",
+            ],
+        ),
+        end_args("raw", 2, COUNT, &[]),
+        COUNT,
+    );
+    assert!(
+        first
+            .0
+            .stdout
+            .contains(r#"bad-device error: no network interface "nosuch0""#),
+        "a missing interface must be a clear error:\n{}",
+        first.0.show()
+    );
+    runs.push(first);
+
+    // 2. af_xdp port against the kernel, hugepages if the lab has them.
+    runs.push(exchange(
+        "af_xdp port <-> kernel AF_PACKET",
+        end_args(
+            "dpdk",
+            1,
+            COUNT,
+            &["--backend", "af_xdp", "--hugepages", "auto"],
+        ),
+        end_args("raw", 2, COUNT, &[]),
+        COUNT,
+    ));
+
+    // 3. DPDK on both ends: h1 through dlopen(libsluice_dpdk.so) and the C
+    //    ABI, h2 a Port it never closes (the exit hook must clean up).
+    runs.push(exchange(
+        "DpdkLink af_packet <-> af_xdp port",
+        end_args(
+            "link",
+            1,
+            COUNT,
+            &["--lib", lib, "--backend", "af_packet", "--hugepages", "on"],
+        ),
+        end_args("dpdk", 2, COUNT, &["--backend", "af_xdp", "--leak"]),
+        COUNT,
+    ));
+
+    // 4. dlopen path over af_xdp, kernel on the other end.
+    runs.push(exchange(
+        "DpdkLink af_xdp <-> kernel AF_PACKET",
+        end_args("link", 1, COUNT, &["--lib", lib, "--backend", "af_xdp"]),
+        end_args("raw", 2, COUNT, &[]),
+        COUNT,
+    ));
+
+    let pids: Vec<u32> = runs.iter().flat_map(|(a, b)| [a.pid, b.pid]).collect();
+    assert_nothing_left(&pids);
+}
+
+/// Opening a device that is not there fails with a message naming it, both
+/// through the Rust API and across the C ABI; nothing is sent.
+#[test]
+fn bad_devices_are_clear_errors() {
+    ensure_lab();
+    let lib = dpdk_lib();
+    let cases: [(&str, Vec<&str>, &str); 4] = [
+        (
+            "dpdk",
+            vec!["--iface", "nosuch0"],
+            r#"no network interface "nosuch0" in this network namespace"#,
+        ),
+        (
+            "link",
+            vec!["--iface", "nosuch0", "--lib", lib.to_str().unwrap()],
+            r#"cannot open port: no network interface "nosuch0""#,
+        ),
+        (
+            "dpdk",
+            vec!["--iface", "0000:00:1f.7"],
+            "DPDK could not probe 0000:00:1f.7: no such PCI device",
+        ),
+        ("dpdk", vec!["--iface", "bad/name"], "bad DPDK device"),
+    ];
+    for (side, args, want) in cases {
+        let mut all = vec![side.to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend(
+            [
+                "--mac",
+                MAC1,
+                "--peer-mac",
+                MAC2,
+                "--id",
+                "1",
+                "--peer-id",
+                "2",
+            ]
+            .map(String::from),
+        );
+        let o = finish(&format!("bad device [{}]", all.join(" ")), spawn(H1, &all));
+        assert_eq!(o.code, Some(2), "{}", o.show());
+        assert!(
+            o.stderr.contains(want),
+            "expected {want:?} in\n{}",
+            o.show()
+        );
+        assert_eq!(
+            o.stderr.lines().count(),
+            1,
+            "one line, not a DPDK log:\n{}",
+            o.show()
+        );
+    }
+}
