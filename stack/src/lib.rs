@@ -9,4 +9,5 @@ pub mod icmp;
 pub mod ipv4;
 pub mod link;
 pub mod policy;
+pub mod udp;
 pub mod wire;
