@@ -1,2 +1,46 @@
-//! libsluice.so: interposes the BSD socket calls and dispatches them either to
-//! the kernel or to the sluice stack.
+//! libsluice.so: the LD_PRELOAD interposer. It translates the C ABI and dispatches each call
+//! either to the kernel or (for offloaded sockets, as the stack grows) to the sluice stack.
+//! No protocol code lives here.
+//!
+//! # Hooks
+//!
+//! | concern | module | functions |
+//! |---|---|---|
+//! | sockets | `hooks::socket` | socket, bind, listen, accept, accept4, connect, shutdown, sendto, sendmsg, sendmmsg, getsockopt, setsockopt, getsockname, getpeername |
+//! | data | `hooks::io` | read, readv, write, writev, send, recv, recvfrom, recvmsg, recvmmsg, __read_chk, __recv_chk, __recvfrom_chk |
+//! | readiness | `hooks::mux` | poll, __poll_chk, ppoll, __ppoll_chk, select, pselect, epoll_create, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, epoll_pwait2 |
+//! | fds | `hooks::fd` | close, dup, dup2, dup3, fcntl, fcntl64, ioctl |
+//! | processes | `hooks::process` | fork, vfork (as fork), execve, execv, execvp, execvpe, execl, execlp, execle |
+//!
+//! # Design
+//!
+//! - **Real functions** (`real`): resolved lazily with `dlsym(RTLD_NEXT)` into atomics, no lock;
+//!   a call made while this thread is inside dlsym, or whose symbol is missing, takes the raw
+//!   system call.
+//! - **fd table** (`fdtable`, `entry`): socket() always makes the kernel socket (the shadow);
+//!   IPv4 TCP/UDP sockets get an entry, shared by dup'd fds. Lookups take no lock (split
+//!   reference counts); a call on an fd that is not ours costs one or two relaxed loads.
+//! - **Offload decision**: taken at bind, connect or the first sendto/sendmsg with an address,
+//!   by `OffloadPolicy::offloads`, and logged at debug level as
+//!   `sluice: fd N -> offload (dst A.B.C.D:P)` or `... -> kernel (...)`. Until the stack's data
+//!   path exists, an offloaded socket still moves its data through the kernel shadow.
+//! - **Re-entry and panics** (`guard`): hook bodies run with a thread-local flag set, so calls
+//!   made by our own code (logging, configuration, later the stack and DPDK's EAL) pass straight
+//!   to the kernel; a panic is caught, reported once per hook, and the call completes in the
+//!   kernel. errno is exactly what the kernel call left.
+//! - **Initialisation** (`init`): lazy, at the first IPv4 socket call; a bad configuration is
+//!   one stderr line and the process runs on the kernel. Loading the library only copies the
+//!   `LD_PRELOAD`/`SLUICE_*` strings for exec (`exec_env`): no thread, no allocation, and no
+//!   library beyond libc, libgcc_s and the loader.
+//!
+//! Unit tests build without the hooks (a test executable exporting `read` would intercept its
+//! own harness); the hooks are exercised under LD_PRELOAD by `tests/preloaded.rs`.
+
+mod entry;
+mod exec_env;
+mod fdtable;
+mod guard;
+#[cfg(not(test))]
+mod hooks;
+mod init;
+mod real;

@@ -1,0 +1,96 @@
+//! fd bookkeeping: close, dup, dup2, dup3, fcntl (F_DUPFD*), ioctl.
+//!
+//! The table follows the kernel's fd numbers: dup'd fds share one entry, closing one keeps the
+//! other, dup2/dup3 over a tracked fd drops its entry. These updates are lock-free and also run
+//! when the call is re-entered (a close from a signal handler must not leave a stale entry);
+//! they are contained with `guard::contain`, so a fault costs the bookkeeping, not the call.
+
+#![allow(clippy::missing_safety_doc)]
+
+use std::os::raw::{c_int, c_ulong};
+
+use super::fd_hooks;
+use crate::guard::{contain, Site};
+use crate::init::TABLE;
+use crate::real;
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if TABLE.is_tracked(fd) {
+        static SITE: Site = Site::new("close");
+        // Unmapped before the kernel close: once closed, the number can be handed to another
+        // thread's socket() at once, and its new entry must survive.
+        contain(&SITE, || drop(TABLE.remove(fd)));
+    }
+    // SAFETY: the caller's argument, passed on unchanged.
+    unsafe { real::close(fd) }
+}
+
+/// After a dup-like call returned `new` for `old`.
+fn follow_dup(site: &'static Site, old: c_int, new: c_int) {
+    if new >= 0 && new != old && (TABLE.is_tracked(old) || TABLE.is_tracked(new)) {
+        contain(site, || TABLE.duplicate(old, new));
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: the caller's argument, passed on unchanged.
+    let new = unsafe { real::dup(fd) };
+    static SITE: Site = Site::new("dup");
+    follow_dup(&SITE, fd, new);
+    new
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { real::dup2(old, new) };
+    static SITE: Site = Site::new("dup2");
+    follow_dup(&SITE, old, r);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { real::dup3(old, new, flags) };
+    static SITE: Site = Site::new("dup3");
+    follow_dup(&SITE, old, r);
+    r
+}
+
+fn is_dup(cmd: c_int) -> bool {
+    cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC
+}
+
+// fcntl and ioctl are variadic in C. Their optional argument is an int or a pointer, which the
+// x86_64 calling convention passes in the same register as a fixed `unsigned long` parameter:
+// declaring it fixed is ABI-correct for every command that takes an argument, and a junk value
+// for those that take none is ignored by the real function just as it would be.
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { real::fcntl(fd, cmd, arg) };
+    if is_dup(cmd) {
+        static SITE: Site = Site::new("fcntl");
+        follow_dup(&SITE, fd, r);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { real::fcntl64(fd, cmd, arg) };
+    if is_dup(cmd) {
+        static SITE: Site = Site::new("fcntl64");
+        follow_dup(&SITE, fd, r);
+    }
+    r
+}
+
+fd_hooks! {
+    fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int;
+}
