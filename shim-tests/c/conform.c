@@ -33,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -932,6 +933,135 @@ static void processes(void)
     exec_env("execvp");
 }
 
+/* ---- signals and timeouts: blocking calls must return EINTR or restart as the kernel does ---- */
+
+static volatile sig_atomic_t alarms;
+static int alarm_fd = -1;
+static struct sockaddr_in alarm_dst;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    alarms++;
+    /* sendto is async-signal-safe: the restarted call gets something to return. */
+    if (alarm_fd >= 0)
+        sendto(alarm_fd, "from-handler", 12, MSG_DONTWAIT, (struct sockaddr *)&alarm_dst, sizeof alarm_dst);
+}
+
+static volatile sig_atomic_t pipes;
+static void on_pipe(int sig)
+{
+    (void)sig;
+    pipes++;
+}
+
+/* A periodic SIGALRM, so a signal lands inside the blocking call however late it starts. */
+static void arm(int restart, int send_from, unsigned short port)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigaction(SIGALRM, &sa, NULL);
+    alarm_fd = send_from;
+    alarm_dst = lo(port);
+    alarms = 0;
+    struct itimerval it = {.it_interval = {0, 20000}, .it_value = {0, 20000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void disarm(void)
+{
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    signal(SIGALRM, SIG_IGN);
+    alarm_fd = -1;
+}
+
+static void drain(int fd)
+{
+    char buf[64];
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
+        ;
+}
+
+static void signals(void)
+{
+    section("signals and timeouts");
+    int u = FD(socket(AF_INET, SOCK_DGRAM, 0));
+    bind_named(u, "S");
+    int snd = FD(socket(AF_INET, SOCK_DGRAM, 0));
+    char buf[64];
+    struct pollfd p = {.fd = u, .events = POLLIN};
+
+    arm(0, -1, 0);
+    NUM(recv(u, buf, sizeof buf, 0));
+    disarm();
+    out("  handler ran %s", alarms > 0 ? "yes" : "no");
+    arm(0, -1, 0);
+    NUM(poll(&p, 1, -1));
+    disarm();
+    int ep = FD(epoll_create1(0));
+    struct epoll_event ev = {.events = EPOLLIN}, got;
+    NUM(epoll_ctl(ep, EPOLL_CTL_ADD, u, &ev));
+    /* epoll_wait is never restarted, SA_RESTART or not. */
+    arm(1, -1, 0);
+    NUM(epoll_wait(ep, &got, 1, -1));
+    disarm();
+    NUM(close(ep));
+    fd_set r;
+    FD_ZERO(&r);
+    FD_SET(u, &r);
+    arm(1, -1, 0);
+    NUM(select(u + 1, &r, NULL, NULL, NULL));
+    disarm();
+
+    /* With SA_RESTART a blocking recv resumes and returns what the handler sent. */
+    arm(1, snd, local_port(u));
+    long n = NUM(recv(u, buf, sizeof buf, 0));
+    disarm();
+    show_data("restarted recv", buf, n);
+    drain(u);
+
+    /* A fresh socket: a late datagram from the handler cannot reach it. */
+    int t = FD(socket(AF_INET, SOCK_DGRAM, 0));
+    bind_named(t, "T");
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 50000};
+    NUM(setsockopt(t, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
+    NUM(recv(t, buf, sizeof buf, 0));
+    NUM(read(t, buf, sizeof buf));
+    NUM(close(t));
+
+    int l = tcp_listener("SL");
+    struct sockaddr_in la = lo(local_port(l));
+    int c = FD(socket(AF_INET, SOCK_STREAM, 0));
+    NUM(connect(c, (struct sockaddr *)&la, sizeof la));
+    int s = FD(accept(l, NULL, NULL));
+    NUM(send(c, "wait", 4, 0));
+    NUM(send(c, "all", 3, 0));
+    NUM(send(c, "!", 1, 0));
+    n = NUM(recv(s, buf, 8, MSG_WAITALL));
+    show_data("MSG_WAITALL", buf, n);
+
+    struct sigaction sp, old;
+    memset(&sp, 0, sizeof sp);
+    sp.sa_handler = on_pipe;
+    sigaction(SIGPIPE, &sp, &old);
+    NUM(shutdown(c, SHUT_WR));
+    NUM(send(c, "x", 1, 0));
+    out("  SIGPIPE delivered %d", (int)pipes);
+    NUM(send(c, "x", 1, MSG_NOSIGNAL));
+    NUM(write(c, "x", 1));
+    out("  SIGPIPE delivered %d", (int)pipes);
+    sigaction(SIGPIPE, &old, NULL);
+
+    NUM(close(s));
+    NUM(close(c));
+    NUM(close(l));
+    NUM(close(snd));
+    NUM(close(u));
+}
+
 /* Lengths the compiler cannot see, so that fortify calls the _chk variants. */
 static volatile size_t vlen = 64;
 static volatile nfds_t vnfds = 1;
@@ -1122,6 +1252,7 @@ int main(void)
     dups();
     multiplexing();
     processes();
+    signals();
     chk();
     misuse();
     section("end");
