@@ -249,6 +249,11 @@ impl Server {
         self.child.as_ref().expect("server running").id()
     }
 
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.log.path().join("stderr")).unwrap_or_default()
+    }
+
     /// What the server printed so far, for failure messages.
     pub fn logs(&self) -> String {
         let read = |f: &str| fs::read_to_string(self.log.path().join(f)).unwrap_or_default();

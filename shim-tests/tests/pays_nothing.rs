@@ -54,10 +54,12 @@ struct Footprint {
     maps: String,
     threads: usize,
     rss_kib: u64,
+    stderr: String,
 }
 
-fn footprint(pid: u32) -> Footprint {
+fn footprint(server: &Server, pid: u32) -> Footprint {
     Footprint {
+        stderr: server.stderr(),
         maps: fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps"),
         threads: fs::read_dir(format!("/proc/{pid}/task"))
             .expect("read task dir")
@@ -67,11 +69,15 @@ fn footprint(pid: u32) -> Footprint {
 }
 
 fn sleep_footprint(launch: Launch) -> Footprint {
+    sleep_footprint_with(launch, &[])
+}
+
+fn sleep_footprint_with(launch: Launch, vars: &[(&str, &str)]) -> Footprint {
     let mut cmd = command(launch, "/usr/bin/sleep");
-    cmd.arg("30");
+    cmd.arg("30").envs(vars.iter().copied());
     let mut server = Server::start(&format!("sleep ({launch:?})"), cmd);
     let pid = sleeping_pid(&mut server);
-    footprint(pid)
+    footprint(&server, pid)
 }
 
 fn mapped_files(maps: &str) -> Vec<&str> {
@@ -90,6 +96,11 @@ fn assert_pays_nothing(what: &str, plain: &Footprint, sluiced: &Footprint) {
     eprintln!(
         "{what}: VmRSS {} KiB (plain {} KiB), threads {} (plain {})",
         sluiced.rss_kib, plain.rss_kib, sluiced.threads, plain.threads
+    );
+    assert!(
+        sluiced.stderr.is_empty(),
+        "{what}: unexpected stderr:\n{}",
+        sluiced.stderr
     );
     let files = mapped_files(&sluiced.maps);
     assert!(
@@ -139,9 +150,10 @@ fn sleep_under_launcher_pays_nothing() {
 }
 
 /// A process with a live kernel socket (loopback listener): still no DPDK, no threads.
-fn listener_footprint(launch: Launch) -> Footprint {
+fn listener_footprint(launch: Launch, vars: &[(&str, &str)]) -> Footprint {
     let port = free_port(Proto::Tcp);
     let mut cmd = command(launch, python3());
+    cmd.envs(vars.iter().copied());
     cmd.args([
         "-c",
         &format!(
@@ -175,15 +187,40 @@ fn listener_footprint(launch: Launch) -> Footprint {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    footprint(pid)
+    footprint(&server, pid)
 }
 
 #[test]
 fn kernel_socket_user_under_preload_pays_nothing() {
-    let plain = listener_footprint(Launch::Plain);
-    let pre = listener_footprint(Launch::Preload);
+    let plain = listener_footprint(Launch::Plain, &[]);
+    let pre = listener_footprint(Launch::Preload, &[]);
     assert_pays_nothing(
         "python3 with loopback sockets under LD_PRELOAD",
+        &plain,
+        &pre,
+    );
+}
+
+/// DPDK mode with a data port configured, as in the lab: DPDK is loaded at the
+/// first offloaded socket, so a process that only talks over loopback (or
+/// never opens a socket) must still not map it.
+const DPDK_CONFIGURED: &[(&str, &str)] = &[
+    ("SLUICE_MODE", "dpdk"),
+    ("SLUICE_IFACES", "p0=10.77.2.1/24"),
+    ("SLUICE_HUGEPAGES", "off"),
+];
+
+#[test]
+fn dpdk_configured_but_unused_pays_nothing() {
+    let plain = sleep_footprint(Launch::Plain);
+    let pre = sleep_footprint_with(Launch::Preload, DPDK_CONFIGURED);
+    assert_pays_nothing("sleep, DPDK configured, under LD_PRELOAD", &plain, &pre);
+    assert_rss_close("sleep, DPDK configured, under LD_PRELOAD", &plain, &pre);
+
+    let plain = listener_footprint(Launch::Plain, &[]);
+    let pre = listener_footprint(Launch::Preload, DPDK_CONFIGURED);
+    assert_pays_nothing(
+        "python3 with loopback sockets, DPDK configured",
         &plain,
         &pre,
     );

@@ -5,9 +5,9 @@
 use shim_tests::{assert_success, command, run_bounded, Launch, STRESS_BIN};
 use std::time::Duration;
 
-fn churn(launch: Launch) {
+fn churn(launch: Launch, vars: &[(&str, &str)]) {
     let mut cmd = command(launch, STRESS_BIN);
-    cmd.args(["8", "2000"]);
+    cmd.args(["8", "2000"]).envs(vars.iter().copied());
     // Plainly this takes well under a second; the bound only catches hangs.
     let out = run_bounded(&mut cmd, Duration::from_secs(120));
     assert_success(&format!("stress ({launch:?})"), &out);
@@ -19,10 +19,16 @@ fn churn(launch: Launch) {
 
 #[test]
 fn fd_churn_plain() {
-    churn(Launch::Plain);
+    churn(Launch::Plain, &[]);
 }
 
 #[test]
 fn fd_churn_under_preload() {
-    churn(Launch::Preload);
+    churn(Launch::Preload, &[]);
+}
+
+#[test]
+fn fd_churn_under_preload_with_offload_policy() {
+    // With a policy configured every bind consults it (loopback still stays in the kernel).
+    churn(Launch::Preload, &[("SLUICE_OFFLOAD", "10.77.0.0/16")]);
 }
