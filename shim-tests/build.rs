@@ -11,7 +11,12 @@ use std::process::Command;
 fn compile(name: &str, extra: &[&str]) {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let src = format!("c/{name}.c");
-    let bin = out_dir.join(name);
+    let shared = extra.contains(&"-shared");
+    let bin = out_dir.join(if shared {
+        format!("{name}.so")
+    } else {
+        name.to_string()
+    });
     let compiler = env::var("CC").unwrap_or_else(|_| "cc".to_string());
     let status = Command::new(&compiler)
         .args([
@@ -26,11 +31,16 @@ fn compile(name: &str, extra: &[&str]) {
         .arg("-o")
         .arg(&bin)
         .arg(&src)
+        .args(if shared { &["-ldl"][..] } else { &[] })
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler `{compiler}`: {e}"));
     assert!(status.success(), "compiling {src} failed");
     println!("cargo:rerun-if-changed={src}");
-    let var = format!("SHIM_{}_BIN", name.to_uppercase());
+    let var = format!(
+        "SHIM_{}_{}",
+        name.to_uppercase(),
+        if shared { "SO" } else { "BIN" }
+    );
     println!("cargo:rustc-env={var}={}", bin.display());
 }
 
@@ -39,4 +49,5 @@ fn main() {
     // -U first: some toolchains predefine _FORTIFY_SOURCE and warn on redefinition.
     compile("conform", &["-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=2"]);
     compile("stress", &["-pthread"]);
+    compile("canary", &["-shared", "-fPIC"]);
 }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub const CONFORM_BIN: &str = env!("SHIM_CONFORM_BIN");
 /// The multi-threaded fd churn program (built by build.rs).
 pub const STRESS_BIN: &str = env!("SHIM_STRESS_BIN");
+/// A deliberately wrong interposer, proving the conformance harness can fail (built by build.rs).
+pub const CANARY_SO: &str = env!("SHIM_CANARY_SO");
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,7 +6,8 @@
 //! and it survives exec even when the caller scrubs the environment.
 
 use shim_tests::{
-    artefacts, assert_success, command, run_bounded, unified_diff, Launch, CONFORM_BIN,
+    artefacts, assert_success, command, run_bounded, unified_diff, workspace_root, Launch,
+    CANARY_SO, CONFORM_BIN,
 };
 use std::process::Command;
 use std::time::Duration;
@@ -96,6 +97,52 @@ fn launcher_is_invisible_to_every_hooked_call() {
 #[test]
 fn preload_with_an_offload_policy_leaves_loopback_alone() {
     assert_same(Launch::Preload, LAB_POLICY);
+}
+
+#[test]
+fn launcher_profiles_are_invisible_to_every_hooked_call() {
+    // Every shipped profile (tools/profiles/*.conf), e.g. latency's long spin budget.
+    let dir = workspace_root().join("tools/profiles");
+    let mut profiles: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".conf").map(String::from)
+        })
+        .collect();
+    profiles.sort();
+    assert!(!profiles.is_empty(), "no profiles in {}", dir.display());
+    let plain = transcript(Launch::Plain);
+    for profile in profiles {
+        let mut cmd = command(Launch::Plain, &artefacts().launcher);
+        cmd.args(["run", "-p", &profile, "--", CONFORM_BIN]);
+        let out = run_bounded(&mut cmd, LIMIT);
+        assert_success(&format!("probe under `sluice run -p {profile}`"), &out);
+        let other = split(&String::from_utf8_lossy(&out.stdout));
+        assert!(
+            other.common == plain.common,
+            "transcript under profile {profile} differs from the plain run:\n{}",
+            unified_diff("plain", &plain.common, &profile, &other.common)
+        );
+    }
+}
+
+#[test]
+fn harness_notices_a_hook_that_changes_an_errno() {
+    // The canary interposer turns getpeername's ENOTCONN into EINVAL; if the
+    // comparison missed that, passing the tests above would mean nothing.
+    let plain = transcript(Launch::Plain);
+    let mut cmd = command(Launch::Plain, CONFORM_BIN);
+    cmd.env("LD_PRELOAD", CANARY_SO);
+    let out = run_bounded(&mut cmd, LIMIT);
+    assert_success("probe under the canary interposer", &out);
+    let canary = split(&String::from_utf8_lossy(&out.stdout));
+    let diff = unified_diff("plain", &plain.common, "canary", &canary.common);
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with('+') && l.contains("getpeername") && l.contains("EINVAL")),
+        "the harness did not show the canary's wrong errno:\n{diff}"
+    );
 }
 
 #[test]
