@@ -54,6 +54,10 @@ pub struct Port {
     mac: MacAddr,
     max_frame: usize,
     counters: std::cell::Cell<PortCounters>,
+    /// Receive queues polled in turn (several only for af_xdp on a
+    /// multi-queue netdev); frames are always sent on queue 0.
+    rx_queues: u16,
+    next_rx: std::cell::Cell<u16>,
     closed: bool,
 }
 
@@ -66,6 +70,13 @@ impl Port {
     /// port, and brings the port up.
     pub fn open(config: &PortConfig) -> Result<Port, DpdkError> {
         let device = Device::parse(&config.device).map_err(DpdkError::BadDevice)?;
+        // An XDP socket sees one queue only; frames the NIC steers to another
+        // queue would be lost, so bind them all. An AF_PACKET socket sees
+        // every queue anyway, and a PCI port gets no RSS (all on queue 0).
+        let queues = match (&device, config.backend) {
+            (Device::Netdev(name), DpdkBackend::AfXdp) => xdp_channels(name)?,
+            _ => 1,
+        };
         let attach = match &device {
             Device::Netdev(name) => {
                 let c_name = CString::new(name.as_str())
@@ -82,7 +93,7 @@ impl Port {
                     },
                     DpdkBackend::AfXdp => Attach::Vdev {
                         name: format!("net_af_xdp{n}"),
-                        args: format!("iface={name},start_queue=0,queue_count=1"),
+                        args: format!("iface={name},start_queue=0,queue_count={queues}"),
                     },
                 }
             }
@@ -132,7 +143,7 @@ impl Port {
                 return Err(e);
             }
         };
-        match setup(id, &shown, config.mac, pool) {
+        match setup(id, &shown, config.mac, pool, queues) {
             Ok((mac, max_frame)) => {
                 control.open_ports.push(OpenPort {
                     id,
@@ -147,6 +158,8 @@ impl Port {
                     mac,
                     max_frame,
                     counters: Default::default(),
+                    rx_queues: queues,
+                    next_rx: Default::default(),
                     closed: false,
                 })
             }
@@ -309,15 +322,24 @@ impl Port {
         log::info!("DPDK port {} on {} closed", self.id, self.device);
     }
 
-    /// One driver call for up to `max` frames; keeps those for us in `out`.
-    /// Returns how many the driver gave, ours or not.
+    /// One burst of up to `max` frames from the next receive queue that has
+    /// any; keeps those for us in `out`. Returns how many the driver gave,
+    /// ours or not.
     fn poll<'p>(&'p self, out: &mut Vec<Mbuf<'p>>, max: usize) -> usize {
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
         let want = max.min(BURST) as u16;
-        // SAFETY: `raw` has room for `want` pointers; queue 0 is set up and
-        // `&self` on a non-Sync port means no one else polls it.
-        let n =
-            unsafe { sys::sluice_rte_eth_rx_burst(self.id, 0, raw.as_mut_ptr(), want) } as usize;
+        let mut n = 0;
+        for _ in 0..self.rx_queues {
+            let queue = self.next_rx.get();
+            self.next_rx.set((queue + 1) % self.rx_queues);
+            // SAFETY: `raw` has room for `want` pointers; the queue is set up
+            // and `&self` on a non-Sync port means no one else polls it.
+            n = unsafe { sys::sluice_rte_eth_rx_burst(self.id, queue, raw.as_mut_ptr(), want) }
+                as usize;
+            if n > 0 {
+                break;
+            }
+        }
         let mut counters = self.counters.get();
         for &m in &raw[..n] {
             // SAFETY: the driver returned `n` valid mbufs, now ours.
@@ -461,14 +483,15 @@ fn create_pool(id: u16, device: &str) -> Result<NonNull<sys::rte_mempool>, DpdkE
     })
 }
 
-/// Configures one queue pair and the MAC, and starts the port. Returns the
-/// MAC the stack owns and the largest frame. On error the caller closes the
-/// port, then frees `pool`.
+/// Configures `queues` queue pairs and the MAC, and starts the port. Returns
+/// the MAC the stack owns and the largest frame. On error the caller closes
+/// the port, then frees `pool`.
 fn setup(
     id: u16,
     device: &str,
     mac: Option<MacAddr>,
     pool: NonNull<sys::rte_mempool>,
+    queues: u16,
 ) -> Result<(MacAddr, usize), DpdkError> {
     let fail = |call: &'static str, errnum: i32| DpdkError::Call {
         device: device.to_string(),
@@ -484,23 +507,34 @@ fn setup(
     // SAFETY: plain query of a probed port.
     let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
     let conf = sys::rte_eth_conf::default();
-    // SAFETY: one rx and one tx queue, default (all-zero) configuration.
-    let rc = unsafe { sys::rte_eth_dev_configure(id, 1, 1, &conf) };
+    // SAFETY: `queues` queue pairs, default (all-zero) configuration: no
+    // RSS, so a PCI NIC steers everything to queue 0.
+    let rc = unsafe { sys::rte_eth_dev_configure(id, queues, queues, &conf) };
     if rc != 0 {
         return Err(fail("rte_eth_dev_configure", -rc));
     }
-    // SAFETY: queue 0 of a configured port; 0 descriptors means the PMD's
-    // default ring size; null queue config means the PMD's defaults.
-    let rc = unsafe {
-        sys::rte_eth_rx_queue_setup(id, 0, 0, socket as u32, std::ptr::null(), pool.as_ptr())
-    };
-    if rc != 0 {
-        return Err(fail("rte_eth_rx_queue_setup", -rc));
-    }
-    // SAFETY: as above.
-    let rc = unsafe { sys::rte_eth_tx_queue_setup(id, 0, 0, socket as u32, std::ptr::null()) };
-    if rc != 0 {
-        return Err(fail("rte_eth_tx_queue_setup", -rc));
+    for queue in 0..queues {
+        // SAFETY: a queue of a configured port; 0 descriptors means the
+        // PMD's default ring size; null queue config means its defaults.
+        let rc = unsafe {
+            sys::rte_eth_rx_queue_setup(
+                id,
+                queue,
+                0,
+                socket as u32,
+                std::ptr::null(),
+                pool.as_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(fail("rte_eth_rx_queue_setup", -rc));
+        }
+        // SAFETY: as above.
+        let rc =
+            unsafe { sys::rte_eth_tx_queue_setup(id, queue, 0, socket as u32, std::ptr::null()) };
+        if rc != 0 {
+            return Err(fail("rte_eth_tx_queue_setup", -rc));
+        }
     }
     let mut hw = sys::rte_ether_addr::default();
     // SAFETY: `hw` is writable.
@@ -542,6 +576,69 @@ fn setup(
         n => n.min(room),
     };
     Ok((ours, max_frame))
+}
+
+/// How many queue pairs af_xdp must bind on the netdev `name`: its combined
+/// channels (`ethtool -l`), 1 when it has none or cannot tell; an error
+/// when it has several receive queues that af_xdp cannot bind.
+fn xdp_channels(name: &str) -> Result<u16, DpdkError> {
+    /// struct ethtool_channels of <linux/ethtool.h>.
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolChannels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: ifreq is plain data.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= ifr.ifr_name.len() {
+        return Ok(1);
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    // SAFETY: a throw-away socket for the ioctl, closed below; `ifr` points at
+    // a live ethtool_channels for the duration of the call.
+    let rc = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Ok(1);
+        }
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr);
+        libc::close(fd);
+        rc
+    };
+    if rc != 0 {
+        return Ok(1);
+    }
+    // DPDK's af_xdp driver counts combined channels only (a veth has none, so
+    // it binds one queue): separate rx channels beyond the first would drop
+    // whatever is steered to them, so refuse rather than lose frames.
+    if channels.combined_count == 0 && channels.rx_count > 1 {
+        return Err(DpdkError::Probe {
+            device: name.to_string(),
+            reason: format!(
+                "it has {} receive queues and no combined channels, so af_xdp could bind \
+                 queue 0 only and lose the frames steered to the others: run \
+                 `ethtool -L {name} rx 1 tx 1` or use the af_packet backend",
+                channels.rx_count
+            ),
+        });
+    }
+    Ok(channels.combined_count.clamp(1, u16::MAX as u32) as u16)
 }
 
 /// af_packet and af_xdp ports sit on a kernel netdev.

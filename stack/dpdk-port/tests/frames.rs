@@ -289,20 +289,31 @@ fn frames_cross_the_veth_byte_for_byte() {
         "a missing interface must be a clear error:\n{}",
         first.0.show()
     );
+    assert!(
+        first.0.stdout.contains("hugepages=false"),
+        "--hugepages off must mean --no-huge:\n{}",
+        first.0.show()
+    );
     runs.push(first);
 
-    // 2. af_xdp port against the kernel, hugepages if the lab has them.
-    runs.push(exchange(
+    // 2. af_xdp port against the kernel, with hugepages (the lab has them).
+    let second = exchange(
         "af_xdp port <-> kernel AF_PACKET",
         end_args(
             "dpdk",
             1,
             COUNT,
-            &["--backend", "af_xdp", "--hugepages", "auto"],
+            &["--backend", "af_xdp", "--hugepages", "on"],
         ),
         end_args("raw", 2, COUNT, &[]),
         COUNT,
-    ));
+    );
+    assert!(
+        second.0.stdout.contains("hugepages=true"),
+        "--hugepages on must use hugepages:\n{}",
+        second.0.show()
+    );
+    runs.push(second);
 
     // 3. DPDK on both ends: h1 through dlopen(libsluice_dpdk.so) and the C
     //    ABI, h2 a Port it never closes (the exit hook must clean up).
@@ -312,7 +323,14 @@ fn frames_cross_the_veth_byte_for_byte() {
             "link",
             1,
             COUNT,
-            &["--lib", lib, "--backend", "af_packet", "--hugepages", "on"],
+            &[
+                "--lib",
+                lib,
+                "--backend",
+                "af_packet",
+                "--hugepages",
+                "auto",
+            ],
         ),
         end_args("dpdk", 2, COUNT, &["--backend", "af_xdp", "--leak"]),
         COUNT,
@@ -384,4 +402,110 @@ fn bad_devices_are_clear_errors() {
             o.show()
         );
     }
+}
+
+/// Two namespaces joined by a veth with two receive queues, removed on drop.
+struct MultiQueueVeth;
+
+const MQ_A: &str = "sl-dpdk-mqa";
+const MQ_B: &str = "sl-dpdk-mqb";
+
+impl MultiQueueVeth {
+    fn new() -> Self {
+        let guard = MultiQueueVeth; // removes whatever part gets made
+        let run = |args: &[&str]| {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect("run setup command");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ns in [MQ_A, MQ_B] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+            run(&["ip", "netns", "add", ns]);
+        }
+        run(&[
+            "ip",
+            "link",
+            "add",
+            "mq0",
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "netns",
+            MQ_A,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mq0",
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "netns",
+            MQ_B,
+        ]);
+        for ns in [MQ_A, MQ_B] {
+            run(&["ip", "-n", ns, "link", "set", "mq0", "up"]);
+            run(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", "mq0", "tx", "off", "rx", "off",
+            ]);
+            run(&[
+                "ip", "netns", "exec", ns, "ethtool", "-L", "mq0", "rx", "2", "tx", "2",
+            ]);
+        }
+        guard
+    }
+}
+
+impl Drop for MultiQueueVeth {
+    fn drop(&mut self) {
+        for ns in [MQ_A, MQ_B] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// On a veth with two receive queues (and, like every veth, no combined
+/// channels) af_xdp could bind queue 0 only and would silently lose what
+/// lands on queue 1: the port refuses with advice instead. af_packet sees
+/// every queue and works.
+#[test]
+fn af_xdp_refuses_a_netdev_it_cannot_fully_bind() {
+    require_root();
+    let _veth = MultiQueueVeth::new();
+    let args = |side: &str, me: u8, extra: &[&str]| -> Vec<String> {
+        end_args(side, me, 200, extra)
+            .into_iter()
+            .map(|a| if a == "p0" { "mq0".into() } else { a })
+            .collect()
+    };
+    let o = finish(
+        "af_xdp on mq0",
+        spawn(MQ_A, &args("dpdk", 1, &["--backend", "af_xdp"])),
+    );
+    assert_eq!(o.code, Some(2), "{}", o.show());
+    assert!(
+        o.stderr.contains("mq0: it has 2 receive queues")
+            && o.stderr.contains("ethtool -L mq0 rx 1 tx 1"),
+        "{}",
+        o.show()
+    );
+
+    let b = spawn(MQ_B, &args("raw", 2, &[]));
+    let a = spawn(MQ_A, &args("dpdk", 1, &["--backend", "af_packet"]));
+    finish("af_packet on mq0", a).assert_exchanged(200);
+    finish("raw on mq0", b).assert_exchanged(200);
 }

@@ -543,8 +543,14 @@ fn main() -> ExitCode {
     let (p, failure) = exchange(end.as_mut(), &a);
     end.close(a.leak);
     if failure.is_none() && p.bad.is_empty() && p.received.len() as u32 == a.count {
+        // Only the `dpdk` side runs the EAL in this process (`link` runs it
+        // inside the dlopen()ed copy of the library).
+        let hugepages = match sluice_dpdk::eal_uses_hugepages() {
+            Some(on) => on.to_string(),
+            None => "n/a".into(),
+        };
         println!(
-            "ok side={} sent={} received={} foreign={}",
+            "ok side={} sent={} received={} foreign={} hugepages={hugepages}",
             a.side,
             p.next_seq,
             p.received.len(),
