@@ -71,7 +71,11 @@ impl SocketEntry {
     /// bind and sendto only decide a socket that is still undecided. Returns whether the
     /// decision was recorded.
     pub fn decide(&self, cause: Cause, offload: bool) -> bool {
-        let route = if offload { Route::Offload } else { Route::Kernel } as u8;
+        let route = if offload {
+            Route::Offload
+        } else {
+            Route::Kernel
+        } as u8;
         match cause {
             Cause::Connect => {
                 self.route.store(route, Ordering::Release);
@@ -92,7 +96,11 @@ impl SocketEntry {
 
 /// The debug line naming a decision: `sluice: fd 5 -> offload (dst 10.77.2.2:9000)`.
 pub fn decision_line(fd: c_int, route: Route, cause: Cause, addr: SocketAddrV4) -> String {
-    format!("sluice: fd {fd} -> {} ({} {addr})", route.as_str(), cause.label())
+    format!(
+        "sluice: fd {fd} -> {} ({} {addr})",
+        route.as_str(),
+        cause.label()
+    )
 }
 
 #[cfg(test)]

@@ -120,7 +120,11 @@ fn lists(value: &[u8], lib: &[u8]) -> bool {
 
 /// `envp` with sluice kept in it: see the module documentation. `snapshot` is the start-up
 /// `LD_PRELOAD`/`SLUICE_*` entries, `lib` the path of libsluice.so when known.
-pub fn carry<'a>(envp: &[&'a CStr], snapshot: &[&'a CStr], lib: Option<&CStr>) -> Vec<Cow<'a, CStr>> {
+pub fn carry<'a>(
+    envp: &[&'a CStr],
+    snapshot: &[&'a CStr],
+    lib: Option<&CStr>,
+) -> Vec<Cow<'a, CStr>> {
     let startup_preload = snapshot
         .iter()
         .find(|e| e.to_bytes().starts_with(PRELOAD))
@@ -145,7 +149,9 @@ pub fn carry<'a>(envp: &[&'a CStr], snapshot: &[&'a CStr], lib: Option<&CStr>) -
                     fixed.push(b' ');
                 }
                 fixed.extend_from_slice(lib);
-                out.push(Cow::Owned(CString::new(fixed).expect("no NUL inside C strings")));
+                out.push(Cow::Owned(
+                    CString::new(fixed).expect("no NUL inside C strings"),
+                ));
             }
             _ => out.push(Cow::Borrowed(entry)),
         }
@@ -158,7 +164,9 @@ pub fn carry<'a>(envp: &[&'a CStr], snapshot: &[&'a CStr], lib: Option<&CStr>) -
             (_, Some(lib)) => {
                 let mut entry = PRELOAD.to_vec();
                 entry.extend_from_slice(lib);
-                out.push(Cow::Owned(CString::new(entry).expect("no NUL inside C strings")));
+                out.push(Cow::Owned(
+                    CString::new(entry).expect("no NUL inside C strings"),
+                ));
             }
             (startup, None) => out.extend(startup.map(Cow::Borrowed)),
         }
@@ -211,13 +219,26 @@ mod tests {
     #[test]
     fn the_program_s_own_values_win_and_nothing_is_doubled() {
         let got = run(
-            &["PATH=/bin", "SLUICE_MODE=udp", "LD_PRELOAD=/opt/sluice/libsluice.so"],
-            &["LD_PRELOAD=/opt/sluice/libsluice.so", "SLUICE_MODE=dpdk", "SLUICE_LOG=debug"],
+            &[
+                "PATH=/bin",
+                "SLUICE_MODE=udp",
+                "LD_PRELOAD=/opt/sluice/libsluice.so",
+            ],
+            &[
+                "LD_PRELOAD=/opt/sluice/libsluice.so",
+                "SLUICE_MODE=dpdk",
+                "SLUICE_LOG=debug",
+            ],
             Some(LIB),
         );
         assert_eq!(
             got,
-            ["PATH=/bin", "SLUICE_MODE=udp", "LD_PRELOAD=/opt/sluice/libsluice.so", "SLUICE_LOG=debug"]
+            [
+                "PATH=/bin",
+                "SLUICE_MODE=udp",
+                "LD_PRELOAD=/opt/sluice/libsluice.so",
+                "SLUICE_LOG=debug"
+            ]
         );
     }
 
@@ -227,7 +248,10 @@ mod tests {
             run(&["LD_PRELOAD=/usr/lib/libfoo.so"], &[], Some(LIB)),
             ["LD_PRELOAD=/usr/lib/libfoo.so /opt/sluice/libsluice.so"]
         );
-        assert_eq!(run(&["LD_PRELOAD="], &[], Some(LIB)), ["LD_PRELOAD=/opt/sluice/libsluice.so"]);
+        assert_eq!(
+            run(&["LD_PRELOAD="], &[], Some(LIB)),
+            ["LD_PRELOAD=/opt/sluice/libsluice.so"]
+        );
         // Listed by bare name (found through the loader's search path): already there.
         assert_eq!(
             run(&["LD_PRELOAD=libsluice.so:libbar.so"], &[], Some(LIB)),
@@ -248,7 +272,11 @@ mod tests {
         // SLUICE_LOG set must not hide SLUICE_LOGX, and vice versa.
         assert_eq!(
             run(&["SLUICE_LOGX=1"], &["SLUICE_LOG=debug"], Some(LIB)),
-            ["SLUICE_LOGX=1", "LD_PRELOAD=/opt/sluice/libsluice.so", "SLUICE_LOG=debug"]
+            [
+                "SLUICE_LOGX=1",
+                "LD_PRELOAD=/opt/sluice/libsluice.so",
+                "SLUICE_LOG=debug"
+            ]
         );
     }
 }

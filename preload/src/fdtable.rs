@@ -110,12 +110,8 @@ impl<T> FdTable<T> {
         if current.is_null() {
             // SAFETY: an all-zero Chunk is valid (AtomicU64 zero = empty slot).
             let fresh = Box::into_raw(unsafe { Box::<Chunk>::new_zeroed().assume_init() });
-            match head.compare_exchange(
-                ptr::null_mut(),
-                fresh,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match head.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => current = fresh,
                 Err(winner) => {
                     // SAFETY: `fresh` was never published.
@@ -138,6 +134,16 @@ impl<T> FdTable<T> {
     /// The entry of `fd`, if any.
     pub fn get(&self, fd: c_int) -> Option<Arc<T>> {
         let slot = self.slot(fd)?;
+        let binding = Self::borrow(slot)?;
+        // SAFETY: our borrow keeps the binding allocated (module docs).
+        let entry = unsafe { Arc::clone(&(*binding).entry) };
+        // SAFETY: we hold one borrow of `binding`, taken from `slot`.
+        unsafe { Self::give_back(slot, binding) };
+        Some(entry)
+    }
+
+    /// Takes one borrow of the binding in `slot`, if there is one.
+    fn borrow(slot: &AtomicU64) -> Option<*const Binding<T>> {
         let mut current = slot.load(Ordering::Acquire);
         loop {
             if current & ADDR_MASK == 0 {
@@ -155,16 +161,10 @@ impl<T> FdTable<T> {
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => break,
+                Ok(_) => return Some((current & ADDR_MASK) as *const Binding<T>),
                 Err(seen) => current = seen,
             }
         }
-        let binding = (current & ADDR_MASK) as *const Binding<T>;
-        // SAFETY: our borrow keeps the binding allocated (module docs).
-        let entry = unsafe { Arc::clone(&(*binding).entry) };
-        // SAFETY: we hold one borrow of `binding`, taken from `slot`.
-        unsafe { Self::give_back(slot, binding) };
-        Some(entry)
     }
 
     /// # Safety
@@ -279,6 +279,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     /// An entry that checks it is never used after being dropped and counts drops.
+    #[derive(Debug)]
     struct Probe {
         id: usize,
         alive: AtomicBool,
@@ -300,7 +301,10 @@ mod tests {
 
     impl Drop for Probe {
         fn drop(&mut self) {
-            assert!(self.alive.swap(false, Ordering::SeqCst), "entry freed twice");
+            assert!(
+                self.alive.swap(false, Ordering::SeqCst),
+                "entry freed twice"
+            );
             self.drops.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -345,14 +349,58 @@ mod tests {
         let table = FdTable::new();
         table.insert(5, Probe::new(7, &drops)).unwrap();
         table.duplicate(5, 2000);
-        assert!(Arc::ptr_eq(&table.get(5).unwrap(), &table.get(2000).unwrap()));
+        assert!(Arc::ptr_eq(
+            &table.get(5).unwrap(),
+            &table.get(2000).unwrap()
+        ));
         drop(table.remove(5));
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "close of one dup keeps the other");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "close of one dup keeps the other"
+        );
         assert_eq!(table.get(2000).unwrap().id, 7);
         // dup2 of an untracked fd over a tracked one drops the tracked one.
         table.duplicate(6, 2000);
         assert!(!table.is_tracked(2000));
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// The two orders in which a reader and a writer can meet on one binding, played step by
+    /// step: the entry must stay alive while borrowed and be freed exactly once after.
+    #[test]
+    fn a_borrowed_binding_outlives_its_unbinding() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let table = FdTable::new();
+        let slot_of = |t: &FdTable<Probe>| t.slot(3).unwrap() as *const AtomicU64;
+
+        // Writer hands over first, reader gives back last.
+        table.insert(3, Probe::new(1, &drops)).unwrap();
+        // SAFETY: the slot lives as long as `table`.
+        let slot = unsafe { &*slot_of(&table) };
+        let b = FdTable::<Probe>::borrow(slot).unwrap();
+        drop(table.remove(3));
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "borrowed binding keeps its entry"
+        );
+        // SAFETY: still borrowed.
+        unsafe { (*b).entry.check() };
+        // SAFETY: our borrow.
+        unsafe { FdTable::give_back(slot, b) };
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        // Reader gives back between the writer's swap and its hand-over.
+        table.insert(3, Probe::new(2, &drops)).unwrap();
+        let b = FdTable::<Probe>::borrow(slot).unwrap();
+        let old = slot.swap(0, Ordering::AcqRel);
+        // SAFETY: our borrow; the binding left the slot.
+        unsafe { FdTable::give_back(slot, b) };
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        // SAFETY: we swapped `old` out.
+        drop(unsafe { FdTable::<Probe>::retire(old) });
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 
     #[test]

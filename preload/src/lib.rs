@@ -36,6 +36,9 @@
 //! Unit tests build without the hooks (a test executable exporting `read` would intercept its
 //! own harness); the hooks are exercised under LD_PRELOAD by `tests/preloaded.rs`.
 
+// Test builds leave the hooks out, and with them the only users of much of the rest.
+#![cfg_attr(test, allow(dead_code))]
+
 mod entry;
 mod exec_env;
 mod fdtable;

@@ -89,20 +89,24 @@ unsafe fn exec_carrying(
             Lookup::Search => real::execvpe(path, argv, envp),
         }
     };
-    guarded(site, || exec(envp), |_kernel| {
-        // SAFETY: the caller's environment array.
-        let given = unsafe { entries(envp) };
-        let carried = carry(&given, &snapshot(), our_library());
-        let mut pointers: Vec<*const c_char> = carried.iter().map(|e| e.as_ptr()).collect();
-        pointers.push(ptr::null());
-        let result = exec(pointers.as_ptr());
-        // Only reached on failure: keep the exec's errno across the frees.
-        let e = errno();
-        drop(pointers);
-        drop(carried);
-        set_errno(e);
-        result
-    })
+    guarded(
+        site,
+        || exec(envp),
+        |_kernel| {
+            // SAFETY: the caller's environment array.
+            let given = unsafe { entries(envp) };
+            let carried = carry(&given, &snapshot(), our_library());
+            let mut pointers: Vec<*const c_char> = carried.iter().map(|e| e.as_ptr()).collect();
+            pointers.push(ptr::null());
+            let result = exec(pointers.as_ptr());
+            // Only reached on failure: keep the exec's errno across the frees.
+            let e = errno();
+            drop(pointers);
+            drop(carried);
+            set_errno(e);
+            result
+        },
+    )
 }
 
 #[no_mangle]

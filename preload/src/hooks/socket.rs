@@ -55,9 +55,8 @@ fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let mut value: c_int = 0;
     let mut len = size_of::<c_int>() as socklen_t;
     // SAFETY: an int-sized option into an int.
-    let r = unsafe {
-        real::getsockopt(fd, level, name, (&mut value as *mut c_int).cast(), &mut len)
-    };
+    let r =
+        unsafe { real::getsockopt(fd, level, name, (&mut value as *mut c_int).cast(), &mut len) };
     (r == 0).then_some(value)
 }
 
