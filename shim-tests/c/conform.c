@@ -565,6 +565,19 @@ static void udp(void)
     NUM(recvmmsg(u1, rm, 3, MSG_DONTWAIT, NULL));
     NUM(sendmmsg(u2, wm, 0, 0));
 
+    NUM(sendto(u2, "peek-mmsg", 9, 0, (struct sockaddr *)&a1, sizeof a1));
+    wait_readable(u1);
+    /* Peeking never consumes: both slots get the same datagram. */
+    n = NUM(recvmmsg(u1, rm, 2, MSG_PEEK | MSG_DONTWAIT, NULL));
+    for (int i = 0; i < n; i++)
+        show_data("peeked", rbuf[i], rm[i].msg_len);
+    riov[0].iov_len = 4;
+    rm[0].msg_hdr.msg_namelen = sizeof rfrom[0];
+    n = NUM(recvmmsg(u1, rm, 1, MSG_TRUNC, NULL));
+    out("  msg_len %u msg_flags%s", rm[0].msg_len, (rm[0].msg_hdr.msg_flags & MSG_TRUNC) ? " MSG_TRUNC" : " 0");
+    show_data("truncated", rbuf[0], 4);
+    riov[0].iov_len = sizeof rbuf[0];
+
     section("udp connected");
     show_peername("u2", u2);
     NUM(connect(u2, (struct sockaddr *)&a1, sizeof a1));
@@ -844,6 +857,24 @@ static void multiplexing(void)
     NUM(epoll_wait(ep2, got, 8, 0));
     NUM(epoll_ctl(ep2, EPOLL_CTL_MOD, idle, &evw));
     NUM(epoll_wait(ep2, got, 8, WAIT_MS));
+
+    section("epoll and dup: registrations belong to the open socket");
+    ev.events = EPOLLIN;
+    NUM(epoll_ctl(ep, EPOLL_CTL_DEL, rd, NULL));
+    int orig = FD(socket(AF_INET, SOCK_DGRAM, 0));
+    bind_named(orig, "EO");
+    int copy = FD(dup(orig));
+    ev.data.u64 = 7;
+    NUM(epoll_ctl(ep, EPOLL_CTL_ADD, orig, &ev));
+    NUM(close(orig));
+    send_to(snd, local_port(copy), "still-watched");
+    n = NUM(epoll_wait(ep, got, 8, WAIT_MS));
+    for (long i = 0; i < n; i++)
+        out("  event data %llu events %s", (unsigned long long)got[i].data.u64, fmt_events(got[i].events));
+    NUM(epoll_ctl(ep, EPOLL_CTL_DEL, copy, NULL));
+    NUM(recv(copy, buf, sizeof buf, 0));
+    NUM(close(copy));
+    NUM(epoll_wait(ep, got, 8, 0));
 
     NUM(close(ep2));
     NUM(close(ep));
