@@ -159,8 +159,13 @@ impl Neighbours {
     }
 
     fn announce_one(&mut self, ip: Ipv4Addr, tx: &mut Vec<Vec<u8>>) {
-        let msg =
-            ArpMessage { op: ArpOp::Request, sender_mac: self.mac, sender_ip: ip, target_mac: MacAddr([0; 6]), target_ip: ip };
+        let msg = ArpMessage {
+            op: ArpOp::Request,
+            sender_mac: self.mac,
+            sender_ip: ip,
+            target_mac: MacAddr([0; 6]),
+            target_ip: ip,
+        };
         tx.push(msg.to_frame(MacAddr::BROADCAST));
         self.counters.announcements_sent += 1;
     }
@@ -174,7 +179,11 @@ impl Neighbours {
         let mut out: Vec<_> = self
             .entries
             .iter()
-            .map(|(ip, e)| NeighbourEntry { ip: *ip, mac: e.mac, stale: self.is_stale(e, now) })
+            .map(|(ip, e)| NeighbourEntry {
+                ip: *ip,
+                mac: e.mac,
+                stale: self.is_stale(e, now),
+            })
             .collect();
         out.sort_by_key(|e| e.ip);
         out
@@ -199,10 +208,15 @@ impl Neighbours {
         }
         if self.owns(msg.sender_ip) {
             self.counters.conflicts += 1;
-            log::warn!("{} claims our address {} (ARP from another host)", msg.sender_mac, msg.sender_ip);
+            log::warn!(
+                "{} claims our address {} (ARP from another host)",
+                msg.sender_mac,
+                msg.sender_ip
+            );
             return ArpOutcome::Ignored;
         }
-        let known = self.entries.contains_key(&msg.sender_ip) || self.resolving.contains_key(&msg.sender_ip);
+        let known = self.entries.contains_key(&msg.sender_ip)
+            || self.resolving.contains_key(&msg.sender_ip);
         // Learn from messages addressed to us, and refresh neighbours we
         // already track (their gratuitous ARP); never create entries from
         // other hosts' chatter. A probe (sender 0.0.0.0) teaches nothing.
@@ -233,10 +247,20 @@ impl Neighbours {
 
     fn learn(&mut self, now: u64, ip: Ipv4Addr, mac: MacAddr, tx: &mut Vec<Vec<u8>>) {
         self.counters.learned += 1;
-        if !self.entries.contains_key(&ip) && self.entries.len() + self.resolving.len() >= self.config.max_entries {
+        if !self.entries.contains_key(&ip)
+            && self.entries.len() + self.resolving.len() >= self.config.max_entries
+        {
             self.evict_oldest();
         }
-        self.entries.insert(ip, Entry { mac, confirmed_at: now, probes_sent: 0, next_probe_at: 0 });
+        self.entries.insert(
+            ip,
+            Entry {
+                mac,
+                confirmed_at: now,
+                probes_sent: 0,
+                next_probe_at: 0,
+            },
+        );
         if let Some(resolving) = self.resolving.remove(&ip) {
             self.queued_total -= resolving.waiting.len();
             for mut frame in resolving.waiting {
@@ -247,26 +271,54 @@ impl Neighbours {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(ip) = self.entries.iter().min_by_key(|(_, e)| e.confirmed_at).map(|(ip, _)| *ip) {
+        if let Some(ip) = self
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.confirmed_at)
+            .map(|(ip, _)| *ip)
+        {
             self.entries.remove(&ip);
         }
     }
 
     fn address(&self, frame: &mut [u8], dst: MacAddr) {
-        EthernetHeader { dst, src: self.mac, ethertype: EtherType::Ipv4 }.write(frame);
+        EthernetHeader {
+            dst,
+            src: self.mac,
+            ethertype: EtherType::Ipv4,
+        }
+        .write(frame);
     }
 
     fn request(&mut self, target_ip: Ipv4Addr, dst: MacAddr, tx: &mut Vec<Vec<u8>>) {
-        let Some(&sender_ip) = self.addrs.first() else { return };
-        let msg = ArpMessage { op: ArpOp::Request, sender_mac: self.mac, sender_ip, target_mac: MacAddr([0; 6]), target_ip };
-        let target_mac = if dst.is_broadcast() { MacAddr([0; 6]) } else { dst };
+        let Some(&sender_ip) = self.addrs.first() else {
+            return;
+        };
+        let msg = ArpMessage {
+            op: ArpOp::Request,
+            sender_mac: self.mac,
+            sender_ip,
+            target_mac: MacAddr([0; 6]),
+            target_ip,
+        };
+        let target_mac = if dst.is_broadcast() {
+            MacAddr([0; 6])
+        } else {
+            dst
+        };
         tx.push(ArpMessage { target_mac, ..msg }.to_frame(dst));
         self.counters.requests_sent += 1;
     }
 
     /// Sends an IPv4 frame (Ethernet header space in front, filled here) to
     /// `next_hop`: at once if its MAC is known, else parked until resolution.
-    pub fn send(&mut self, now: u64, next_hop: Ipv4Addr, mut frame: Vec<u8>, tx: &mut Vec<Vec<u8>>) -> Result<(), QueueFull> {
+    pub fn send(
+        &mut self,
+        now: u64,
+        next_hop: Ipv4Addr,
+        mut frame: Vec<u8>,
+        tx: &mut Vec<Vec<u8>>,
+    ) -> Result<(), QueueFull> {
         if let Some(entry) = self.entries.get(&next_hop).copied() {
             self.address(&mut frame, entry.mac);
             tx.push(frame);
@@ -287,8 +339,11 @@ impl Neighbours {
                 self.evict_oldest();
             }
             self.request(next_hop, MacAddr::BROADCAST, tx);
-            let resolving =
-                Resolving { waiting: VecDeque::new(), requests_sent: 1, next_request_at: now + self.config.retry_interval_ns };
+            let resolving = Resolving {
+                waiting: VecDeque::new(),
+                requests_sent: 1,
+                next_request_at: now + self.config.retry_interval_ns,
+            };
             self.resolving.insert(next_hop, resolving);
         }
         let resolving = self.resolving.get_mut(&next_hop).expect("inserted above");
@@ -326,7 +381,11 @@ impl Neighbours {
             r.requests_sent += 1;
             r.next_request_at = now + self.config.retry_interval_ns;
         }
-        let (reachable, interval, max) = (self.config.reachable_ns, self.config.retry_interval_ns, self.config.max_requests);
+        let (reachable, interval, max) = (
+            self.config.reachable_ns,
+            self.config.retry_interval_ns,
+            self.config.max_requests,
+        );
         let mut probe = Vec::new();
         self.entries.retain(|ip, e| {
             if e.probes_sent > 0 && now >= e.next_probe_at {
@@ -369,11 +428,23 @@ mod tests {
     }
 
     fn request(from_ip: Ipv4Addr, target_ip: Ipv4Addr) -> ArpMessage {
-        ArpMessage { op: ArpOp::Request, sender_mac: PEER_MAC, sender_ip: from_ip, target_mac: MacAddr([0; 6]), target_ip }
+        ArpMessage {
+            op: ArpOp::Request,
+            sender_mac: PEER_MAC,
+            sender_ip: from_ip,
+            target_mac: MacAddr([0; 6]),
+            target_ip,
+        }
     }
 
     fn reply(from_ip: Ipv4Addr) -> ArpMessage {
-        ArpMessage { op: ArpOp::Reply, sender_mac: PEER_MAC, sender_ip: from_ip, target_mac: OUR_MAC, target_ip: US }
+        ArpMessage {
+            op: ArpOp::Reply,
+            sender_mac: PEER_MAC,
+            sender_ip: from_ip,
+            target_mac: OUR_MAC,
+            target_ip: US,
+        }
     }
 
     fn ip_frame(tag: u8) -> Vec<u8> {
@@ -384,10 +455,16 @@ mod tests {
     fn answers_requests_for_our_address_and_learns_the_asker() {
         let mut n = table();
         let mut tx = Vec::new();
-        assert_eq!(n.receive(0, &request(PEER, US), &mut tx), ArpOutcome::Answered);
+        assert_eq!(
+            n.receive(0, &request(PEER, US), &mut tx),
+            ArpOutcome::Answered
+        );
         let (eth, msg) = arp(&tx[0]);
         assert_eq!((eth.dst, eth.src), (PEER_MAC, OUR_MAC));
-        assert_eq!((msg.op, msg.sender_mac, msg.sender_ip, msg.target_ip), (ArpOp::Reply, OUR_MAC, US, PEER));
+        assert_eq!(
+            (msg.op, msg.sender_mac, msg.sender_ip, msg.target_ip),
+            (ArpOp::Reply, OUR_MAC, US, PEER)
+        );
         assert_eq!(n.lookup(PEER), Some(PEER_MAC));
     }
 
@@ -395,10 +472,27 @@ mod tests {
     fn ignores_arp_for_other_addresses() {
         let mut n = table();
         let mut tx = Vec::new();
-        assert_eq!(n.receive(0, &request(PEER, OTHER), &mut tx), ArpOutcome::Ignored);
+        assert_eq!(
+            n.receive(0, &request(PEER, OTHER), &mut tx),
+            ArpOutcome::Ignored
+        );
         assert!(tx.is_empty());
-        assert_eq!(n.lookup(PEER), None, "no entry from chatter not addressed to us");
-        assert_eq!(n.receive(0, &ArpMessage { target_ip: OTHER, ..reply(PEER) }, &mut tx), ArpOutcome::Ignored);
+        assert_eq!(
+            n.lookup(PEER),
+            None,
+            "no entry from chatter not addressed to us"
+        );
+        assert_eq!(
+            n.receive(
+                0,
+                &ArpMessage {
+                    target_ip: OTHER,
+                    ..reply(PEER)
+                },
+                &mut tx
+            ),
+            ArpOutcome::Ignored
+        );
         assert_eq!(n.counters().ignored, 2);
     }
 
@@ -406,7 +500,10 @@ mod tests {
     fn someone_claiming_our_address_is_counted_not_learned() {
         let mut n = table();
         let mut tx = Vec::new();
-        assert_eq!(n.receive(0, &request(US, PEER), &mut tx), ArpOutcome::Ignored);
+        assert_eq!(
+            n.receive(0, &request(US, PEER), &mut tx),
+            ArpOutcome::Ignored
+        );
         assert_eq!(n.counters().conflicts, 1);
         assert_eq!(n.lookup(US), None);
     }
@@ -420,13 +517,19 @@ mod tests {
         }
         assert_eq!(tx.len(), 1, "one broadcast request, not one per frame");
         let (eth, msg) = arp(&tx[0]);
-        assert_eq!((eth.dst, msg.op, msg.target_ip, msg.sender_ip), (MacAddr::BROADCAST, ArpOp::Request, PEER, US));
+        assert_eq!(
+            (eth.dst, msg.op, msg.target_ip, msg.sender_ip),
+            (MacAddr::BROADCAST, ArpOp::Request, PEER, US)
+        );
         tx.clear();
         assert_eq!(n.receive(10, &reply(PEER), &mut tx), ArpOutcome::Learned);
         assert_eq!(tx.len(), 3);
         for (i, frame) in tx.iter().enumerate() {
             let (eth, _) = EthernetHeader::parse(frame).unwrap();
-            assert_eq!((eth.dst, eth.src, eth.ethertype), (PEER_MAC, OUR_MAC, EtherType::Ipv4));
+            assert_eq!(
+                (eth.dst, eth.src, eth.ethertype),
+                (PEER_MAC, OUR_MAC, EtherType::Ipv4)
+            );
             assert_eq!(frame[20], i as u8 + 1);
         }
         assert_eq!(n.queued(), 0);
@@ -434,14 +537,24 @@ mod tests {
 
     #[test]
     fn queue_overflow_drops_and_counts() {
-        let config = NeighbourConfig { max_queued_per_neighbour: 2, max_queued_total: 3, ..Default::default() };
+        let config = NeighbourConfig {
+            max_queued_per_neighbour: 2,
+            max_queued_total: 3,
+            ..Default::default()
+        };
         let mut n = Neighbours::new(OUR_MAC, &[US], config);
         let mut tx = Vec::new();
         n.send(0, PEER, ip_frame(1), &mut tx).unwrap();
         n.send(0, PEER, ip_frame(2), &mut tx).unwrap();
-        assert_eq!(n.send(0, PEER, ip_frame(3), &mut tx), Err(QueueFull::Neighbour));
+        assert_eq!(
+            n.send(0, PEER, ip_frame(3), &mut tx),
+            Err(QueueFull::Neighbour)
+        );
         n.send(0, OTHER, ip_frame(4), &mut tx).unwrap();
-        assert_eq!(n.send(0, OTHER, ip_frame(5), &mut tx), Err(QueueFull::Total));
+        assert_eq!(
+            n.send(0, OTHER, ip_frame(5), &mut tx),
+            Err(QueueFull::Total)
+        );
         assert_eq!(n.counters().queue_overflow_drops, 2);
         assert_eq!(n.queued(), 3);
     }
@@ -458,7 +571,11 @@ mod tests {
         assert!(n.poll(2 * SECOND, &mut tx).is_empty());
         assert_eq!(n.counters().requests_sent, 3);
         assert_eq!(n.poll(3 * SECOND, &mut tx), vec![PEER]);
-        assert_eq!(n.counters().requests_sent, 3, "max_requests bounds the retries");
+        assert_eq!(
+            n.counters().requests_sent,
+            3,
+            "max_requests bounds the retries"
+        );
         assert_eq!(n.counters().unresolved_drops, 2);
         assert_eq!(n.queued(), 0);
         assert!(n.poll(60 * SECOND, &mut tx).is_empty(), "given up for good");
@@ -474,7 +591,10 @@ mod tests {
         n.send(stale_at, PEER, ip_frame(1), &mut tx).unwrap();
         assert_eq!(tx.len(), 2, "the frame still leaves, plus a probe");
         let (eth, msg) = arp(&tx[1]);
-        assert_eq!((eth.dst, msg.op, msg.target_ip), (PEER_MAC, ArpOp::Request, PEER));
+        assert_eq!(
+            (eth.dst, msg.op, msg.target_ip),
+            (PEER_MAC, ArpOp::Request, PEER)
+        );
         n.receive(stale_at + 1, &reply(PEER), &mut tx);
         assert!(!n.entries(stale_at + 2)[0].stale);
         tx.clear();
@@ -512,7 +632,10 @@ mod tests {
         let mut tx = Vec::new();
         n.receive(0, &request(PEER, US), &mut tx);
         let moved = MacAddr([2, 0, 0, 0, 0, 0x22]);
-        let gratuitous = ArpMessage { sender_mac: moved, ..request(PEER, PEER) };
+        let gratuitous = ArpMessage {
+            sender_mac: moved,
+            ..request(PEER, PEER)
+        };
         assert_eq!(n.receive(1, &gratuitous, &mut tx), ArpOutcome::Learned);
         assert_eq!(n.lookup(PEER), Some(moved));
     }
@@ -526,19 +649,32 @@ mod tests {
         n.announce(&mut tx);
         assert_eq!(tx.len(), 2);
         let (eth, msg) = arp(&tx[0]);
-        assert_eq!((eth.dst, msg.sender_ip, msg.target_ip, msg.sender_mac), (MacAddr::BROADCAST, US, US, OUR_MAC));
+        assert_eq!(
+            (eth.dst, msg.sender_ip, msg.target_ip, msg.sender_mac),
+            (MacAddr::BROADCAST, US, US, OUR_MAC)
+        );
     }
 
     #[test]
     fn the_table_is_bounded() {
-        let config = NeighbourConfig { max_entries: 4, ..Default::default() };
+        let config = NeighbourConfig {
+            max_entries: 4,
+            ..Default::default()
+        };
         let mut n = Neighbours::new(OUR_MAC, &[US], config);
         let mut tx = Vec::new();
         for i in 0..20u8 {
-            let msg = ArpMessage { sender_ip: Ipv4Addr::new(10, 77, 2, 100 + i), ..request(PEER, US) };
+            let msg = ArpMessage {
+                sender_ip: Ipv4Addr::new(10, 77, 2, 100 + i),
+                ..request(PEER, US)
+            };
             n.receive(i as u64, &msg, &mut tx);
         }
         assert_eq!(n.entries(20).len(), 4);
-        assert_eq!(n.lookup(Ipv4Addr::new(10, 77, 2, 119)), Some(PEER_MAC), "newest kept");
+        assert_eq!(
+            n.lookup(Ipv4Addr::new(10, 77, 2, 119)),
+            Some(PEER_MAC),
+            "newest kept"
+        );
     }
 }

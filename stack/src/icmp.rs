@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::ipv4::Addressed;
 use crate::wire::{
-    IcmpMessage, Ipv4Header, UdpHeader, ICMP_HEADER_LEN, ICMP_PORT_UNREACHABLE, IPV4_HEADER_LEN, PROTO_ICMP, PROTO_UDP,
+    IcmpMessage, Ipv4Header, UdpHeader, ICMP_HEADER_LEN, ICMP_PORT_UNREACHABLE, IPV4_HEADER_LEN,
+    PROTO_ICMP, PROTO_UDP,
 };
 
 /// How much of an undeliverable datagram an error quotes: Linux fills the
@@ -49,12 +50,18 @@ struct Bucket {
 
 impl Bucket {
     fn full(now: u64, interval: u64, burst: u32) -> Bucket {
-        Bucket { credit_ns: interval.saturating_mul(burst as u64), last: now }
+        Bucket {
+            credit_ns: interval.saturating_mul(burst as u64),
+            last: now,
+        }
     }
 
     fn allow(&mut self, now: u64, interval: u64, burst: u32) -> bool {
         let cap = interval.saturating_mul(burst as u64);
-        self.credit_ns = self.credit_ns.saturating_add(now.saturating_sub(self.last)).min(cap);
+        self.credit_ns = self
+            .credit_ns
+            .saturating_add(now.saturating_sub(self.last))
+            .min(cap);
         self.last = now;
         if self.credit_ns >= interval {
             self.credit_ns -= interval;
@@ -157,7 +164,11 @@ impl Icmp {
             IcmpMessage::DestinationUnreachable { code, original } => match quoted_udp(original) {
                 Some((local, remote)) => {
                     self.counters.unreachable_received += 1;
-                    IcmpAction::Report(Unreachable { code, local, remote })
+                    IcmpAction::Report(Unreachable {
+                        code,
+                        local,
+                        remote,
+                    })
                 }
                 None => {
                     self.counters.malformed += 1;
@@ -201,7 +212,10 @@ impl Icmp {
         };
         original.write(&mut quote);
         quote[IPV4_HEADER_LEN..].copy_from_slice(quoted_payload);
-        let error = IcmpMessage::DestinationUnreachable { code: ICMP_PORT_UNREACHABLE, original: &quote };
+        let error = IcmpMessage::DestinationUnreachable {
+            code: ICMP_PORT_UNREACHABLE,
+            original: &quote,
+        };
         let mut bytes = vec![0u8; error.len()];
         error.write(&mut bytes);
         self.counters.unreachable_sent += 1;
@@ -211,11 +225,19 @@ impl Icmp {
     fn allow(&mut self, now: u64, peer: Ipv4Addr) -> bool {
         let l = self.limit;
         if !self.peers.contains_key(&peer) && self.peers.len() >= l.max_peers {
-            if let Some(oldest) = self.peers.iter().min_by_key(|(_, b)| b.last).map(|(ip, _)| *ip) {
+            if let Some(oldest) = self
+                .peers
+                .iter()
+                .min_by_key(|(_, b)| b.last)
+                .map(|(ip, _)| *ip)
+            {
                 self.peers.remove(&oldest);
             }
         }
-        let bucket = self.peers.entry(peer).or_insert_with(|| Bucket::full(now, l.per_peer_interval_ns, l.per_peer_burst));
+        let bucket = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Bucket::full(now, l.per_peer_interval_ns, l.per_peer_burst));
         // Both limits must agree; the global one is only charged when the peer's allows.
         bucket.allow(now, l.per_peer_interval_ns, l.per_peer_burst)
             && self.global.allow(now, l.global_interval_ns, l.global_burst)
@@ -229,7 +251,10 @@ fn quoted_udp(original: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
         return None;
     }
     let udp = UdpHeader::parse_quoted(rest).ok()?;
-    Some((SocketAddrV4::new(header.src, udp.src_port), SocketAddrV4::new(header.dst, udp.dst_port)))
+    Some((
+        SocketAddrV4::new(header.src, udp.src_port),
+        SocketAddrV4::new(header.dst, udp.dst_port),
+    ))
 }
 
 #[cfg(test)]
@@ -243,7 +268,11 @@ mod tests {
     const SECOND: u64 = 1_000_000_000;
 
     fn echo_request(data: &[u8]) -> Vec<u8> {
-        let msg = IcmpMessage::EchoRequest { ident: 0x1234, seq: 9, data };
+        let msg = IcmpMessage::EchoRequest {
+            ident: 0x1234,
+            seq: 9,
+            data,
+        };
         let mut bytes = vec![0u8; msg.len()];
         msg.write(&mut bytes);
         bytes
@@ -251,7 +280,11 @@ mod tests {
 
     fn udp_datagram(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize) -> (Ipv4Header, Vec<u8>) {
         let mut segment = vec![0u8; 8 + payload_len];
-        UdpHeader::write(SocketAddrV4::new(src, 40000), SocketAddrV4::new(dst, 9), &mut segment);
+        UdpHeader::write(
+            SocketAddrV4::new(src, 40000),
+            SocketAddrV4::new(dst, 9),
+            &mut segment,
+        );
         let header = Ipv4Sender::new(1500, 5).header(src, dst, PROTO_UDP, 64, segment.len());
         (header, segment)
     }
@@ -260,19 +293,34 @@ mod tests {
     fn echo_request_gets_a_reply_of_the_same_size() {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
         let request = echo_request(b"abcdefgh");
-        let IcmpAction::Reply(reply) = icmp.receive(Addressed::Unicast, &request) else { panic!("no reply") };
+        let IcmpAction::Reply(reply) = icmp.receive(Addressed::Unicast, &request) else {
+            panic!("no reply")
+        };
         assert_eq!(reply.len(), request.len());
-        assert_eq!(IcmpMessage::parse(&reply).unwrap(), IcmpMessage::EchoReply { ident: 0x1234, seq: 9, data: b"abcdefgh" });
+        assert_eq!(
+            IcmpMessage::parse(&reply).unwrap(),
+            IcmpMessage::EchoReply {
+                ident: 0x1234,
+                seq: 9,
+                data: b"abcdefgh"
+            }
+        );
     }
 
     #[test]
     fn broadcast_pings_and_bad_checksums_get_nothing() {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
-        assert_eq!(icmp.receive(Addressed::Broadcast, &echo_request(b"x")), IcmpAction::None);
+        assert_eq!(
+            icmp.receive(Addressed::Broadcast, &echo_request(b"x")),
+            IcmpAction::None
+        );
         let mut corrupt = echo_request(b"x");
         corrupt[8] ^= 0xff;
         assert_eq!(icmp.receive(Addressed::Unicast, &corrupt), IcmpAction::None);
-        assert_eq!(icmp.receive(Addressed::Unicast, &[8, 0, 0]), IcmpAction::None);
+        assert_eq!(
+            icmp.receive(Addressed::Unicast, &[8, 0, 0]),
+            IcmpAction::None
+        );
         assert_eq!(icmp.counters().echo_broadcast_ignored, 1);
         assert_eq!(icmp.counters().malformed, 2);
     }
@@ -282,8 +330,13 @@ mod tests {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
         // We (US) sent to PEER:9; PEER answers with this error.
         let (header, segment) = udp_datagram(US, PEER, 20);
-        let error = icmp.port_unreachable(0, Addressed::Unicast, &header, &segment).unwrap();
-        assert_eq!(error.len(), ICMP_HEADER_LEN + IPV4_HEADER_LEN + segment.len());
+        let error = icmp
+            .port_unreachable(0, Addressed::Unicast, &header, &segment)
+            .unwrap();
+        assert_eq!(
+            error.len(),
+            ICMP_HEADER_LEN + IPV4_HEADER_LEN + segment.len()
+        );
         let report = icmp.receive(Addressed::Unicast, &error);
         let expected = Unreachable {
             code: ICMP_PORT_UNREACHABLE,
@@ -298,7 +351,9 @@ mod tests {
     fn port_unreachable_quote_is_capped() {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
         let (header, segment) = udp_datagram(PEER, US, 4000);
-        let error = icmp.port_unreachable(0, Addressed::Unicast, &header, &segment).unwrap();
+        let error = icmp
+            .port_unreachable(0, Addressed::Unicast, &header, &segment)
+            .unwrap();
         assert_eq!(error.len() + IPV4_HEADER_LEN, 576);
     }
 
@@ -306,32 +361,53 @@ mod tests {
     fn no_errors_about_broadcast_or_multicast_datagrams() {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
         let (header, segment) = udp_datagram(PEER, US, 4);
-        assert!(icmp.port_unreachable(0, Addressed::Broadcast, &header, &segment).is_none());
-        assert!(icmp.port_unreachable(0, Addressed::Multicast, &header, &segment).is_none());
+        assert!(icmp
+            .port_unreachable(0, Addressed::Broadcast, &header, &segment)
+            .is_none());
+        assert!(icmp
+            .port_unreachable(0, Addressed::Multicast, &header, &segment)
+            .is_none());
     }
 
     #[test]
     fn errors_are_rate_limited_per_peer_like_linux() {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
         let (header, segment) = udp_datagram(PEER, US, 4);
-        let sent = (0..100).filter(|_| icmp.port_unreachable(0, Addressed::Unicast, &header, &segment).is_some()).count();
+        let sent = (0..100)
+            .filter(|_| {
+                icmp.port_unreachable(0, Addressed::Unicast, &header, &segment)
+                    .is_some()
+            })
+            .count();
         assert_eq!(sent, 6, "a burst of 6");
         assert_eq!(icmp.counters().unreachable_rate_limited, 94);
-        assert!(icmp.port_unreachable(SECOND / 2, Addressed::Unicast, &header, &segment).is_none());
-        assert!(icmp.port_unreachable(SECOND, Addressed::Unicast, &header, &segment).is_some(), "one per second after");
+        assert!(icmp
+            .port_unreachable(SECOND / 2, Addressed::Unicast, &header, &segment)
+            .is_none());
+        assert!(
+            icmp.port_unreachable(SECOND, Addressed::Unicast, &header, &segment)
+                .is_some(),
+            "one per second after"
+        );
         // Another peer has its own budget.
         let (other, segment) = udp_datagram(Ipv4Addr::new(10, 77, 2, 3), US, 4);
-        assert!(icmp.port_unreachable(SECOND, Addressed::Unicast, &other, &segment).is_some());
+        assert!(icmp
+            .port_unreachable(SECOND, Addressed::Unicast, &other, &segment)
+            .is_some());
     }
 
     #[test]
     fn the_global_limit_caps_many_peers() {
-        let limit = IcmpRateLimit { global_burst: 10, ..Default::default() };
+        let limit = IcmpRateLimit {
+            global_burst: 10,
+            ..Default::default()
+        };
         let mut icmp = Icmp::new(limit);
         let sent = (0..100u8)
             .filter(|i| {
                 let (h, s) = udp_datagram(Ipv4Addr::new(10, 77, 4, *i), US, 4);
-                icmp.port_unreachable(0, Addressed::Unicast, &h, &s).is_some()
+                icmp.port_unreachable(0, Addressed::Unicast, &h, &s)
+                    .is_some()
             })
             .count();
         assert_eq!(sent, 10);
@@ -341,7 +417,10 @@ mod tests {
     fn unreachable_quoting_garbage_is_counted_not_reported() {
         let mut icmp = Icmp::new(IcmpRateLimit::default());
         let quote = [0x45u8; 24];
-        let error = IcmpMessage::DestinationUnreachable { code: 3, original: &quote };
+        let error = IcmpMessage::DestinationUnreachable {
+            code: 3,
+            original: &quote,
+        };
         let mut bytes = vec![0u8; error.len()];
         error.write(&mut bytes);
         assert_eq!(icmp.receive(Addressed::Unicast, &bytes), IcmpAction::None);

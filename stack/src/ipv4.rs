@@ -73,7 +73,11 @@ pub struct Routes {
 
 impl Routes {
     pub fn new(addr: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Self {
-        Routes { addr, subnet: Subnet::containing(addr, prefix_len), gateway }
+        Routes {
+            addr,
+            subnet: Subnet::containing(addr, prefix_len),
+            gateway,
+        }
     }
 
     pub fn addr(&self) -> Ipv4Addr {
@@ -89,7 +93,9 @@ impl Routes {
         if self.subnet.prefix_len() >= 31 {
             return None;
         }
-        Some(Ipv4Addr::from(u32::from(self.subnet.network()) | !u32::from(self.subnet.netmask())))
+        Some(Ipv4Addr::from(
+            u32::from(self.subnet.network()) | !u32::from(self.subnet.netmask()),
+        ))
     }
 
     pub fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
@@ -109,7 +115,9 @@ impl Routes {
             Ok(NextHop::Neighbour(dst))
         } else {
             match self.gateway {
-                Some(gw) if self.subnet.contains(gw) && gw != self.addr => Ok(NextHop::Neighbour(gw)),
+                Some(gw) if self.subnet.contains(gw) && gw != self.addr => {
+                    Ok(NextHop::Neighbour(gw))
+                }
                 _ => Err(RouteError::NetworkUnreachable),
             }
         }
@@ -144,7 +152,10 @@ impl Ipv4Sender {
     /// `ident_seed` picks the first identification (vary it per process so
     /// that a restarted sender does not reuse its predecessor's fresh ids).
     pub fn new(mtu: usize, ident_seed: u16) -> Self {
-        Ipv4Sender { mtu: mtu.clamp(MIN_MTU, IPV4_MAX_LEN), next_ident: ident_seed }
+        Ipv4Sender {
+            mtu: mtu.clamp(MIN_MTU, IPV4_MAX_LEN),
+            next_ident: ident_seed,
+        }
     }
 
     pub fn mtu(&self) -> usize {
@@ -157,7 +168,14 @@ impl Ipv4Sender {
     }
 
     /// A header for a new datagram of `payload_len` bytes, with a fresh identification.
-    pub fn header(&mut self, src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, ttl: u8, payload_len: usize) -> Ipv4Header {
+    pub fn header(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        ttl: u8,
+        payload_len: usize,
+    ) -> Ipv4Header {
         let ident = self.next_ident;
         self.next_ident = self.next_ident.wrapping_add(1);
         Ipv4Header {
@@ -178,7 +196,11 @@ impl Ipv4Sender {
     /// blank for the neighbour layer), fragmented if it exceeds the MTU.
     /// Every fragment but the last carries a multiple of 8 payload bytes.
     pub fn frames(&self, header: &Ipv4Header, payload: &[u8]) -> Vec<Vec<u8>> {
-        let chunk = if self.fits(payload.len()) { payload.len().max(1) } else { (self.mtu - IPV4_HEADER_LEN) / 8 * 8 };
+        let chunk = if self.fits(payload.len()) {
+            payload.len().max(1)
+        } else {
+            (self.mtu - IPV4_HEADER_LEN) / 8 * 8
+        };
         let mut frames = Vec::with_capacity(payload.len().div_ceil(chunk).max(1));
         let mut offset = 0;
         loop {
@@ -205,7 +227,7 @@ impl Ipv4Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipv4::reassembly::{ReassemblyConfig, Reassembler};
+    use crate::ipv4::reassembly::{Reassembler, ReassemblyConfig};
     use crate::wire::PROTO_UDP;
 
     const US: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
@@ -219,7 +241,10 @@ mod tests {
         assert_eq!(routes.next_hop(PEER), Ok(NextHop::Neighbour(PEER)));
         assert_eq!(routes.next_hop(FAR), Ok(NextHop::Neighbour(GW)));
         assert_eq!(routes.next_hop(US), Ok(NextHop::Local));
-        assert_eq!(routes.next_hop(Ipv4Addr::new(10, 77, 2, 255)), Ok(NextHop::Broadcast));
+        assert_eq!(
+            routes.next_hop(Ipv4Addr::new(10, 77, 2, 255)),
+            Ok(NextHop::Broadcast)
+        );
         assert_eq!(routes.next_hop(Ipv4Addr::BROADCAST), Ok(NextHop::Broadcast));
         let group = Ipv4Addr::new(239, 1, 2, 3);
         assert_eq!(routes.next_hop(group), Ok(NextHop::Multicast(group)));
@@ -232,8 +257,14 @@ mod tests {
         assert_eq!(RouteError::NetworkUnreachable.errno(), libc::ENETUNREACH);
         assert_eq!(RouteError::HostUnreachable.errno(), libc::EHOSTUNREACH);
         let off_subnet_gateway = Routes::new(US, 24, Some(Ipv4Addr::new(10, 77, 9, 1)));
-        assert_eq!(off_subnet_gateway.next_hop(FAR), Err(RouteError::NetworkUnreachable));
-        assert_eq!(routes.next_hop(Ipv4Addr::UNSPECIFIED), Err(RouteError::NetworkUnreachable));
+        assert_eq!(
+            off_subnet_gateway.next_hop(FAR),
+            Err(RouteError::NetworkUnreachable)
+        );
+        assert_eq!(
+            routes.next_hop(Ipv4Addr::UNSPECIFIED),
+            Err(RouteError::NetworkUnreachable)
+        );
     }
 
     fn header_to(dst: Ipv4Addr, src: Ipv4Addr) -> Ipv4Header {
@@ -245,12 +276,32 @@ mod tests {
         let routes = Routes::new(US, 24, None);
         let joined = Ipv4Addr::new(239, 1, 1, 1);
         let groups = [joined];
-        assert_eq!(routes.accepts(&header_to(US, PEER), &groups), Some(Addressed::Unicast));
-        assert_eq!(routes.accepts(&header_to(Ipv4Addr::new(10, 77, 2, 255), PEER), &groups), Some(Addressed::Broadcast));
-        assert_eq!(routes.accepts(&header_to(joined, PEER), &groups), Some(Addressed::Multicast));
-        assert_eq!(routes.accepts(&header_to(Ipv4Addr::new(239, 9, 9, 9), PEER), &groups), None);
-        assert_eq!(routes.accepts(&header_to(PEER, US), &groups), None, "someone else's address");
-        assert_eq!(routes.accepts(&header_to(US, joined), &groups), None, "martian source");
+        assert_eq!(
+            routes.accepts(&header_to(US, PEER), &groups),
+            Some(Addressed::Unicast)
+        );
+        assert_eq!(
+            routes.accepts(&header_to(Ipv4Addr::new(10, 77, 2, 255), PEER), &groups),
+            Some(Addressed::Broadcast)
+        );
+        assert_eq!(
+            routes.accepts(&header_to(joined, PEER), &groups),
+            Some(Addressed::Multicast)
+        );
+        assert_eq!(
+            routes.accepts(&header_to(Ipv4Addr::new(239, 9, 9, 9), PEER), &groups),
+            None
+        );
+        assert_eq!(
+            routes.accepts(&header_to(PEER, US), &groups),
+            None,
+            "someone else's address"
+        );
+        assert_eq!(
+            routes.accepts(&header_to(US, joined), &groups),
+            None,
+            "martian source"
+        );
     }
 
     #[test]
@@ -261,7 +312,10 @@ mod tests {
         assert_eq!((a.ident, b.ident), (65535, 0));
         let frames = tx.frames(&a, &[0; 10]);
         let (parsed, _) = Ipv4Header::parse(&frames[0][ETHERNET_HEADER_LEN..]).unwrap();
-        assert_eq!((parsed.ttl, parsed.ident, parsed.is_fragment()), (64, 65535, false));
+        assert_eq!(
+            (parsed.ttl, parsed.ident, parsed.is_fragment()),
+            (64, 65535, false)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod arp;
 pub mod config;
 pub mod icmp;
+pub mod iface;
 pub mod ipv4;
 pub mod link;
 pub mod policy;

@@ -67,6 +67,26 @@ pub struct Datagram {
     pub data: Vec<u8>,
 }
 
+/// What became of a received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued on this many sockets (more than one for broadcast and multicast).
+    Queued(usize),
+    /// Sockets matched, but every one's queue was full.
+    QueueFull,
+    /// No socket is bound to receive it (the sender gets port unreachable).
+    NoSocket,
+}
+
+impl Delivery {
+    pub fn queued(&self) -> usize {
+        match self {
+            Delivery::Queued(n) => *n,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UdpCounters {
     pub delivered: u64,
@@ -183,7 +203,9 @@ impl UdpSockets {
     }
 
     fn unbind(&mut self, id: SocketId) {
-        let Some(local) = self.sockets.get_mut(&id).and_then(|s| s.local.take()) else { return };
+        let Some(local) = self.sockets.get_mut(&id).and_then(|s| s.local.take()) else {
+            return;
+        };
         if let Some(ids) = self.by_port.get_mut(&local.port()) {
             ids.retain(|other| *other != id);
             if ids.is_empty() {
@@ -202,12 +224,18 @@ impl UdpSockets {
 
     /// Whether `id` may take `addr` with `options` alongside the sockets already bound.
     fn conflicts(&self, id: SocketId, addr: SocketAddrV4, options: BindOptions) -> bool {
-        let Some(on_port) = self.by_port.get(&addr.port()) else { return false };
+        let Some(on_port) = self.by_port.get(&addr.port()) else {
+            return false;
+        };
         on_port.iter().any(|other_id| {
             let other = &self.sockets[other_id];
-            let Some(local) = other.local else { return false };
+            let Some(local) = other.local else {
+                return false;
+            };
             *other_id != id
-                && (local.ip() == addr.ip() || local.ip().is_unspecified() || addr.ip().is_unspecified())
+                && (local.ip() == addr.ip()
+                    || local.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
                 && !(options.reuse_addr && other.options.reuse_addr)
                 && !(options.reuse_port && other.options.reuse_port)
         })
@@ -222,8 +250,11 @@ impl UdpSockets {
         let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
         for _ in 0..span {
             let port = self.ephemeral_cursor;
-            self.ephemeral_cursor =
-                if port == *EPHEMERAL_PORTS.end() { *EPHEMERAL_PORTS.start() } else { port + 1 };
+            self.ephemeral_cursor = if port == *EPHEMERAL_PORTS.end() {
+                *EPHEMERAL_PORTS.start()
+            } else {
+                port + 1
+            };
             if !self.port_in_use(port) {
                 return Ok(port);
             }
@@ -232,7 +263,12 @@ impl UdpSockets {
     }
 
     /// bind(): port 0 picks an ephemeral port. Returns the bound address.
-    pub fn bind(&mut self, id: SocketId, addr: SocketAddrV4, options: BindOptions) -> Result<SocketAddrV4, UdpError> {
+    pub fn bind(
+        &mut self,
+        id: SocketId,
+        addr: SocketAddrV4,
+        options: BindOptions,
+    ) -> Result<SocketAddrV4, UdpError> {
         if self.socket(id)?.local.is_some() {
             return Err(UdpError::AlreadyBound);
         }
@@ -240,7 +276,11 @@ impl UdpSockets {
         if !(ip.is_unspecified() || ip.is_multicast() || self.local_addrs.contains(&ip)) {
             return Err(UdpError::AddrNotAvailable);
         }
-        let port = if addr.port() == 0 { self.ephemeral_port()? } else { addr.port() };
+        let port = if addr.port() == 0 {
+            self.ephemeral_port()?
+        } else {
+            addr.port()
+        };
         let local = SocketAddrV4::new(ip, port);
         if self.conflicts(id, local, options) {
             return Err(UdpError::AddrInUse);
@@ -271,10 +311,19 @@ impl UdpSockets {
 
     /// connect(): only datagrams from `remote` are received from now on.
     /// `source` is the address the route uses, taken as local address if none was bound.
-    pub fn connect(&mut self, id: SocketId, remote: SocketAddrV4, source: Ipv4Addr) -> Result<SocketAddrV4, UdpError> {
+    pub fn connect(
+        &mut self,
+        id: SocketId,
+        remote: SocketAddrV4,
+        source: Ipv4Addr,
+    ) -> Result<SocketAddrV4, UdpError> {
         let local = self.ensure_bound(id)?;
         let socket = self.socket_mut(id)?;
-        let local = if local.ip().is_unspecified() { SocketAddrV4::new(source, local.port()) } else { local };
+        let local = if local.ip().is_unspecified() {
+            SocketAddrV4::new(source, local.port())
+        } else {
+            local
+        };
         socket.local = Some(local);
         socket.remote = Some(remote);
         socket.pending_error = None;
@@ -315,16 +364,25 @@ impl UdpSockets {
         Ok(self.socket(id)?.drops)
     }
 
-    /// Hands a received datagram to its socket(s); returns how many took it.
-    pub fn deliver(&mut self, src: SocketAddrV4, dst: SocketAddrV4, addressed: Addressed, data: &[u8]) -> usize {
+    /// Hands a received datagram to its socket(s).
+    pub fn deliver(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        addressed: Addressed,
+        data: &[u8],
+    ) -> Delivery {
         let targets = self.lookup(src, dst, addressed);
         if targets.is_empty() {
             self.counters.no_socket += 1;
-            return 0;
+            return Delivery::NoSocket;
         }
-        let mut taken = 0;
+        let mut queued = 0;
         for id in targets {
-            let socket = self.sockets.get_mut(&id).expect("lookup returns live sockets");
+            let socket = self
+                .sockets
+                .get_mut(&id)
+                .expect("lookup returns live sockets");
             let cost = UdpSocket::cost(data.len());
             if socket.queued_bytes > 0 && socket.queued_bytes + cost > socket.rcvbuf {
                 socket.drops += 1;
@@ -332,16 +390,31 @@ impl UdpSockets {
                 continue;
             }
             socket.queued_bytes += cost;
-            socket.queue.push_back(Datagram { from: src, to: *dst.ip(), data: data.to_vec() });
+            socket.queue.push_back(Datagram {
+                from: src,
+                to: *dst.ip(),
+                data: data.to_vec(),
+            });
             self.counters.delivered += 1;
-            taken += 1;
+            queued += 1;
         }
-        taken
+        if queued == 0 {
+            Delivery::QueueFull
+        } else {
+            Delivery::Queued(queued)
+        }
     }
 
     /// The sockets a datagram from `src` to `dst` is for.
-    pub fn lookup(&self, src: SocketAddrV4, dst: SocketAddrV4, addressed: Addressed) -> Vec<SocketId> {
-        let Some(on_port) = self.by_port.get(&dst.port()) else { return Vec::new() };
+    pub fn lookup(
+        &self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        addressed: Addressed,
+    ) -> Vec<SocketId> {
+        let Some(on_port) = self.by_port.get(&dst.port()) else {
+            return Vec::new();
+        };
         let mut matches: Vec<(SocketId, u8, &UdpSocket)> = on_port
             .iter()
             .filter_map(|id| {
@@ -354,7 +427,9 @@ impl UdpSockets {
             // to INADDR_ANY, or to that very broadcast or group address).
             return matches.into_iter().map(|(id, _, _)| id).collect();
         }
-        let Some(best) = matches.iter().map(|(_, score, _)| *score).max() else { return Vec::new() };
+        let Some(best) = matches.iter().map(|(_, score, _)| *score).max() else {
+            return Vec::new();
+        };
         matches.retain(|(_, score, _)| *score == best);
         if matches.len() > 1 && matches.iter().all(|(_, _, s)| s.options.reuse_port) {
             // The same flow always lands on the same member of the group.
@@ -363,7 +438,10 @@ impl UdpSockets {
             let pick = (hasher.finish() % matches.len() as u64) as usize;
             return vec![matches[pick].0];
         }
-        let newest = matches.iter().max_by_key(|(_, _, s)| s.bound_seq).expect("best exists");
+        let newest = matches
+            .iter()
+            .max_by_key(|(_, _, s)| s.bound_seq)
+            .expect("best exists");
         vec![newest.0]
     }
 
@@ -392,7 +470,10 @@ impl UdpSockets {
     pub fn report_unreachable(&mut self, report: &Unreachable) -> Option<SocketId> {
         let (id, socket) = self.sockets.iter_mut().find(|(_, s)| {
             s.remote == Some(report.remote)
-                && s.local.is_some_and(|l| l.port() == report.local.port() && (l.ip() == report.local.ip() || l.ip().is_unspecified()))
+                && s.local.is_some_and(|l| {
+                    l.port() == report.local.port()
+                        && (l.ip() == report.local.ip() || l.ip().is_unspecified())
+                })
         })?;
         socket.pending_error = Some(report.errno());
         Some(*id)

@@ -13,8 +13,9 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4DstUnreachable,
-    Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet,
+    UdpPacket,
 };
 
 pub use crate::link::MacAddr;
@@ -107,7 +108,11 @@ impl EthernetHeader {
             EthernetProtocol::Arp => EtherType::Arp,
             other => EtherType::Other(other.into()),
         };
-        let header = EthernetHeader { dst: to_mac(view.dst_addr()), src: to_mac(view.src_addr()), ethertype };
+        let header = EthernetHeader {
+            dst: to_mac(view.dst_addr()),
+            src: to_mac(view.src_addr()),
+            ethertype,
+        };
         Ok((header, &frame[ETHERNET_HEADER_LEN..]))
     }
 
@@ -167,7 +172,12 @@ impl ArpMessage {
     /// A whole Ethernet frame carrying this message from `self.sender_mac` to `dst`.
     pub fn to_frame(&self, dst: MacAddr) -> Vec<u8> {
         let mut frame = vec![0u8; ETHERNET_HEADER_LEN + ARP_LEN];
-        EthernetHeader { dst, src: self.sender_mac, ethertype: EtherType::Arp }.write(&mut frame);
+        EthernetHeader {
+            dst,
+            src: self.sender_mac,
+            ethertype: EtherType::Arp,
+        }
+        .write(&mut frame);
         let repr = ArpRepr::EthernetIpv4 {
             operation: match self.op {
                 ArpOp::Request => ArpOperation::Request,
@@ -178,7 +188,9 @@ impl ArpMessage {
             target_hardware_addr: from_mac(self.target_mac),
             target_protocol_addr: self.target_ip,
         };
-        repr.emit(&mut ArpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]));
+        repr.emit(&mut ArpPacket::new_unchecked(
+            &mut frame[ETHERNET_HEADER_LEN..],
+        ));
         frame
     }
 }
@@ -313,12 +325,19 @@ impl UdpHeader {
     /// Parses a UDP segment carried from `src` to `dst`: the length field
     /// must fit the buffer (bytes beyond it are ignored) and the checksum
     /// must verify unless it is zero ("not computed", allowed over IPv4).
-    pub fn parse(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Result<(UdpHeader, &[u8]), WireError> {
+    pub fn parse(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+    ) -> Result<(UdpHeader, &[u8]), WireError> {
         let view = UdpPacket::new_checked(segment).map_err(|_| WireError::Truncated)?;
         if !view.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
             return Err(WireError::BadChecksum);
         }
-        let header = UdpHeader { src_port: view.src_port(), dst_port: view.dst_port() };
+        let header = UdpHeader {
+            src_port: view.src_port(),
+            dst_port: view.dst_port(),
+        };
         Ok((header, &segment[UDP_HEADER_LEN..view.len() as usize]))
     }
 
@@ -328,7 +347,10 @@ impl UdpHeader {
             return Err(WireError::Truncated);
         }
         let view = UdpPacket::new_unchecked(quoted);
-        Ok(UdpHeader { src_port: view.src_port(), dst_port: view.dst_port() })
+        Ok(UdpHeader {
+            src_port: view.src_port(),
+            dst_port: view.dst_port(),
+        })
     }
 
     /// Writes header and checksum into `segment`, whose payload is already in place.
@@ -345,12 +367,26 @@ impl UdpHeader {
 /// The ICMP messages the stack acts on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IcmpMessage<'a> {
-    EchoRequest { ident: u16, seq: u16, data: &'a [u8] },
-    EchoReply { ident: u16, seq: u16, data: &'a [u8] },
+    EchoRequest {
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
+    EchoReply {
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
     /// `original` is the start of the datagram that could not be delivered
     /// (its IP header and at least 8 bytes of its payload).
-    DestinationUnreachable { code: u8, original: &'a [u8] },
-    Other { kind: u8, code: u8 },
+    DestinationUnreachable {
+        code: u8,
+        original: &'a [u8],
+    },
+    Other {
+        kind: u8,
+        code: u8,
+    },
 }
 
 /// ICMP destination-unreachable code for "port unreachable".
@@ -364,12 +400,24 @@ impl<'a> IcmpMessage<'a> {
         }
         let data = &bytes[ICMP_HEADER_LEN..];
         Ok(match view.msg_type() {
-            Icmpv4Message::EchoRequest => {
-                IcmpMessage::EchoRequest { ident: view.echo_ident(), seq: view.echo_seq_no(), data }
-            }
-            Icmpv4Message::EchoReply => IcmpMessage::EchoReply { ident: view.echo_ident(), seq: view.echo_seq_no(), data },
-            Icmpv4Message::DstUnreachable => IcmpMessage::DestinationUnreachable { code: view.msg_code(), original: data },
-            other => IcmpMessage::Other { kind: other.into(), code: view.msg_code() },
+            Icmpv4Message::EchoRequest => IcmpMessage::EchoRequest {
+                ident: view.echo_ident(),
+                seq: view.echo_seq_no(),
+                data,
+            },
+            Icmpv4Message::EchoReply => IcmpMessage::EchoReply {
+                ident: view.echo_ident(),
+                seq: view.echo_seq_no(),
+                data,
+            },
+            Icmpv4Message::DstUnreachable => IcmpMessage::DestinationUnreachable {
+                code: view.msg_code(),
+                original: data,
+            },
+            other => IcmpMessage::Other {
+                kind: other.into(),
+                code: view.msg_code(),
+            },
         })
     }
 
@@ -377,7 +425,9 @@ impl<'a> IcmpMessage<'a> {
     pub fn len(&self) -> usize {
         ICMP_HEADER_LEN
             + match self {
-                IcmpMessage::EchoRequest { data, .. } | IcmpMessage::EchoReply { data, .. } => data.len(),
+                IcmpMessage::EchoRequest { data, .. } | IcmpMessage::EchoReply { data, .. } => {
+                    data.len()
+                }
                 IcmpMessage::DestinationUnreachable { original, .. } => original.len(),
                 IcmpMessage::Other { .. } => 0,
             }
@@ -393,7 +443,8 @@ impl<'a> IcmpMessage<'a> {
         buf[..ICMP_HEADER_LEN].fill(0);
         let mut view = Icmpv4Packet::new_unchecked(&mut *buf);
         match *self {
-            IcmpMessage::EchoRequest { ident, seq, data } | IcmpMessage::EchoReply { ident, seq, data } => {
+            IcmpMessage::EchoRequest { ident, seq, data }
+            | IcmpMessage::EchoReply { ident, seq, data } => {
                 let kind = if matches!(self, IcmpMessage::EchoRequest { .. }) {
                     Icmpv4Message::EchoRequest
                 } else {
@@ -449,14 +500,20 @@ mod tests {
         let mut p = ipv4(4);
         p.extend_from_slice(&[0xee; 10]); // Ethernet padding
         let (h, payload) = Ipv4Header::parse(&p).unwrap();
-        assert_eq!((h.src, h.dst, h.protocol, h.ttl, h.ident), (A, B, PROTO_UDP, 64, 7));
+        assert_eq!(
+            (h.src, h.dst, h.protocol, h.ttl, h.ident),
+            (A, B, PROTO_UDP, 64, 7)
+        );
         assert_eq!(payload.len(), 4);
     }
 
     #[test]
     fn ipv4_rejects_bad_version_ihl_length_and_checksum() {
         let good = ipv4(8);
-        assert_eq!(Ipv4Header::parse(&good[..19]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Ipv4Header::parse(&good[..19]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut v6 = good.clone();
         v6[0] = 0x65;
         assert_eq!(Ipv4Header::parse(&v6).unwrap_err(), WireError::BadVersion);
@@ -482,19 +539,34 @@ mod tests {
         seg[UDP_HEADER_LEN..].copy_from_slice(b"hello");
         UdpHeader::write(sa, sb, &mut seg);
         let (h, payload) = UdpHeader::parse(A, B, &seg).unwrap();
-        assert_eq!((h.src_port, h.dst_port, payload), (1000, 2000, &b"hello"[..]));
+        assert_eq!(
+            (h.src_port, h.dst_port, payload),
+            (1000, 2000, &b"hello"[..])
+        );
         // The pseudo-header covers the addresses: delivered to the wrong IP fails.
-        assert_eq!(UdpHeader::parse(A, A, &seg).unwrap_err(), WireError::BadChecksum);
+        assert_eq!(
+            UdpHeader::parse(A, A, &seg).unwrap_err(),
+            WireError::BadChecksum
+        );
         let mut corrupt = seg.clone();
         corrupt[UDP_HEADER_LEN] ^= 0x20;
-        assert_eq!(UdpHeader::parse(A, B, &corrupt).unwrap_err(), WireError::BadChecksum);
+        assert_eq!(
+            UdpHeader::parse(A, B, &corrupt).unwrap_err(),
+            WireError::BadChecksum
+        );
         corrupt[6] = 0;
         corrupt[7] = 0;
         assert_eq!(UdpHeader::parse(A, B, &corrupt).unwrap().1, b"Hello");
         let mut long = seg.clone();
         long[5] = 50; // length field beyond the buffer
-        assert_eq!(UdpHeader::parse(A, B, &long).unwrap_err(), WireError::Truncated);
-        assert_eq!(UdpHeader::parse(A, B, &seg[..7]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            UdpHeader::parse(A, B, &long).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            UdpHeader::parse(A, B, &seg[..7]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 
     #[test]
@@ -508,28 +580,50 @@ mod tests {
         };
         let frame = msg.to_frame(MacAddr::BROADCAST);
         let (eth, payload) = EthernetHeader::parse(&frame).unwrap();
-        assert_eq!((eth.dst, eth.src, eth.ethertype), (MacAddr::BROADCAST, msg.sender_mac, EtherType::Arp));
+        assert_eq!(
+            (eth.dst, eth.src, eth.ethertype),
+            (MacAddr::BROADCAST, msg.sender_mac, EtherType::Arp)
+        );
         assert_eq!(ArpMessage::parse(payload).unwrap(), msg);
-        assert_eq!(ArpMessage::parse(&payload[..27]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            ArpMessage::parse(&payload[..27]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut ipv6 = payload.to_vec();
         ipv6[2] = 0x86;
         ipv6[3] = 0xdd;
-        assert_eq!(ArpMessage::parse(&ipv6).unwrap_err(), WireError::Unsupported);
+        assert_eq!(
+            ArpMessage::parse(&ipv6).unwrap_err(),
+            WireError::Unsupported
+        );
     }
 
     #[test]
     fn icmp_echo_round_trips_and_checksum_is_checked() {
-        let msg = IcmpMessage::EchoRequest { ident: 9, seq: 3, data: b"ping" };
+        let msg = IcmpMessage::EchoRequest {
+            ident: 9,
+            seq: 3,
+            data: b"ping",
+        };
         let mut buf = vec![0u8; msg.len()];
         msg.write(&mut buf);
         assert_eq!(IcmpMessage::parse(&buf).unwrap(), msg);
         buf[9] ^= 1;
-        assert_eq!(IcmpMessage::parse(&buf).unwrap_err(), WireError::BadChecksum);
-        assert_eq!(IcmpMessage::parse(&buf[..7]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            IcmpMessage::parse(&buf).unwrap_err(),
+            WireError::BadChecksum
+        );
+        assert_eq!(
+            IcmpMessage::parse(&buf[..7]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 
     #[test]
     fn multicast_mac_keeps_low_23_bits() {
-        assert_eq!(multicast_mac(Ipv4Addr::new(239, 129, 2, 3)).0, [1, 0, 0x5e, 1, 2, 3]);
+        assert_eq!(
+            multicast_mac(Ipv4Addr::new(239, 129, 2, 3)).0,
+            [1, 0, 0x5e, 1, 2, 3]
+        );
     }
 }

@@ -27,7 +27,11 @@ pub struct ReassemblyConfig {
 impl Default for ReassemblyConfig {
     fn default() -> Self {
         // Linux: 30 s (ipfrag_time) and 4 MiB (ipfrag_high_thresh).
-        ReassemblyConfig { timeout_ns: 30_000_000_000, max_bytes: 4 << 20, max_datagrams: 256 }
+        ReassemblyConfig {
+            timeout_ns: 30_000_000_000,
+            max_bytes: 4 << 20,
+            max_datagrams: 256,
+        }
     }
 }
 
@@ -99,7 +103,12 @@ pub struct Reassembler {
 
 impl Reassembler {
     pub fn new(config: ReassemblyConfig) -> Self {
-        Reassembler { config, partials: HashMap::new(), bytes: 0, counters: ReassemblyCounters::default() }
+        Reassembler {
+            config,
+            partials: HashMap::new(),
+            bytes: 0,
+            counters: ReassemblyCounters::default(),
+        }
     }
 
     pub fn counters(&self) -> &ReassemblyCounters {
@@ -114,10 +123,16 @@ impl Reassembler {
     /// Takes one fragment; returns the whole payload when this fragment completes its datagram.
     pub fn add(&mut self, now: u64, header: &Ipv4Header, payload: &[u8]) -> Option<Vec<u8>> {
         self.counters.fragments += 1;
-        let key = DatagramKey { src: header.src, dst: header.dst, protocol: header.protocol, ident: header.ident };
+        let key = DatagramKey {
+            src: header.src,
+            dst: header.dst,
+            protocol: header.protocol,
+            ident: header.ident,
+        };
         let start = header.fragment_offset;
         let end = start + payload.len();
-        let misaligned = header.more_fragments && payload.len() % 8 != 0;
+        // Offsets count 8-byte units, so only the last fragment may end off a multiple of 8.
+        let misaligned = header.more_fragments && payload.len() & 7 != 0;
         if payload.is_empty() || misaligned || end > IPV4_MAX_LEN - IPV4_HEADER_LEN {
             self.counters.malformed += 1;
             return None;
@@ -126,7 +141,15 @@ impl Reassembler {
             if self.partials.len() >= self.config.max_datagrams {
                 self.evict_oldest(None);
             }
-            self.partials.insert(key, Partial { started_at: now, data: Vec::new(), have: Vec::new(), total: None });
+            self.partials.insert(
+                key,
+                Partial {
+                    started_at: now,
+                    data: Vec::new(),
+                    have: Vec::new(),
+                    total: None,
+                },
+            );
         }
         let partial = self.partials.get_mut(&key).expect("inserted above");
         let fit = fit(partial, start, end, payload);
@@ -205,8 +228,12 @@ impl Reassembler {
 
     /// Evicts the oldest datagram other than `keep`; false if there was none.
     fn evict_oldest(&mut self, keep: Option<DatagramKey>) -> bool {
-        let oldest =
-            self.partials.iter().filter(|(k, _)| Some(**k) != keep).min_by_key(|(_, p)| p.started_at).map(|(k, _)| *k);
+        let oldest = self
+            .partials
+            .iter()
+            .filter(|(k, _)| Some(**k) != keep)
+            .min_by_key(|(_, p)| p.started_at)
+            .map(|(k, _)| *k);
         match oldest {
             Some(key) => {
                 self.remove(&key);
@@ -219,7 +246,11 @@ impl Reassembler {
 }
 
 fn fit(partial: &Partial, start: usize, end: usize, payload: &[u8]) -> Fit {
-    let overlapping = partial.have.iter().filter(|&&(s, e)| s < end && start < e).count();
+    let overlapping = partial
+        .have
+        .iter()
+        .filter(|&&(s, e)| s < end && start < e)
+        .count();
     if overlapping == 0 {
         return Fit::New;
     }
@@ -258,12 +289,22 @@ mod tests {
     }
 
     /// Feeds `payload` cut into fragments of `size` bytes, in `order`.
-    fn feed(r: &mut Reassembler, ident: u16, payload: &[u8], size: usize, order: &[usize]) -> Option<Vec<u8>> {
+    fn feed(
+        r: &mut Reassembler,
+        ident: u16,
+        payload: &[u8],
+        size: usize,
+        order: &[usize],
+    ) -> Option<Vec<u8>> {
         let chunks: Vec<_> = payload.chunks(size).collect();
         let mut out = None;
         for &i in order {
             let more = i + 1 < chunks.len();
-            let got = r.add(0, &header(ident, i * size, more, chunks[i].len()), chunks[i]);
+            let got = r.add(
+                0,
+                &header(ident, i * size, more, chunks[i].len()),
+                chunks[i],
+            );
             if got.is_some() {
                 assert!(out.is_none(), "completed twice");
                 out = got;
@@ -276,8 +317,14 @@ mod tests {
     fn reassembles_in_order_and_out_of_order() {
         let payload = data(3000);
         let mut r = Reassembler::new(ReassemblyConfig::default());
-        assert_eq!(feed(&mut r, 1, &payload, 1480, &[0, 1, 2]).as_deref(), Some(&payload[..]));
-        assert_eq!(feed(&mut r, 2, &payload, 1480, &[2, 0, 1]).as_deref(), Some(&payload[..]));
+        assert_eq!(
+            feed(&mut r, 1, &payload, 1480, &[0, 1, 2]).as_deref(),
+            Some(&payload[..])
+        );
+        assert_eq!(
+            feed(&mut r, 2, &payload, 1480, &[2, 0, 1]).as_deref(),
+            Some(&payload[..])
+        );
         assert_eq!(r.in_progress(), (0, 0));
         assert_eq!(r.counters().reassembled, 2);
     }
@@ -286,7 +333,10 @@ mod tests {
     fn exact_duplicates_are_ignored() {
         let payload = data(2000);
         let mut r = Reassembler::new(ReassemblyConfig::default());
-        assert_eq!(feed(&mut r, 1, &payload, 1000, &[0, 0, 1]).as_deref(), Some(&payload[..]));
+        assert_eq!(
+            feed(&mut r, 1, &payload, 1000, &[0, 0, 1]).as_deref(),
+            Some(&payload[..])
+        );
         assert_eq!(r.counters().duplicates, 1);
     }
 
@@ -319,16 +369,25 @@ mod tests {
     #[test]
     fn malformed_fragments_are_counted() {
         let mut r = Reassembler::new(ReassemblyConfig::default());
-        assert!(r.add(0, &header(1, 0, true, 10), &[0; 10]).is_none(), "not a multiple of 8");
+        assert!(
+            r.add(0, &header(1, 0, true, 10), &[0; 10]).is_none(),
+            "not a multiple of 8"
+        );
         assert!(r.add(0, &header(1, 8, true, 0), &[]).is_none(), "empty");
-        assert!(r.add(0, &header(1, 65528, false, 16), &[0; 16]).is_none(), "past 64 KiB");
+        assert!(
+            r.add(0, &header(1, 65528, false, 16), &[0; 16]).is_none(),
+            "past 64 KiB"
+        );
         assert_eq!(r.counters().malformed, 3);
         assert_eq!(r.in_progress(), (0, 0));
     }
 
     #[test]
     fn incomplete_datagrams_time_out() {
-        let config = ReassemblyConfig { timeout_ns: 30 * SECOND, ..Default::default() };
+        let config = ReassemblyConfig {
+            timeout_ns: 30 * SECOND,
+            ..Default::default()
+        };
         let mut r = Reassembler::new(config);
         r.add(0, &header(1, 0, true, 8), &[0; 8]);
         assert_eq!(r.expire(29 * SECOND), 0);
@@ -336,28 +395,43 @@ mod tests {
         assert_eq!(r.in_progress(), (0, 0));
         assert_eq!(r.counters().timed_out, 1);
         // The late last fragment starts a new datagram that cannot complete.
-        assert!(r.add(31 * SECOND, &header(1, 8, false, 8), &[0; 8]).is_none());
+        assert!(r
+            .add(31 * SECOND, &header(1, 8, false, 8), &[0; 8])
+            .is_none());
     }
 
     #[test]
     fn a_flood_of_distinct_idents_stays_within_the_bound_and_real_traffic_still_completes() {
-        let config = ReassemblyConfig { max_bytes: 64 * 1024, max_datagrams: 32, ..Default::default() };
+        let config = ReassemblyConfig {
+            max_bytes: 64 * 1024,
+            max_datagrams: 32,
+            ..Default::default()
+        };
         let mut r = Reassembler::new(config);
         for ident in 0..10_000u16 {
             // A tiny fragment far into the datagram: costs the receiver its offset in memory.
             let offset = 8 * (ident as usize % 8000);
             r.add(ident as u64, &header(ident, offset, true, 8), &[0; 8]);
             let (count, bytes) = r.in_progress();
-            assert!(count <= 32 && bytes <= 64 * 1024, "{count} datagrams, {bytes} bytes");
+            assert!(
+                count <= 32 && bytes <= 64 * 1024,
+                "{count} datagrams, {bytes} bytes"
+            );
         }
         assert!(r.counters().evicted > 0);
         let payload = data(3000);
-        assert_eq!(feed(&mut r, 60_000, &payload, 1480, &[1, 2, 0]).as_deref(), Some(&payload[..]));
+        assert_eq!(
+            feed(&mut r, 60_000, &payload, 1480, &[1, 2, 0]).as_deref(),
+            Some(&payload[..])
+        );
     }
 
     #[test]
     fn a_datagram_larger_than_the_bound_is_refused() {
-        let config = ReassemblyConfig { max_bytes: 4096, ..Default::default() };
+        let config = ReassemblyConfig {
+            max_bytes: 4096,
+            ..Default::default()
+        };
         let mut r = Reassembler::new(config);
         assert!(feed(&mut r, 1, &data(8000), 1480, &[0, 1, 2, 3, 4, 5]).is_none());
         assert!(r.in_progress().1 <= 4096);

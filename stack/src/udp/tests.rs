@@ -7,8 +7,14 @@ const US: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
 const US2: Ipv4Addr = Ipv4Addr::new(10, 77, 3, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
-const REUSE_ADDR: BindOptions = BindOptions { reuse_addr: true, reuse_port: false };
-const REUSE_PORT: BindOptions = BindOptions { reuse_addr: false, reuse_port: true };
+const REUSE_ADDR: BindOptions = BindOptions {
+    reuse_addr: true,
+    reuse_port: false,
+};
+const REUSE_PORT: BindOptions = BindOptions {
+    reuse_addr: false,
+    reuse_port: true,
+};
 
 fn table() -> UdpSockets {
     UdpSockets::new(&[US, US2], 0)
@@ -25,7 +31,7 @@ fn bound(t: &mut UdpSockets, addr: SocketAddrV4, options: BindOptions) -> Socket
 }
 
 fn deliver(t: &mut UdpSockets, from: SocketAddrV4, to: SocketAddrV4, data: &[u8]) -> usize {
-    t.deliver(from, to, Addressed::Unicast, data)
+    t.deliver(from, to, Addressed::Unicast, data).queued()
 }
 
 #[test]
@@ -33,14 +39,23 @@ fn binding_the_same_address_twice_is_eaddrinuse() {
     let mut t = table();
     bound(&mut t, at(US, 5000), BindOptions::default());
     let second = t.open();
-    assert_eq!(t.bind(second, at(US, 5000), BindOptions::default()), Err(UdpError::AddrInUse));
+    assert_eq!(
+        t.bind(second, at(US, 5000), BindOptions::default()),
+        Err(UdpError::AddrInUse)
+    );
     assert_eq!(UdpError::AddrInUse.errno(), libc::EADDRINUSE);
     // INADDR_ANY overlaps every address, in both orders.
-    assert_eq!(t.bind(second, at(ANY, 5000), BindOptions::default()), Err(UdpError::AddrInUse));
+    assert_eq!(
+        t.bind(second, at(ANY, 5000), BindOptions::default()),
+        Err(UdpError::AddrInUse)
+    );
     let mut t = table();
     bound(&mut t, at(ANY, 5000), BindOptions::default());
     let other = t.open();
-    assert_eq!(t.bind(other, at(US, 5000), BindOptions::default()), Err(UdpError::AddrInUse));
+    assert_eq!(
+        t.bind(other, at(US, 5000), BindOptions::default()),
+        Err(UdpError::AddrInUse)
+    );
     // Different addresses on the same port do not conflict.
     let mut t = table();
     bound(&mut t, at(US, 5000), BindOptions::default());
@@ -53,25 +68,49 @@ fn sharing_needs_the_option_on_both_sockets() {
     bound(&mut t, at(US, 5000), REUSE_ADDR);
     bound(&mut t, at(US, 5000), REUSE_ADDR);
     let late = t.open();
-    assert_eq!(t.bind(late, at(US, 5000), BindOptions::default()), Err(UdpError::AddrInUse));
-    assert_eq!(t.bind(late, at(US, 5000), REUSE_PORT), Err(UdpError::AddrInUse));
+    assert_eq!(
+        t.bind(late, at(US, 5000), BindOptions::default()),
+        Err(UdpError::AddrInUse)
+    );
+    assert_eq!(
+        t.bind(late, at(US, 5000), REUSE_PORT),
+        Err(UdpError::AddrInUse)
+    );
     let mut t = table();
     bound(&mut t, at(ANY, 6000), REUSE_PORT);
     bound(&mut t, at(ANY, 6000), REUSE_PORT);
     let late = t.open();
-    assert_eq!(t.bind(late, at(ANY, 6000), REUSE_ADDR), Err(UdpError::AddrInUse));
+    assert_eq!(
+        t.bind(late, at(ANY, 6000), REUSE_ADDR),
+        Err(UdpError::AddrInUse)
+    );
 }
 
 #[test]
 fn bind_checks_the_address_and_binds_once() {
     let mut t = table();
     let id = t.open();
-    assert_eq!(t.bind(id, at(PEER, 5000), BindOptions::default()), Err(UdpError::AddrNotAvailable));
-    assert_eq!(t.bind(id, at(US, 5000), BindOptions::default()), Ok(at(US, 5000)));
-    assert_eq!(t.bind(id, at(US, 5001), BindOptions::default()), Err(UdpError::AlreadyBound));
+    assert_eq!(
+        t.bind(id, at(PEER, 5000), BindOptions::default()),
+        Err(UdpError::AddrNotAvailable)
+    );
+    assert_eq!(
+        t.bind(id, at(US, 5000), BindOptions::default()),
+        Ok(at(US, 5000))
+    );
+    assert_eq!(
+        t.bind(id, at(US, 5001), BindOptions::default()),
+        Err(UdpError::AlreadyBound)
+    );
     assert_eq!(UdpError::AlreadyBound.errno(), libc::EINVAL);
     let group = t.open();
-    assert!(t.bind(group, at(Ipv4Addr::new(239, 1, 1, 1), 5000), BindOptions::default()).is_ok());
+    assert!(t
+        .bind(
+            group,
+            at(Ipv4Addr::new(239, 1, 1, 1), 5000),
+            BindOptions::default()
+        )
+        .is_ok());
 }
 
 #[test]
@@ -83,7 +122,11 @@ fn ephemeral_ports_are_in_the_kernel_range_and_never_collide() {
         let id = t.open();
         let local = t.bind(id, at(ANY, 0), BindOptions::default()).unwrap();
         assert!(EPHEMERAL_PORTS.contains(&local.port()));
-        assert!(seen.insert(local.port()), "port {} handed out twice", local.port());
+        assert!(
+            seen.insert(local.port()),
+            "port {} handed out twice",
+            local.port()
+        );
         assert_ne!(local.port(), 45113, "explicitly bound port reused");
     }
     assert_eq!(t.local_addr(fixed).unwrap(), Some(at(ANY, 45113)));
@@ -109,10 +152,21 @@ fn the_most_specific_socket_wins() {
     let specific = bound(&mut t, at(US, 7000), REUSE_ADDR);
     let connected = bound(&mut t, at(US, 7000), REUSE_ADDR);
     t.connect(connected, at(PEER, 9), US).unwrap();
-    assert_eq!(t.lookup(at(PEER, 9), at(US, 7000), Addressed::Unicast), vec![connected]);
-    assert_eq!(t.lookup(at(PEER, 10), at(US, 7000), Addressed::Unicast), vec![specific]);
-    assert_eq!(t.lookup(at(PEER, 10), at(US2, 7000), Addressed::Unicast), vec![any]);
-    assert!(t.lookup(at(PEER, 10), at(US, 7001), Addressed::Unicast).is_empty());
+    assert_eq!(
+        t.lookup(at(PEER, 9), at(US, 7000), Addressed::Unicast),
+        vec![connected]
+    );
+    assert_eq!(
+        t.lookup(at(PEER, 10), at(US, 7000), Addressed::Unicast),
+        vec![specific]
+    );
+    assert_eq!(
+        t.lookup(at(PEER, 10), at(US2, 7000), Addressed::Unicast),
+        vec![any]
+    );
+    assert!(t
+        .lookup(at(PEER, 10), at(US, 7001), Addressed::Unicast)
+        .is_empty());
 }
 
 #[test]
@@ -120,21 +174,33 @@ fn equal_reuseaddr_sockets_go_to_the_latest_bound() {
     let mut t = table();
     bound(&mut t, at(US, 7000), REUSE_ADDR);
     let second = bound(&mut t, at(US, 7000), REUSE_ADDR);
-    assert_eq!(t.lookup(at(PEER, 9), at(US, 7000), Addressed::Unicast), vec![second]);
+    assert_eq!(
+        t.lookup(at(PEER, 9), at(US, 7000), Addressed::Unicast),
+        vec![second]
+    );
 }
 
 #[test]
 fn reuseport_spreads_flows_and_keeps_each_flow_on_one_socket() {
     let mut t = table();
-    let group: Vec<_> = (0..4).map(|_| bound(&mut t, at(ANY, 8000), REUSE_PORT)).collect();
+    let group: Vec<_> = (0..4)
+        .map(|_| bound(&mut t, at(ANY, 8000), REUSE_PORT))
+        .collect();
     let mut hits = std::collections::HashMap::new();
     for port in 1000..1400 {
         let first = t.lookup(at(PEER, port), at(US, 8000), Addressed::Unicast);
-        assert_eq!(first, t.lookup(at(PEER, port), at(US, 8000), Addressed::Unicast));
+        assert_eq!(
+            first,
+            t.lookup(at(PEER, port), at(US, 8000), Addressed::Unicast)
+        );
         *hits.entry(first[0]).or_insert(0) += 1;
     }
     for id in group {
-        assert!(hits.get(&id).copied().unwrap_or(0) > 20, "{id:?} got {:?}", hits.get(&id));
+        assert!(
+            hits.get(&id).copied().unwrap_or(0) > 20,
+            "{id:?} got {:?}",
+            hits.get(&id)
+        );
     }
 }
 
@@ -146,14 +212,21 @@ fn broadcast_and_multicast_reach_every_matching_socket() {
     let unicast_only = bound(&mut t, at(US, 9000), REUSE_ADDR);
     let group = Ipv4Addr::new(239, 1, 2, 3);
     let in_group = bound(&mut t, at(group, 9000), REUSE_ADDR);
-    let mut hit = t.lookup(at(PEER, 1), at(Ipv4Addr::new(10, 77, 2, 255), 9000), Addressed::Broadcast);
+    let mut hit = t.lookup(
+        at(PEER, 1),
+        at(Ipv4Addr::new(10, 77, 2, 255), 9000),
+        Addressed::Broadcast,
+    );
     hit.sort();
     assert_eq!(hit, vec![a, b]);
     let mut hit = t.lookup(at(PEER, 1), at(group, 9000), Addressed::Multicast);
     hit.sort();
     assert_eq!(hit, vec![a, b, in_group]);
     assert!(!hit.contains(&unicast_only));
-    assert_eq!(t.deliver(at(PEER, 1), at(group, 9000), Addressed::Multicast, b"m"), 3);
+    assert_eq!(
+        t.deliver(at(PEER, 1), at(group, 9000), Addressed::Multicast, b"m"),
+        Delivery::Queued(3)
+    );
 }
 
 #[test]
@@ -161,7 +234,10 @@ fn datagram_boundaries_are_kept() {
     let mut t = table();
     let id = bound(&mut t, at(US, 5000), BindOptions::default());
     for len in [0usize, 1, 1472, 9000] {
-        assert_eq!(deliver(&mut t, at(PEER, 1), at(US, 5000), &vec![len as u8; len]), 1);
+        assert_eq!(
+            deliver(&mut t, at(PEER, 1), at(US, 5000), &vec![len as u8; len]),
+            1
+        );
     }
     for len in [0usize, 1, 1472, 9000] {
         let d = t.recv(id).unwrap().unwrap();
@@ -175,7 +251,9 @@ fn a_full_queue_drops_and_counts_and_recv_makes_room() {
     let mut t = table();
     let id = bound(&mut t, at(US, 5000), BindOptions::default());
     t.set_rcvbuf(id, 4 * (1000 + DATAGRAM_OVERHEAD)).unwrap();
-    let taken = (0..10).map(|_| deliver(&mut t, at(PEER, 1), at(US, 5000), &[0; 1000])).sum::<usize>();
+    let taken = (0..10)
+        .map(|_| deliver(&mut t, at(PEER, 1), at(US, 5000), &[0; 1000]))
+        .sum::<usize>();
     assert_eq!(taken, 4);
     assert_eq!(t.drops(id).unwrap(), 6);
     assert_eq!(t.counters().queue_full_drops, 6);
@@ -184,7 +262,10 @@ fn a_full_queue_drops_and_counts_and_recv_makes_room() {
     // Empty datagrams cost something too: the queue cannot grow without bound.
     t.set_rcvbuf(id, 1).unwrap();
     let before = t.queued(id).unwrap();
-    assert_eq!(deliver(&mut t, at(PEER, 1), at(US, 5000), &[]), 0);
+    assert_eq!(
+        t.deliver(at(PEER, 1), at(US, 5000), Addressed::Unicast, &[]),
+        Delivery::QueueFull
+    );
     assert_eq!(t.queued(id).unwrap(), before);
 }
 
@@ -204,7 +285,10 @@ fn a_connected_socket_hears_only_its_peer() {
     let local = t.connect(id, at(PEER, 53), US).unwrap();
     assert_eq!(*local.ip(), US, "connect fixes the source address");
     assert_eq!(t.peer_addr(id).unwrap(), Some(at(PEER, 53)));
-    assert_eq!(deliver(&mut t, at(PEER, 54), local, b"stranger"), 0);
+    assert_eq!(
+        t.deliver(at(PEER, 54), local, Addressed::Unicast, b"stranger"),
+        Delivery::NoSocket
+    );
     assert_eq!(t.counters().no_socket, 1);
     assert_eq!(deliver(&mut t, at(PEER, 53), local, b"peer"), 1);
 }
@@ -221,11 +305,16 @@ fn disconnect_undoes_what_connect_chose() {
     t.bind(taker, local, BindOptions::default()).unwrap();
 
     let explicit = t.open();
-    t.bind(explicit, at(ANY, 5353), BindOptions::default()).unwrap();
+    t.bind(explicit, at(ANY, 5353), BindOptions::default())
+        .unwrap();
     t.connect(explicit, at(PEER, 53), US).unwrap();
     assert_eq!(t.local_addr(explicit).unwrap(), Some(at(US, 5353)));
     t.disconnect(explicit).unwrap();
-    assert_eq!(t.local_addr(explicit).unwrap(), Some(at(ANY, 5353)), "bound port kept, address back to ANY");
+    assert_eq!(
+        t.local_addr(explicit).unwrap(),
+        Some(at(ANY, 5353)),
+        "bound port kept, address back to ANY"
+    );
 }
 
 #[test]
@@ -234,11 +323,18 @@ fn port_unreachable_reaches_only_the_connected_socket_once() {
     let connected = t.open();
     let local = t.connect(connected, at(PEER, 9), US).unwrap();
     let unconnected = bound(&mut t, at(ANY, 7777), BindOptions::default());
-    let report = Unreachable { code: ICMP_PORT_UNREACHABLE, local, remote: at(PEER, 9) };
+    let report = Unreachable {
+        code: ICMP_PORT_UNREACHABLE,
+        local,
+        remote: at(PEER, 9),
+    };
     assert_eq!(t.report_unreachable(&report), Some(connected));
     assert_eq!(t.take_error(connected).unwrap(), Some(libc::ECONNREFUSED));
     assert_eq!(t.take_error(connected).unwrap(), None, "reported once");
-    let about_unconnected = Unreachable { local: at(US, 7777), ..report };
+    let about_unconnected = Unreachable {
+        local: at(US, 7777),
+        ..report
+    };
     assert_eq!(t.report_unreachable(&about_unconnected), None);
     assert_eq!(t.take_error(unconnected).unwrap(), None);
 }
@@ -249,7 +345,8 @@ fn host_unreachable_marks_connected_sockets_to_that_peer() {
     let a = t.open();
     t.connect(a, at(PEER, 9), US).unwrap();
     let b = t.open();
-    t.connect(b, at(Ipv4Addr::new(10, 77, 2, 3), 9), US).unwrap();
+    t.connect(b, at(Ipv4Addr::new(10, 77, 2, 3), 9), US)
+        .unwrap();
     assert_eq!(t.report_host_unreachable(PEER), vec![a]);
     assert_eq!(t.take_error(a).unwrap(), Some(libc::EHOSTUNREACH));
     assert_eq!(t.take_error(b).unwrap(), None);
@@ -260,7 +357,9 @@ fn close_frees_the_port() {
     let mut t = table();
     let id = bound(&mut t, at(US, 5000), BindOptions::default());
     t.close(id);
-    assert!(t.lookup(at(PEER, 1), at(US, 5000), Addressed::Unicast).is_empty());
+    assert!(t
+        .lookup(at(PEER, 1), at(US, 5000), Addressed::Unicast)
+        .is_empty());
     bound(&mut t, at(US, 5000), BindOptions::default());
     assert_eq!(t.recv(id), Err(UdpError::NoSuchSocket));
 }
