@@ -50,6 +50,8 @@ pub struct Port {
     id: u16,
     device: String,
     vdev: Option<String>,
+    /// The kernel interface under an af_packet or af_xdp port.
+    netdev: Option<String>,
     pool: NonNull<sys::rte_mempool>,
     mac: MacAddr,
     max_frame: usize,
@@ -154,6 +156,10 @@ impl Port {
                     id,
                     device: shown,
                     vdev,
+                    netdev: match &device {
+                        Device::Netdev(name) => Some(name.clone()),
+                        Device::Pci(_) => None,
+                    },
                     pool,
                     mac,
                     max_frame,
@@ -192,6 +198,9 @@ impl Port {
         self.counters.get()
     }
 
+    /// Carrier state and speed. For a netdev port the carrier comes from the
+    /// kernel (interface up and running): DPDK 22.11's af_packet and af_xdp
+    /// drivers report "up" forever, which would hide a failed path.
     pub fn link_status(&self) -> Result<LinkStatus, DpdkError> {
         let mut link = sys::rte_eth_link::default();
         // SAFETY: `link` is writable; the port is started.
@@ -200,8 +209,16 @@ impl Port {
             return Err(self.call_error("rte_eth_link_get_nowait", -rc));
         }
         let speed = link.link_speed;
+        let up = match &self.netdev {
+            Some(name) => netdev_running(name).map_err(|e| DpdkError::Call {
+                device: self.device.clone(),
+                call: "SIOCGIFFLAGS",
+                reason: e.to_string(),
+            })?,
+            None => link.link_status() as u32 == sys::RTE_ETH_LINK_UP,
+        };
         Ok(LinkStatus {
-            up: link.link_status() as u32 == sys::RTE_ETH_LINK_UP,
+            up,
             speed_mbps: (speed != sys::RTE_ETH_SPEED_NUM_NONE
                 && speed != sys::RTE_ETH_SPEED_NUM_UNKNOWN)
                 .then_some(speed),
@@ -639,6 +656,35 @@ fn xdp_channels(name: &str) -> Result<u16, DpdkError> {
         });
     }
     Ok(channels.combined_count.clamp(1, u16::MAX as u32) as u16)
+}
+
+/// Whether the kernel interface `name` is up with carrier (IFF_UP and
+/// IFF_RUNNING), as `ip link` shows it.
+fn netdev_running(name: &str) -> std::io::Result<bool> {
+    // SAFETY: ifreq is plain data.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: a throw-away socket for the ioctl, closed below; `ifr` is a
+    // valid ifreq the kernel fills in.
+    let flags = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+        ifr.ifr_ifru.ifru_flags as i32
+    };
+    Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
 /// af_packet and af_xdp ports sit on a kernel netdev.

@@ -481,9 +481,10 @@ impl Drop for MultiQueueVeth {
 /// On a veth with two receive queues (and, like every veth, no combined
 /// channels) af_xdp could bind queue 0 only and would silently lose what
 /// lands on queue 1: the port refuses with advice instead. af_packet sees
-/// every queue and works.
+/// every queue and works. Then the carrier: when the far end of the veth goes
+/// down and up, the port (through the C ABI) reports it.
 #[test]
-fn af_xdp_refuses_a_netdev_it_cannot_fully_bind() {
+fn own_veth_two_queues_and_carrier() {
     require_root();
     let _veth = MultiQueueVeth::new();
     let args = |side: &str, me: u8, extra: &[&str]| -> Vec<String> {
@@ -508,4 +509,28 @@ fn af_xdp_refuses_a_netdev_it_cannot_fully_bind() {
     let a = spawn(MQ_A, &args("dpdk", 1, &["--backend", "af_packet"]));
     finish("af_packet on mq0", a).assert_exchanged(200);
     finish("raw on mq0", b).assert_exchanged(200);
+
+    let lib = dpdk_lib();
+    let mut watch = spawn(
+        MQ_A,
+        &args("link", 1, &["--lib", lib.to_str().unwrap(), "--watch-link"]),
+    );
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut next_line = || lines.next().map(|l| l.unwrap()).unwrap_or_default();
+    assert_eq!(next_line(), "link up=true");
+    set_link(MQ_B, "down");
+    assert_eq!(next_line(), "link up=false", "carrier loss not reported");
+    set_link(MQ_B, "up");
+    assert_eq!(next_line(), "link up=true", "carrier return not reported");
+    let o = finish("watch link on mq0", watch);
+    assert_eq!(o.code, Some(0), "{}", o.show());
+}
+
+fn set_link(ns: &str, state: &str) {
+    let ok = Command::new("ip")
+        .args(["-n", ns, "link", "set", "mq0", state])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "ip -n {ns} link set mq0 {state} failed");
 }

@@ -14,7 +14,9 @@
 //!
 //! --bad-device NAME first tries to open NAME and prints why it failed;
 //! --reopen opens and closes the port once before the real open; --leak
-//! never closes the port, leaving it to the exit hook.
+//! never closes the port, leaving it to the exit hook; --watch-link sends
+//! nothing: it prints `link up=...` now and at the next two carrier changes
+//! (or until --timeout-ms).
 //!
 //! Exit status: 0 all frames checked; 1 wrong, missing or extra frames, or
 //! timeout; 2 the port could not be opened (the reason on stderr).
@@ -55,12 +57,13 @@ struct Args {
     bad_device: Option<String>,
     leak: bool,
     reopen: bool,
+    watch_link: bool,
 }
 
 fn usage() -> String {
     "usage: sluice-dpdk-frames dpdk|link|raw --iface NAME --mac MAC --peer-mac MAC --id N --peer-id N \
      [--count N] [--timeout-ms T] [--backend af_packet|af_xdp] [--hugepages auto|on|off] [--lib PATH] \
-     [--bad-device NAME] [--leak] [--reopen]"
+     [--bad-device NAME] [--leak] [--reopen] [--watch-link]"
         .into()
 }
 
@@ -85,11 +88,13 @@ fn parse_args() -> Result<Args, String> {
         bad_device: None,
         leak: false,
         reopen: false,
+        watch_link: false,
     };
     while let Some(flag) = it.next() {
-        if flag == "--leak" || flag == "--reopen" {
+        if ["--leak", "--reopen", "--watch-link"].contains(&flag.as_str()) {
             a.leak |= flag == "--leak";
             a.reopen |= flag == "--reopen";
+            a.watch_link |= flag == "--watch-link";
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -136,6 +141,8 @@ trait End {
     /// Whether the frame was taken (false: transmit ring full).
     fn send(&mut self, frame: &[u8]) -> Result<bool, String>;
     fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String>;
+    /// Carrier up?, and the MAC the end owns (None for the kernel socket).
+    fn status(&mut self) -> Result<(bool, Option<MacAddr>), String>;
     fn close(self: Box<Self>, leak: bool);
 }
 
@@ -145,6 +152,10 @@ impl End for Port {
     }
     fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
         Ok(Port::recv(self, 64, on_frame))
+    }
+    fn status(&mut self) -> Result<(bool, Option<MacAddr>), String> {
+        let link = self.link_status().map_err(|e| e.to_string())?;
+        Ok((link.up, Some(self.mac())))
     }
     fn close(self: Box<Self>, leak: bool) {
         if leak {
@@ -162,6 +173,12 @@ impl End for DpdkLink {
     }
     fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
         self.recv_frames(64, on_frame).map_err(|e| e.to_string())
+    }
+    fn status(&mut self) -> Result<(bool, Option<MacAddr>), String> {
+        Ok((
+            Link::status(self).map_err(|e| e.to_string())?.up,
+            Some(Link::mac(self)),
+        ))
     }
     fn close(self: Box<Self>, leak: bool) {
         if leak {
@@ -293,6 +310,10 @@ impl End for RawSocket {
             n_frames += 1;
         }
         Ok(n_frames)
+    }
+
+    fn status(&mut self) -> Result<(bool, Option<MacAddr>), String> {
+        Ok((true, None))
     }
 
     fn close(self: Box<Self>, _leak: bool) {}
@@ -483,6 +504,32 @@ fn on_frame(frame: &[u8], a: &Args, p: &mut Progress) {
     }
 }
 
+/// Prints the carrier state, then each change of it: two changes (a failure
+/// and a recovery) end the watch, as does `limit`.
+fn watch_link(end: &mut dyn End, limit: Duration) -> ExitCode {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut last = None;
+    let mut reports = 0;
+    while start.elapsed() < limit && reports < 3 {
+        match end.status() {
+            Ok((up, _)) if last != Some(up) => {
+                println!("link up={up}");
+                let _ = std::io::stdout().flush();
+                last = Some(up);
+                reports += 1;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("sluice-dpdk-frames: link status: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ExitCode::SUCCESS
+}
+
 fn open_end(a: &Args, device: &str) -> Result<Box<dyn End>, String> {
     let config = PortConfig {
         device: device.to_string(),
@@ -540,6 +587,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match end.status() {
+        Ok((_, Some(mac))) if mac != a.mac => {
+            eprintln!(
+                "sluice-dpdk-frames: the port owns MAC {mac}, not the configured {}",
+                a.mac
+            );
+            return ExitCode::from(1);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("sluice-dpdk-frames: link status: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if a.watch_link {
+        let code = watch_link(end.as_mut(), a.timeout);
+        end.close(a.leak);
+        return code;
+    }
     let (p, failure) = exchange(end.as_mut(), &a);
     end.close(a.leak);
     if failure.is_none() && p.bad.is_empty() && p.received.len() as u32 == a.count {
