@@ -141,17 +141,45 @@ trait End {
     /// Whether the frame was taken (false: transmit ring full).
     fn send(&mut self, frame: &[u8]) -> Result<bool, String>;
     fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String>;
+    /// Sends frames from the front of `frames`; returns how many were taken.
+    fn send_many(&mut self, frames: &[Vec<u8>]) -> Result<usize, String> {
+        for (i, f) in frames.iter().enumerate() {
+            if !self.send(f)? {
+                return Ok(i);
+            }
+        }
+        Ok(frames.len())
+    }
     /// Carrier up?, and the MAC the end owns (None for the kernel socket).
     fn status(&mut self) -> Result<(bool, Option<MacAddr>), String>;
     fn close(self: Box<Self>, leak: bool);
 }
 
+/// The Rust API end uses the zero-copy calls for data (frames built in and
+/// read from mbufs); the copying `send`/`recv` are what the C ABI uses.
 impl End for Port {
     fn send(&mut self, frame: &[u8]) -> Result<bool, String> {
         Port::send(self, frame).map_err(|e| e.to_string())
     }
+    fn send_many(&mut self, frames: &[Vec<u8>]) -> Result<usize, String> {
+        let mut batch = Vec::with_capacity(frames.len());
+        for f in frames {
+            let Some(mut mbuf) = self.alloc() else { break };
+            mbuf.append(f.len())
+                .ok_or("frame does not fit an mbuf")?
+                .copy_from_slice(f);
+            batch.push(mbuf);
+        }
+        // Unsent mbufs go back to the pool when `batch` drops.
+        Ok(self.tx_burst(&mut batch))
+    }
     fn recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
-        Ok(Port::recv(self, 64, on_frame))
+        let mut frames = Vec::with_capacity(sluice_dpdk::BURST);
+        let n = self.rx_burst(&mut frames, sluice_dpdk::BURST);
+        for mbuf in &frames {
+            on_frame(mbuf.data());
+        }
+        Ok(n)
     }
     fn status(&mut self) -> Result<(bool, Option<MacAddr>), String> {
         let link = self.link_status().map_err(|e| e.to_string())?;
@@ -432,13 +460,14 @@ fn run(end: &mut dyn End, a: &Args, p: &mut Progress) -> Result<(), String> {
             next_hello = now + HELLO_EVERY;
         }
         if p.peer_hears_us {
-            while p.next_seq < a.count && p.next_seq < p.peer_received + WINDOW {
-                if !end.send(&data_frame(a.peer_mac, a.mac, a.id, p.next_seq))? {
-                    break;
-                }
-                p.next_seq += 1;
-                activity = true;
-            }
+            let until = a.count.min(p.peer_received + WINDOW);
+            let batch: Vec<Vec<u8>> = (p.next_seq..until.max(p.next_seq))
+                .take(32)
+                .map(|seq| data_frame(a.peer_mac, a.mac, a.id, seq))
+                .collect();
+            let sent = end.send_many(&batch)?;
+            p.next_seq += sent as u32;
+            activity |= sent > 0;
         }
         let complete = p.next_seq == a.count
             && p.received.len() as u32 == a.count
@@ -504,6 +533,16 @@ fn on_frame(frame: &[u8], a: &Args, p: &mut Progress) {
     }
 }
 
+/// This thread's allowed CPUs, as the kernel lists them.
+fn allowed_cpus() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Prints the carrier state, then each change of it: two changes (a failure
 /// and a recovery) end the watch, as does `limit`.
 fn watch_link(end: &mut dyn End, limit: Duration) -> ExitCode {
@@ -561,6 +600,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cpus_before = allowed_cpus();
     if let Some(bad) = &a.bad_device {
         match open_end(&a, bad) {
             Ok(_) => {
@@ -587,6 +627,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The EAL pins its thread to one CPU; the port must give ours back.
+    let cpus_after = allowed_cpus();
+    if cpus_after != cpus_before {
+        eprintln!("sluice-dpdk-frames: CPU affinity was {cpus_before}, is {cpus_after} after opening the port");
+        return ExitCode::from(1);
+    }
     match end.status() {
         Ok((_, Some(mac))) if mac != a.mac => {
             eprintln!(
