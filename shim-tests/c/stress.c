@@ -4,7 +4,10 @@
  * that the fd table stays consistent (a dup'd fd keeps working after the
  * original is closed; dup2 onto a live fd really replaces it).
  *
- * usage: stress THREADS ITERATIONS
+ * usage: stress THREADS ITERATIONS [FORKS]
+ * With FORKS, the main thread also forks that many times while the workers
+ * churn; each child does socket work of its own and exits. A child that hangs
+ * (a lock held across fork by another thread) is reported and killed.
  * Prints "stress ok: ..." and exits 0, or prints the first failed check and
  * exits 1.
  */
@@ -15,10 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int iterations;
+static int forking;
 
 static void fail(int thread, int iter, const char *what)
 {
@@ -68,9 +75,11 @@ static void *churn(void *arg)
         int type = 0;
         socklen_t tl = sizeof type;
         CHECK(getsockopt(sp[0], SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_DGRAM, "SO_TYPE of dup2 target");
-        /* The unix peer was closed by dup2, so its partner sees a broken pipe. */
+        /* The unix peer was closed by dup2, so its partner sees a broken pipe
+         * (unless a concurrently forked child still holds a copy of it). */
         errno = 0;
-        CHECK(send(sp[1], "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE, "send to the replaced pair end");
+        CHECK(forking || (send(sp[1], "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE),
+              "send to the replaced pair end");
 
         CHECK(close(u) == 0, "close original");
         char msg[32], got[32];
@@ -88,15 +97,65 @@ static void *churn(void *arg)
     return NULL;
 }
 
+/* In the child of a fork taken while other threads were inside the hooks. */
+static int child_socket_work(void)
+{
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    if (u < 0)
+        return 1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(u, (struct sockaddr *)&a, sizeof a) != 0 || port_of(u) == 0)
+        return 2;
+    int d = dup(u);
+    if (d < 0 || port_of(d) != port_of(u) || close(u) != 0 || close(d) != 0)
+        return 3;
+    return 0;
+}
+
+static void fork_while_churning(int forks)
+{
+    for (int f = 0; f < forks; f++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            fail(-1, f, "fork");
+        if (pid == 0)
+            _exit(child_socket_work());
+        /* Wait up to 10 s: a child stuck on a lock copied in a locked state never exits. */
+        int st = 0;
+        struct timespec tick = {0, 1000000};
+        int waited_ms = 0;
+        pid_t r;
+        while ((r = waitpid(pid, &st, WNOHANG)) == 0 && waited_ms < 10000) {
+            nanosleep(&tick, NULL);
+            waited_ms++;
+        }
+        if (r == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            errno = 0;
+            fail(-1, f, "forked child hung (deadlock after fork?)");
+        }
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            errno = 0;
+            fail(-1, f, WIFEXITED(st) ? "forked child's socket work failed" : "forked child died by a signal");
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: stress THREADS ITERATIONS\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: stress THREADS ITERATIONS [FORKS]\n");
         return 2;
     }
     int threads = atoi(argv[1]);
     iterations = atoi(argv[2]);
-    if (threads < 1 || threads > 64 || iterations < 1) {
+    int forks = argc == 4 ? atoi(argv[3]) : 0;
+    forking = forks > 0;
+    if (threads < 1 || threads > 64 || iterations < 1 || forks < 0) {
         fprintf(stderr, "stress: bad arguments\n");
         return 2;
     }
@@ -106,8 +165,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "stress: pthread_create failed\n");
             return 1;
         }
+    fork_while_churning(forks);
     for (int t = 0; t < threads; t++)
         pthread_join(tid[t], NULL);
-    printf("stress ok: threads=%d iterations=%d\n", threads, iterations);
+    if (forks)
+        printf("stress ok: threads=%d iterations=%d forks=%d\n", threads, iterations, forks);
+    else
+        printf("stress ok: threads=%d iterations=%d\n", threads, iterations);
     return 0;
 }
