@@ -142,6 +142,29 @@ impl<T> FdTable<T> {
         Some(entry)
     }
 
+    /// Runs `f` on the entry of `fd`, if any, without touching the entry's reference count
+    /// (two atomic operations fewer than `get`).
+    pub fn with<R>(&self, fd: c_int, f: impl FnOnce(&T) -> R) -> Option<R> {
+        struct Borrowed<'a, T> {
+            slot: &'a AtomicU64,
+            binding: *const Binding<T>,
+        }
+        impl<T> Drop for Borrowed<'_, T> {
+            fn drop(&mut self) {
+                // SAFETY: `self` holds one borrow of `binding`, taken from `slot`; given back
+                // exactly once, here, even if `f` unwinds.
+                unsafe { FdTable::give_back(self.slot, self.binding) };
+            }
+        }
+        let slot = self.slot(fd)?;
+        let borrowed = Borrowed {
+            slot,
+            binding: Self::borrow(slot)?,
+        };
+        // SAFETY: the borrow keeps the binding, hence its entry, alive until `borrowed` drops.
+        Some(f(unsafe { &(*borrowed.binding).entry }))
+    }
+
     /// Takes one borrow of the binding in `slot`, if there is one.
     fn borrow(slot: &AtomicU64) -> Option<*const Binding<T>> {
         let mut current = slot.load(Ordering::Acquire);
@@ -318,6 +341,8 @@ mod tests {
         assert!(table.insert(3, Probe::new(1, &drops)).unwrap().is_none());
         assert!(table.is_tracked(3));
         assert_eq!(table.get(3).unwrap().id, 1);
+        assert_eq!(table.with(3, |e| e.id), Some(1));
+        assert_eq!(table.with(4, |e| e.id), None);
         assert!(!table.is_tracked(4));
         let old = table.insert(3, Probe::new(2, &drops)).unwrap().unwrap();
         assert_eq!(old.id, 1);
@@ -458,6 +483,9 @@ mod tests {
                                 }
                             }
                             3 => table.duplicate(fd, ((r >> 16) % FDS as u64) as c_int),
+                            4 => {
+                                table.with(fd, Probe::check);
+                            }
                             _ => {
                                 if let Some(e) = table.get(fd) {
                                     e.check();

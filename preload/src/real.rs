@@ -14,8 +14,8 @@ use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    epoll_event, fd_set, iovec, mmsghdr, msghdr, nfds_t, pid_t, pollfd, sigset_t, size_t, sockaddr,
-    socklen_t, ssize_t, timespec, timeval,
+    epoll_event, fd_set, iovec, mmsghdr, msghdr, nfds_t, pid_t, pollfd, posix_spawn_file_actions_t,
+    posix_spawnattr_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval,
 };
 
 use crate::guard::{errno, set_errno};
@@ -205,6 +205,12 @@ next! {
         sys!(libc::SYS_execve, path, argv, envp) as c_int;
     fn execvpe(file: *const c_char, argv: *const *const c_char,
                envp: *const *const c_char) -> c_int = no_such_function();
+    fn posix_spawn(pid: *mut pid_t, path: *const c_char,
+                   actions: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t,
+                   argv: *const *const c_char, envp: *const *const c_char) -> c_int = libc::ENOSYS;
+    fn posix_spawnp(pid: *mut pid_t, file: *const c_char,
+                    actions: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t,
+                    argv: *const *const c_char, envp: *const *const c_char) -> c_int = libc::ENOSYS;
     fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t = {
         if count > buflen { libc::abort() }
         read(fd, buf, count)

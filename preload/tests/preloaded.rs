@@ -317,6 +317,12 @@ mode = sys.argv[1]
 show = 'printf "%s|%s|%s" "$LD_PRELOAD" "$SLUICE_LOG" "$SLUICE_OFFLOAD"'
 if mode == "execve":
     os.execve("/bin/sh", ["sh", "-c", show], {"SLUICE_OFFLOAD": "10.9.0.0/16"})
+elif mode == "subprocess":
+    import subprocess
+    sys.stdout.write(subprocess.run(["/bin/sh", "-c", show], env={}, capture_output=True, text=True).stdout)
+elif mode == "posix_spawn":
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", show], {})
+    os.waitpid(pid, 0)
 elif mode == "execv":
     del os.environ["LD_PRELOAD"]
     os.unsetenv("LD_PRELOAD")
@@ -324,7 +330,7 @@ elif mode == "execv":
 else:
     os.execvpe("sh", ["sh", "-c", show], {"PATH": "/usr/bin:/bin"})
 "#;
-    for mode in ["execve", "execv", "execvpe"] {
+    for mode in ["execve", "execv", "execvpe", "subprocess", "posix_spawn"] {
         let out = run(preloaded(
             "/usr/bin/python3",
             &["-c", script, mode],

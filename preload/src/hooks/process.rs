@@ -9,7 +9,7 @@
 //! flaw. fork gives the child its own copy: it costs a page-table copy, and it is correct for
 //! every conforming vfork caller (one that only calls exec or _exit in the child).
 //!
-//! The exec hooks keep sluice in the new program's environment (see `crate::exec_env`).
+//! The exec and posix_spawn hooks keep sluice in the new program's environment (see `crate::exec_env`).
 //! glibc's execv/execvp/execl/execlp/execle call execve/execvpe internally without going
 //! through the symbol table, so each is hooked, not only execve. execl, execlp and execle are
 //! variadic: a small naked trampoline spills the argument registers next to the stacked
@@ -22,7 +22,7 @@ use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use libc::pid_t;
+use libc::{pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use crate::exec_env::{carry, our_library, snapshot};
 use crate::guard::{errno, guarded, set_errno, Site};
@@ -74,32 +74,27 @@ enum Lookup {
     Search,
 }
 
-/// exec with `envp` carried through `exec_env::carry`. Returns only on failure.
-unsafe fn exec_carrying(
+/// Runs `call` (an exec or spawn) with `envp` carried through `exec_env::carry`; with
+/// `envp` itself if that faults. errno is what `call` left.
+///
+/// # Safety
+/// `envp` is null or a NULL-terminated array of C strings.
+unsafe fn with_carried_env(
     site: &'static Site,
-    lookup: Lookup,
-    path: *const c_char,
-    argv: *const *const c_char,
     envp: *const *const c_char,
+    call: impl Fn(*const *const c_char) -> c_int,
 ) -> c_int {
-    // SAFETY (both closures): the caller's arguments and a NULL-terminated environment we built.
-    let exec = |envp: *const *const c_char| unsafe {
-        match lookup {
-            Lookup::Path => real::execve(path, argv, envp),
-            Lookup::Search => real::execvpe(path, argv, envp),
-        }
-    };
     guarded(
         site,
-        || exec(envp),
+        || call(envp),
         |_kernel| {
             // SAFETY: the caller's environment array.
             let given = unsafe { entries(envp) };
             let carried = carry(&given, &snapshot(), our_library());
             let mut pointers: Vec<*const c_char> = carried.iter().map(|e| e.as_ptr()).collect();
             pointers.push(ptr::null());
-            let result = exec(pointers.as_ptr());
-            // Only reached on failure: keep the exec's errno across the frees.
+            let result = call(pointers.as_ptr());
+            // An exec only returns on failure: keep its errno across the frees.
             let e = errno();
             drop(pointers);
             drop(carried);
@@ -107,6 +102,28 @@ unsafe fn exec_carrying(
             result
         },
     )
+}
+
+/// exec with `envp` carried. Returns only on failure.
+///
+/// # Safety
+/// The arguments of execve (Lookup::Path) or execvpe (Lookup::Search).
+unsafe fn exec_carrying(
+    site: &'static Site,
+    lookup: Lookup,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: the caller's arguments and a NULL-terminated environment.
+    let exec = |envp: *const *const c_char| unsafe {
+        match lookup {
+            Lookup::Path => real::execve(path, argv, envp),
+            Lookup::Search => real::execvpe(path, argv, envp),
+        }
+    };
+    // SAFETY: per this function's contract.
+    unsafe { with_carried_env(site, envp, exec) }
 }
 
 #[no_mangle]
@@ -143,6 +160,41 @@ pub unsafe extern "C" fn execvpe(
     static SITE: Site = Site::new("execvpe");
     // SAFETY: the caller's arguments.
     unsafe { exec_carrying(&SITE, Lookup::Search, file, argv, envp) }
+}
+
+// posix_spawn and posix_spawnp run the child through glibc's internal exec, so they carry the
+// environment themselves. They return an error number rather than setting errno.
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    static SITE: Site = Site::new("posix_spawn");
+    // SAFETY: the caller's arguments and a NULL-terminated environment.
+    let spawn = |envp| unsafe { real::posix_spawn(pid, path, actions, attr, argv, envp) };
+    // SAFETY: the caller's environment.
+    unsafe { with_carried_env(&SITE, envp, spawn) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    static SITE: Site = Site::new("posix_spawnp");
+    // SAFETY: the caller's arguments and a NULL-terminated environment.
+    let spawn = |envp| unsafe { real::posix_spawnp(pid, file, actions, attr, argv, envp) };
+    // SAFETY: the caller's environment.
+    unsafe { with_carried_env(&SITE, envp, spawn) }
 }
 
 const EXECL: c_int = 0;

@@ -142,7 +142,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 
 /// A connection accepted through the kernel shadow is a kernel connection.
 fn track_accepted(listener: c_int, fd: c_int) {
-    if fd < 0 || TABLE.get(listener).is_none() {
+    if fd < 0 || !TABLE.is_tracked(listener) {
         return;
     }
     let _ = TABLE.insert(fd, Arc::new(SocketEntry::new(Route::Kernel)));
@@ -186,15 +186,17 @@ pub unsafe extern "C" fn accept4(
 
 /// Decides a still undecided socket at its first send with an address.
 fn decide_at_send(fd: c_int, dst: Option<SocketAddrV4>) {
-    let (Some(dst), Some(entry)) = (dst, TABLE.get(fd)) else {
+    let Some(dst) = dst else {
         return;
     };
-    if entry.route() != Route::Undecided {
-        return;
-    }
-    if let Some(sl) = sluice() {
-        decide(sl, fd, &entry, Cause::SendTo, dst);
-    }
+    TABLE.with(fd, |entry| {
+        if entry.route() != Route::Undecided {
+            return;
+        }
+        if let Some(sl) = sluice() {
+            decide(sl, fd, entry, Cause::SendTo, dst);
+        }
+    });
 }
 
 #[no_mangle]
