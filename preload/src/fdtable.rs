@@ -265,6 +265,26 @@ impl<T> FdTable<T> {
         unsafe { Self::retire(old) }
     }
 
+    /// Unmaps every fd in `first..=last` (close_range, closefrom). Visits allocated chunks only.
+    pub fn remove_range(&self, first: c_int, last: c_int) {
+        let first = first.max(0) as usize;
+        let last = (last.max(-1) as isize).min(MAX_FDS as isize - 1);
+        if last < first as isize {
+            return;
+        }
+        let last = last as usize;
+        for chunk in first >> CHUNK_BITS..=last >> CHUNK_BITS {
+            if self.chunks[chunk].load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            let lo = (chunk << CHUNK_BITS).max(first);
+            let hi = ((chunk << CHUNK_BITS) + CHUNK_LEN - 1).min(last);
+            for fd in lo..=hi {
+                self.remove(fd as c_int);
+            }
+        }
+    }
+
     /// After a successful `dup*(old) -> new`: `new` shares `old`'s entry, or is untracked like
     /// `old` (dropping whatever `new` referred to before).
     pub fn duplicate(&self, old: c_int, new: c_int) {
@@ -426,6 +446,27 @@ mod tests {
         // SAFETY: we swapped `old` out.
         drop(unsafe { FdTable::<Probe>::retire(old) });
         assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn remove_range_unmaps_exactly_the_range() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let table = FdTable::new();
+        for fd in [3, 4, 1023, 1024, 5000, MAX_FDS as c_int - 1] {
+            table.insert(fd, Probe::new(fd as usize, &drops)).unwrap();
+        }
+        table.remove_range(4, 1024);
+        let tracked: Vec<c_int> = [3, 4, 1023, 1024, 5000, MAX_FDS as c_int - 1]
+            .into_iter()
+            .filter(|&fd| table.is_tracked(fd))
+            .collect();
+        assert_eq!(tracked, [3, 5000, MAX_FDS as c_int - 1]);
+        table.remove_range(4000, c_int::MAX);
+        assert!(table.is_tracked(3) && !table.is_tracked(5000));
+        assert!(!table.is_tracked(MAX_FDS as c_int - 1));
+        table.remove_range(10, 2);
+        assert!(table.is_tracked(3));
+        assert_eq!(drops.load(Ordering::SeqCst), 5);
     }
 
     #[test]

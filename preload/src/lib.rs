@@ -9,7 +9,7 @@
 //! | sockets | `hooks::socket` | socket, bind, listen, accept, accept4, connect, shutdown, sendto, sendmsg, sendmmsg, getsockopt, setsockopt, getsockname, getpeername |
 //! | data | `hooks::io` | read, readv, write, writev, send, recv, recvfrom, recvmsg, recvmmsg, __read_chk, __recv_chk, __recvfrom_chk |
 //! | readiness | `hooks::mux` | poll, __poll_chk, ppoll, __ppoll_chk, select, pselect, epoll_create, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, epoll_pwait2 |
-//! | fds | `hooks::fd` | close, dup, dup2, dup3, fcntl, fcntl64, ioctl |
+//! | fds | `hooks::fd` | close, close_range, closefrom, dup, dup2, dup3, fcntl, fcntl64, ioctl |
 //! | processes | `hooks::process` | fork, vfork (as fork), execve, execv, execvp, execvpe, execl, execlp, execle, posix_spawn, posix_spawnp |
 //!
 //! # Design

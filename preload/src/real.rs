@@ -194,6 +194,11 @@ next! {
     fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int,
                     timeout: *const timespec, mask: *const sigset_t) -> c_int =
         sys!(libc::SYS_epoll_pwait2, epfd, events, max, timeout, mask, KERNEL_SIGSET) as c_int;
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int =
+        sys!(libc::SYS_close_range, first, last, flags) as c_int;
+    fn closefrom(low: c_int) -> () = {
+        sys!(libc::SYS_close_range, low, c_uint::MAX, 0);
+    };
     fn dup(fd: c_int) -> c_int = sys!(libc::SYS_dup, fd) as c_int;
     fn dup2(old: c_int, new: c_int) -> c_int = sys!(libc::SYS_dup2, old, new) as c_int;
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int =

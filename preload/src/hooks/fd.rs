@@ -1,4 +1,4 @@
-//! fd bookkeeping: close, dup, dup2, dup3, fcntl (F_DUPFD*), ioctl.
+//! fd bookkeeping: close, close_range, closefrom, dup, dup2, dup3, fcntl (F_DUPFD*), ioctl.
 //!
 //! The table follows the kernel's fd numbers: dup'd fds share one entry, closing one keeps the
 //! other, dup2/dup3 over a tracked fd drops its entry. These updates are lock-free and also run
@@ -7,7 +7,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use std::os::raw::{c_int, c_ulong};
+use std::os::raw::{c_int, c_uint, c_ulong};
 
 use super::fd_hooks;
 use crate::guard::{contain, Site};
@@ -24,6 +24,30 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     // SAFETY: the caller's argument, passed on unchanged.
     unsafe { real::close(fd) }
+}
+
+/// Bounds of close_range as fds (the kernel takes unsigned ints).
+fn as_fd(n: c_uint) -> c_int {
+    c_int::try_from(n).unwrap_or(c_int::MAX)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    // With CLOSE_RANGE_CLOEXEC nothing is closed now.
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && first <= last {
+        static SITE: Site = Site::new("close_range");
+        contain(&SITE, || TABLE.remove_range(as_fd(first), as_fd(last)));
+    }
+    // SAFETY: the caller's arguments, passed on unchanged.
+    unsafe { real::close_range(first, last, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    static SITE: Site = Site::new("closefrom");
+    contain(&SITE, || TABLE.remove_range(low, c_int::MAX));
+    // SAFETY: the caller's argument, passed on unchanged.
+    unsafe { real::closefrom(low) }
 }
 
 /// After a dup-like call returned `new` for `old`.
