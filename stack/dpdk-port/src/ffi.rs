@@ -8,9 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sluice_stack::config::{DpdkBackend, Hugepages};
 use sluice_stack::link::dpdk::{
-    write_error, FrameCallback, LinkStatusC, PortApi, PortConfig, PortConfigC, BACKEND_AF_PACKET,
-    BACKEND_AF_XDP, FRAME_TOO_LARGE_PREFIX, HUGEPAGES_AUTO, HUGEPAGES_OFF, HUGEPAGES_ON,
-    PORT_API_ABI_VERSION,
+    write_error, FrameCallback, LinkStatusC, PortApi, PortConfig, PortConfigC, PortCounters,
+    BACKEND_AF_PACKET, BACKEND_AF_XDP, FRAME_TOO_LARGE_PREFIX, HUGEPAGES_AUTO, HUGEPAGES_OFF,
+    HUGEPAGES_ON, PORT_API_ABI_VERSION,
 };
 use sluice_stack::link::MacAddr;
 
@@ -24,6 +24,7 @@ static PORT_API: PortApi = PortApi {
     recv: port_recv,
     link_status: port_link_status,
     mac: port_mac,
+    counters: port_counters,
     close: port_close,
 };
 
@@ -192,6 +193,16 @@ unsafe extern "C" fn port_mac(port: *mut c_void, out: *mut u8) {
         guarded(std::ptr::null_mut(), 0, (), || {
             let mac = port_ref(port)?.mac();
             std::ptr::copy_nonoverlapping(mac.0.as_ptr(), out, 6);
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn port_counters(port: *mut c_void, out: *mut PortCounters) {
+    // SAFETY: handle and a writable `out` per the ABI contract.
+    unsafe {
+        guarded(std::ptr::null_mut(), 0, (), || {
+            *out = port_ref(port)?.counters();
             Ok(())
         })
     }

@@ -15,7 +15,7 @@ mod port;
 
 pub use eal::uses_hugepages as eal_uses_hugepages;
 pub use error::DpdkError;
-pub use port::{Mbuf, Port, PortCounters, BURST};
+pub use port::{Mbuf, Port, BURST};
 pub use sluice_stack::config::{DpdkBackend as Backend, Hugepages};
-pub use sluice_stack::link::dpdk::PortConfig;
+pub use sluice_stack::link::dpdk::{PortConfig, PortCounters};
 pub use sluice_stack::link::{LinkStatus, MacAddr};

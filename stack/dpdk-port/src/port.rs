@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use dpdk_sys as sys;
 use sluice_stack::config::{Device, DpdkBackend};
-use sluice_stack::link::dpdk::PortConfig;
+use sluice_stack::link::dpdk::{PortConfig, PortCounters};
 use sluice_stack::link::{LinkStatus, MacAddr};
 
 use crate::eal::{self, Attach, OpenPort};
@@ -24,20 +24,6 @@ pub const BURST: usize = 32;
 /// DPDK refuses to reuse a name that is still registered.
 static NEXT_VDEV: AtomicU32 = AtomicU32::new(0);
 static NEXT_POOL: AtomicU32 = AtomicU32::new(0);
-
-/// Counters of one port, for the stack's statistics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PortCounters {
-    pub rx_frames: u64,
-    /// Unicast frames for another MAC (seen because the port is promiscuous
-    /// or shares a netdev with the kernel).
-    pub rx_not_ours: u64,
-    /// Frames spread over several mbufs (larger than one buffer).
-    pub rx_chained: u64,
-    pub tx_frames: u64,
-    /// Frames not taken because the transmit ring or the mempool was full.
-    pub tx_full: u64,
-}
 
 /// One DPDK ethdev with one rx/tx queue pair.
 ///
@@ -229,7 +215,7 @@ impl Port {
     /// driver call; frames not for us are dropped here. Returns how many were added.
     pub fn rx_burst<'p>(&'p self, out: &mut Vec<Mbuf<'p>>, max: usize) -> usize {
         let before = out.len();
-        self.poll(out, max);
+        self.poll(max, &mut |mbuf| out.push(mbuf));
         out.len() - before
     }
 
@@ -265,10 +251,10 @@ impl Port {
         }
         // The driver owns the sent mbufs now: forget them, do not free them.
         frames.drain(..sent).for_each(std::mem::forget);
-        let mut counters = self.counters.get();
-        counters.tx_frames += sent as u64;
-        counters.tx_full += (!frames.is_empty()) as u64;
-        self.counters.set(counters);
+        self.bump(|c| {
+            c.tx_frames += sent as u64;
+            c.tx_full += (!frames.is_empty()) as u64;
+        });
         sent
     }
 
@@ -294,24 +280,32 @@ impl Port {
                 })
             }
         }
-        let mut batch = vec![mbuf];
-        Ok(self.tx_burst(&mut batch) == 1)
+        let mut raw = [mbuf.ptr.as_ptr()];
+        // SAFETY: one valid mbuf of this port's pool; if the driver takes it,
+        // it owns it (so we forget ours), otherwise `mbuf` frees it.
+        let taken = unsafe { sys::sluice_rte_eth_tx_burst(self.id, 0, raw.as_mut_ptr(), 1) } == 1;
+        if taken {
+            std::mem::forget(mbuf);
+        }
+        self.bump(|c| {
+            c.tx_frames += taken as u64;
+            c.tx_full += !taken as u64;
+        });
+        Ok(taken)
     }
 
     /// Hands up to `max` received frames (for us) to `on_frame`; returns how many.
     pub fn recv(&self, max: usize, on_frame: &mut dyn FnMut(&[u8])) -> usize {
         let mut delivered = 0;
-        let mut batch = Vec::with_capacity(BURST);
         // Bounded even when every frame polled is someone else's.
         for _ in 0..=max.div_ceil(BURST) {
             if delivered >= max {
                 break;
             }
-            let polled = self.poll(&mut batch, max - delivered);
-            for mbuf in batch.drain(..) {
+            let polled = self.poll(max - delivered, &mut |mbuf| {
                 on_frame(mbuf.data());
                 delivered += 1;
-            }
+            });
             if polled == 0 {
                 break;
             }
@@ -340,9 +334,9 @@ impl Port {
     }
 
     /// One burst of up to `max` frames from the next receive queue that has
-    /// any; keeps those for us in `out`. Returns how many the driver gave,
-    /// ours or not.
-    fn poll<'p>(&'p self, out: &mut Vec<Mbuf<'p>>, max: usize) -> usize {
+    /// any; hands those for us to `keep` (the rest are freed). Returns how
+    /// many the driver gave, ours or not.
+    fn poll<'p>(&'p self, max: usize, keep: &mut dyn FnMut(Mbuf<'p>)) -> usize {
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
         let want = max.min(BURST) as u16;
         let mut n = 0;
@@ -357,7 +351,7 @@ impl Port {
                 break;
             }
         }
-        let mut counters = self.counters.get();
+        // Counters are bumped one by one: `keep` may use the port too.
         for &m in &raw[..n] {
             // SAFETY: the driver returned `n` valid mbufs, now ours.
             let mbuf = Mbuf {
@@ -365,7 +359,7 @@ impl Port {
                 _port: PhantomData,
             };
             if mbuf.is_chained() {
-                counters.rx_chained += 1;
+                self.bump(|c| c.rx_chained += 1);
                 continue; // freed with `mbuf`
             }
             let data = mbuf.data();
@@ -374,13 +368,12 @@ impl Port {
                 dst == self.mac || dst.is_multicast()
             };
             if for_us {
-                counters.rx_frames += 1;
-                out.push(mbuf);
+                self.bump(|c| c.rx_frames += 1);
+                keep(mbuf);
             } else {
-                counters.rx_not_ours += 1;
+                self.bump(|c| c.rx_not_ours += 1);
             }
         }
-        self.counters.set(counters);
         n
     }
 

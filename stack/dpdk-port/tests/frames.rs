@@ -100,6 +100,21 @@ impl Outcome {
             "expected `{want}` in\n{}",
             self.show()
         );
+        // A DPDK end also counts at least the data frames in its port.
+        for key in ["rx_frames=", "tx_frames="] {
+            if let Some(at) = self.stdout.find(key) {
+                let n: u64 = self.stdout[at + key.len()..]
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                assert!(
+                    n >= count as u64,
+                    "port counter {key}{n} < {count}:\n{}",
+                    self.show()
+                );
+            }
+        }
     }
 }
 

@@ -83,6 +83,22 @@ pub struct LinkStatusC {
     pub speed_mbps: u32,
 }
 
+/// Counters of one port (both sides use this type, across the C ABI too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames delivered to the stack.
+    pub rx_frames: u64,
+    /// Unicast frames for another MAC, dropped (the port is promiscuous or
+    /// shares its netdev with the kernel).
+    pub rx_not_ours: u64,
+    /// Frames spread over several buffers, dropped.
+    pub rx_chained: u64,
+    pub tx_frames: u64,
+    /// Sends refused because the transmit ring or the buffer pool was full.
+    pub tx_full: u64,
+}
+
 /// Called once per received frame; the bytes are valid during the call only.
 pub type FrameCallback = unsafe extern "C" fn(ctx: *mut c_void, frame: *const u8, len: usize);
 
@@ -123,6 +139,8 @@ pub struct PortApi {
     ) -> i32,
     /// Writes the port's 6-byte MAC to `out`.
     pub mac: unsafe extern "C" fn(port: *mut c_void, out: *mut u8),
+    /// Writes the port's counters to `out`.
+    pub counters: unsafe extern "C" fn(port: *mut c_void, out: *mut PortCounters),
     /// Stops and closes the port; the handle is invalid afterwards.
     pub close: unsafe extern "C" fn(port: *mut c_void),
 }
@@ -180,6 +198,16 @@ impl DpdkLink {
             port,
             mac: MacAddr(mac),
         })
+    }
+}
+
+impl DpdkLink {
+    /// The port's traffic counters.
+    pub fn counters(&self) -> PortCounters {
+        let mut out = PortCounters::default();
+        // SAFETY: live handle; `out` is writable.
+        unsafe { (self.api.counters)(self.port.as_ptr(), &mut out) };
+        out
     }
 }
 
@@ -445,5 +473,164 @@ mod tests {
             frame_error(60, "tx failed".into()),
             LinkError::Device("tx failed".into())
         );
+    }
+
+    // A stand-in for libsluice_dpdk.so's table, to test the ABI glue.
+    mod fake {
+        use super::super::*;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        pub static CLOSED: AtomicUsize = AtomicUsize::new(0);
+
+        unsafe extern "C" fn open(
+            _: *const PortConfigC,
+            err: *mut c_char,
+            len: usize,
+        ) -> *mut c_void {
+            // SAFETY: `err` per the ABI.
+            unsafe { write_error(err, len, "no network interface \"x\"") };
+            std::ptr::null_mut()
+        }
+        unsafe extern "C" fn send(
+            _: *mut c_void,
+            frame: *const u8,
+            len: usize,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> i32 {
+            if len > 100 {
+                // SAFETY: `err` per the ABI.
+                unsafe { write_error(err, err_len, &format!("{FRAME_TOO_LARGE_PREFIX}100")) };
+                return -1;
+            }
+            // SAFETY: `frame[..len]` per the ABI, len > 0 in these tests.
+            i32::from(unsafe { *frame } != 0xee)
+        }
+        unsafe extern "C" fn recv(
+            _: *mut c_void,
+            max: u32,
+            on_frame: FrameCallback,
+            ctx: *mut c_void,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> i64 {
+            if max == 0 {
+                // SAFETY: `err` per the ABI.
+                unsafe { write_error(err, err_len, "device gone") };
+                return -1;
+            }
+            for frame in [&b"frame-one"[..], b"frame-two"] {
+                // SAFETY: the callback and context come from the caller.
+                unsafe { on_frame(ctx, frame.as_ptr(), frame.len()) };
+            }
+            2
+        }
+        unsafe extern "C" fn link_status(
+            _: *mut c_void,
+            out: *mut LinkStatusC,
+            _: *mut c_char,
+            _: usize,
+        ) -> i32 {
+            // SAFETY: `out` per the ABI.
+            unsafe {
+                *out = LinkStatusC {
+                    up: 1,
+                    speed_mbps: 0,
+                }
+            };
+            0
+        }
+        unsafe extern "C" fn mac(_: *mut c_void, out: *mut u8) {
+            // SAFETY: 6 writable bytes per the ABI.
+            unsafe { std::ptr::copy_nonoverlapping([2u8, 0, 0, 0, 0, 9].as_ptr(), out, 6) };
+        }
+        unsafe extern "C" fn counters(_: *mut c_void, out: *mut PortCounters) {
+            // SAFETY: `out` per the ABI.
+            unsafe {
+                *out = PortCounters {
+                    rx_frames: 7,
+                    ..Default::default()
+                }
+            };
+        }
+        unsafe extern "C" fn close(_: *mut c_void) {
+            CLOSED.fetch_add(1, Ordering::SeqCst);
+        }
+
+        pub static API: PortApi = PortApi {
+            abi_version: PORT_API_ABI_VERSION,
+            open,
+            send,
+            recv,
+            link_status,
+            mac,
+            counters,
+            close,
+        };
+
+        pub fn link() -> DpdkLink {
+            DpdkLink {
+                api: &API,
+                port: NonNull::dangling(),
+                mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            }
+        }
+    }
+
+    #[test]
+    fn frames_come_through_the_callback_in_order() {
+        let mut link = fake::link();
+        let mut seen = Vec::new();
+        let n = link.recv_frames(8, &mut |f| seen.push(f.to_vec())).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(seen, vec![b"frame-one".to_vec(), b"frame-two".to_vec()]);
+        assert_eq!(
+            link.recv_frames(0, &mut |_| {}),
+            Err(LinkError::Device("device gone".into()))
+        );
+    }
+
+    #[test]
+    fn a_panic_in_the_callback_reaches_the_caller_not_the_c_side() {
+        let mut link = fake::link();
+        let mut calls = 0;
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            link.recv_frames(8, &mut |_| {
+                calls += 1;
+                panic!("stack bug");
+            })
+        }));
+        let payload = outcome.unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"stack bug"));
+        assert_eq!(calls, 1, "frames after the panic must not be delivered");
+    }
+
+    #[test]
+    fn send_status_mac_and_counters_map_from_the_c_side() {
+        let mut link = fake::link();
+        assert_eq!(link.send_frame(&[1; 60]), Ok(true));
+        assert_eq!(link.send_frame(&[0xee; 60]), Ok(false));
+        assert_eq!(
+            link.send_frame(&[1; 200]),
+            Err(LinkError::FrameTooLarge { len: 200, max: 100 })
+        );
+        assert_eq!(
+            link.status(),
+            Ok(LinkStatus {
+                up: true,
+                speed_mbps: None
+            })
+        );
+        assert!(link.is_up());
+        assert_eq!(link.mac().to_string(), "02:00:00:00:00:09");
+        assert_eq!(link.counters().rx_frames, 7);
+    }
+
+    #[test]
+    fn dropping_the_link_closes_the_port_once() {
+        use std::sync::atomic::Ordering;
+        let before = fake::CLOSED.load(Ordering::SeqCst);
+        drop(fake::link());
+        assert_eq!(fake::CLOSED.load(Ordering::SeqCst), before + 1);
     }
 }

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use sluice_dpdk::{Backend, Hugepages, MacAddr, Port, PortConfig};
+use sluice_dpdk::{Backend, Hugepages, MacAddr, Port, PortConfig, PortCounters};
 use sluice_stack::link::dpdk::DpdkLink;
 use sluice_stack::link::Link;
 
@@ -152,6 +152,10 @@ trait End {
     }
     /// Carrier up?, and the MAC the end owns (None for the kernel socket).
     fn status(&mut self) -> Result<(bool, Option<MacAddr>), String>;
+    /// The port's counters (None for the kernel socket).
+    fn counters(&self) -> Option<PortCounters> {
+        None
+    }
     fn close(self: Box<Self>, leak: bool);
 }
 
@@ -185,6 +189,9 @@ impl End for Port {
         let link = self.link_status().map_err(|e| e.to_string())?;
         Ok((link.up, Some(self.mac())))
     }
+    fn counters(&self) -> Option<PortCounters> {
+        Some(Port::counters(self))
+    }
     fn close(self: Box<Self>, leak: bool) {
         if leak {
             // Leave it to the exit hook, as an application that never closes would.
@@ -196,6 +203,9 @@ impl End for Port {
 }
 
 impl End for DpdkLink {
+    fn counters(&self) -> Option<PortCounters> {
+        Some(DpdkLink::counters(self))
+    }
     fn send(&mut self, frame: &[u8]) -> Result<bool, String> {
         self.send_frame(frame).map_err(|e| e.to_string())
     }
@@ -653,6 +663,10 @@ fn main() -> ExitCode {
         return code;
     }
     let (p, failure) = exchange(end.as_mut(), &a);
+    let counters = match end.counters() {
+        Some(c) => format!(" rx_frames={} tx_frames={}", c.rx_frames, c.tx_frames),
+        None => String::new(),
+    };
     end.close(a.leak);
     if failure.is_none() && p.bad.is_empty() && p.received.len() as u32 == a.count {
         // Only the `dpdk` side runs the EAL in this process (`link` runs it
@@ -662,7 +676,7 @@ fn main() -> ExitCode {
             None => "n/a".into(),
         };
         println!(
-            "ok side={} sent={} received={} foreign={} hugepages={hugepages}",
+            "ok side={} sent={} received={} foreign={} hugepages={hugepages}{counters}",
             a.side,
             p.next_seq,
             p.received.len(),
