@@ -19,7 +19,8 @@
 //!   system call.
 //! - **fd table** (`fdtable`, `entry`): socket() always makes the kernel socket (the shadow);
 //!   IPv4 TCP/UDP sockets get an entry, shared by dup'd fds. Lookups take no lock (split
-//!   reference counts); a call on an fd that is not ours costs one or two relaxed loads.
+//!   reference counts); a call on an fd that is not ours costs one or two atomic loads (plain
+//!   moves on x86_64).
 //! - **Offload decision**: taken at bind, connect or the first sendto/sendmsg with an address,
 //!   by `OffloadPolicy::offloads`, and logged at debug level as
 //!   `sluice: fd N -> offload (dst A.B.C.D:P)` or `... -> kernel (...)`. Until the stack's data
@@ -32,6 +33,18 @@
 //!   one stderr line and the process runs on the kernel. Loading the library only copies the
 //!   `LD_PRELOAD`/`SLUICE_*` strings for exec (`exec_env`): no thread, no allocation, and no
 //!   library beyond libc, libgcc_s and the loader.
+//!
+//! # Limits (known)
+//!
+//! - Only AF_INET sockets are tracked; AF_INET6 (including v4-mapped addresses) stays in the
+//!   kernel.
+//! - socket(), accept() and dup() of a tracked fd allocate a table entry: a signal handler that
+//!   creates or duplicates IPv4 sockets while the interrupted code is inside malloc can deadlock
+//!   in malloc. close() and dup2() over a tracked fd only free.
+//! - A child forked while another thread was initialising sluice runs on the kernel.
+//! - Exec'd children get back `LD_PRELOAD` and the start-up `SLUICE_*` values even if the
+//!   program removed them on purpose: to run a child without sluice, run it outside sluice.
+//! - vfork costs what fork costs (see `hooks::process`).
 //!
 //! Unit tests build without the hooks (a test executable exporting `read` would intercept its
 //! own harness); the hooks are exercised under LD_PRELOAD by `tests/preloaded.rs`.

@@ -9,7 +9,8 @@
 //! flaw. fork gives the child its own copy: it costs a page-table copy, and it is correct for
 //! every conforming vfork caller (one that only calls exec or _exit in the child).
 //!
-//! The exec and posix_spawn hooks keep sluice in the new program's environment (see `crate::exec_env`).
+//! The exec and posix_spawn hooks keep sluice in the new program's environment (see
+//! `crate::exec_env`).
 //! glibc's execv/execvp/execl/execlp/execle call execve/execvpe internally without going
 //! through the symbol table, so each is hooked, not only execve. execl, execlp and execle are
 //! variadic: a small naked trampoline spills the argument registers next to the stacked
@@ -29,7 +30,13 @@ use crate::guard::{errno, guarded, set_errno, Site};
 use crate::real;
 
 extern "C" {
-    static environ: *const *const c_char;
+    /// Changes under setenv/putenv: read it at each call.
+    static mut environ: *const *const c_char;
+}
+
+fn process_environment() -> *const *const c_char {
+    // SAFETY: reading the pointer value (not a reference) of glibc's environ.
+    unsafe { ptr::addr_of!(environ).read() }
 }
 
 #[no_mangle]
@@ -141,14 +148,14 @@ pub unsafe extern "C" fn execve(
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     static SITE: Site = Site::new("execv");
     // SAFETY: the caller's arguments and the process environment.
-    unsafe { exec_carrying(&SITE, Lookup::Path, path, argv, environ) }
+    unsafe { exec_carrying(&SITE, Lookup::Path, path, argv, process_environment()) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     static SITE: Site = Site::new("execvp");
     // SAFETY: the caller's arguments and the process environment.
-    unsafe { exec_carrying(&SITE, Lookup::Search, file, argv, environ) }
+    unsafe { exec_carrying(&SITE, Lookup::Search, file, argv, process_environment()) }
 }
 
 #[no_mangle]
@@ -232,8 +239,7 @@ unsafe extern "C" fn exec_list(
         let envp = if variant == EXECLE {
             arg(i) as *const *const c_char
         } else {
-            // SAFETY: reading the process environment pointer.
-            unsafe { environ }
+            process_environment()
         };
         (argv, envp)
     }));
