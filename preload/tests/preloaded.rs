@@ -287,6 +287,28 @@ fn offload_decisions_are_taken_when_the_address_is_known() {
     );
 }
 
+/// A socket inherited across exec is unknown to the new process's table: connect adopts it.
+fn inherited_sockets_are_adopted_at_connect() {
+    let script = r#"
+import os, socket, sys
+if len(sys.argv) == 1:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.set_inheritable(True)
+    os.execv(sys.executable, [sys.executable, "-c", SCRIPT, str(s.fileno())])
+fd = int(sys.argv[1])
+s = socket.socket(fileno=fd)
+s.connect(("10.77.9.9", 7001))
+print(fd)
+"#;
+    let script = format!("SCRIPT = {script:?}\n{script}");
+    let (out, err) = python(
+        &script,
+        &[("SLUICE_LOG", "debug"), ("SLUICE_OFFLOAD", "10.77.9.0/24")],
+    );
+    let line = format!("sluice: fd {} -> offload (dst 10.77.9.9:7001)", out.trim());
+    assert!(err.contains(&line), "missing `{line}` in stderr:\n{err}");
+}
+
 fn the_default_log_level_is_quiet() {
     let (_, err) = python(DECISIONS, &[("SLUICE_OFFLOAD", "10.77.9.0/24")]);
     assert_eq!(err, "", "nothing on stderr at the default level");
@@ -544,6 +566,10 @@ fn main() {
         (
             "offload_decisions_are_taken_when_the_address_is_known",
             offload_decisions_are_taken_when_the_address_is_known,
+        ),
+        (
+            "inherited_sockets_are_adopted_at_connect",
+            inherited_sockets_are_adopted_at_connect,
         ),
         (
             "the_default_log_level_is_quiet",
