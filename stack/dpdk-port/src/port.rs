@@ -46,6 +46,8 @@ pub struct Port {
     /// multi-queue netdev); frames are always sent on queue 0.
     rx_queues: u16,
     next_rx: std::cell::Cell<u16>,
+    /// Keeps a netdev promiscuous while we own a MAC other than its own.
+    promiscuous: Option<PromiscuousNetdev>,
     closed: bool,
 }
 
@@ -131,8 +133,16 @@ impl Port {
                 return Err(e);
             }
         };
-        match setup(id, &shown, config.mac, pool, queues) {
-            Ok((mac, max_frame)) => {
+        let promiscuous = |mac: MacAddr, device_mac: MacAddr| match &device {
+            Device::Netdev(name) if mac != device_mac => PromiscuousNetdev::join(name).map(Some),
+            _ => Ok(None),
+        };
+        let ready =
+            setup(id, &shown, config.mac, pool, queues).and_then(|(mac, device_mac, max_frame)| {
+                Ok((mac, max_frame, promiscuous(mac, device_mac)?))
+            });
+        match ready {
+            Ok((mac, max_frame, promiscuous)) => {
                 control.open_ports.push(OpenPort {
                     id,
                     vdev: vdev.clone(),
@@ -152,6 +162,7 @@ impl Port {
                     counters: Default::default(),
                     rx_queues: queues,
                     next_rx: Default::default(),
+                    promiscuous,
                     closed: false,
                 })
             }
@@ -327,6 +338,7 @@ impl Port {
         let mut control = eal::control();
         control.open_ports.retain(|p| p.id != self.id);
         close_port(self.id, self.vdev.as_deref());
+        self.promiscuous = None;
         // SAFETY: the port is closed, its queues released their mbufs, and no
         // `Mbuf` outlives `&self`; the pool is freed exactly once.
         unsafe { sys::rte_mempool_free(self.pool.as_ptr()) };
@@ -494,7 +506,7 @@ fn create_pool(id: u16, device: &str) -> Result<NonNull<sys::rte_mempool>, DpdkE
 }
 
 /// Configures `queues` queue pairs and the MAC, and starts the port. Returns
-/// the MAC the stack owns and the largest frame. On error the caller closes
+/// the MAC the stack owns, the device's own MAC and the largest frame. On error the caller closes
 /// the port, then frees `pool`.
 fn setup(
     id: u16,
@@ -502,7 +514,7 @@ fn setup(
     mac: Option<MacAddr>,
     pool: NonNull<sys::rte_mempool>,
     queues: u16,
-) -> Result<(MacAddr, usize), DpdkError> {
+) -> Result<(MacAddr, MacAddr, usize), DpdkError> {
     let fail = |call: &'static str, errnum: i32| DpdkError::Call {
         device: device.to_string(),
         call,
@@ -557,14 +569,14 @@ fn setup(
     let ours = match mac {
         None => device_mac,
         Some(want) if want == device_mac => want,
+        // A netdev belongs to the kernel too: changing its MAC would change
+        // the kernel's. The caller makes it promiscuous in a way the kernel
+        // undoes even if we crash (see `PromiscuousNetdev`).
+        Some(want) if is_vdev => want,
         Some(want) => {
-            // A netdev belongs to the kernel too: changing its MAC would
-            // change the kernel's, so listen promiscuously instead.
-            let programmed = !is_vdev && {
-                let mut addr = sys::rte_ether_addr { addr_bytes: want.0 };
-                // SAFETY: `addr` is a valid address; the port is configured.
-                unsafe { sys::rte_eth_dev_default_mac_addr_set(id, &mut addr) == 0 }
-            };
+            let mut addr = sys::rte_ether_addr { addr_bytes: want.0 };
+            // SAFETY: `addr` is a valid address; the port is configured.
+            let programmed = unsafe { sys::rte_eth_dev_default_mac_addr_set(id, &mut addr) == 0 };
             if !programmed {
                 // SAFETY: plain control call on a configured port.
                 let rc = unsafe { sys::rte_eth_promiscuous_enable(id) };
@@ -585,7 +597,7 @@ fn setup(
         0 => room,
         n => n.min(room),
     };
-    Ok((ours, max_frame))
+    Ok((ours, device_mac, max_frame))
 }
 
 /// How many queue pairs af_xdp must bind on the netdev `name`: its combined
@@ -649,6 +661,57 @@ fn xdp_channels(name: &str) -> Result<u16, DpdkError> {
         });
     }
     Ok(channels.combined_count.clamp(1, u16::MAX as u32) as u16)
+}
+
+/// A netdev kept in promiscuous mode through a packet-socket membership
+/// (`PACKET_MR_PROMISC`) rather than the interface flag DPDK's drivers set:
+/// the kernel drops the membership when the socket closes, even if the
+/// process is killed, so a crash never leaves the interface promiscuous.
+/// The socket has protocol 0, so it receives nothing.
+pub(crate) struct PromiscuousNetdev {
+    _membership: std::os::fd::OwnedFd,
+}
+
+impl PromiscuousNetdev {
+    fn join(name: &str) -> Result<Self, DpdkError> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let fail = |what: &str| DpdkError::Call {
+            device: name.to_string(),
+            call: "PACKET_ADD_MEMBERSHIP",
+            reason: format!("{what}: {}", std::io::Error::last_os_error()),
+        };
+        let c_name = CString::new(name).map_err(|_| fail("bad name"))?;
+        // SAFETY: NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if index == 0 {
+            return Err(fail("if_nametoindex"));
+        }
+        // SAFETY: plain socket creation; the fd is owned right below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(fail("socket(AF_PACKET)"));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: packet_mreq is plain data.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = index as i32;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        // SAFETY: a valid packet_mreq of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast(),
+                std::mem::size_of::<libc::packet_mreq>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(fail("setsockopt"));
+        }
+        Ok(PromiscuousNetdev { _membership: fd })
+    }
 }
 
 /// Whether the kernel interface `name` is up with carrier (IFF_UP and

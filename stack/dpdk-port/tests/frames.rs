@@ -361,6 +361,37 @@ fn frames_cross_the_veth_byte_for_byte() {
 
     let pids: Vec<u32> = runs.iter().flat_map(|(a, b)| [a.pid, b.pid]).collect();
     assert_nothing_left(&pids);
+
+    // 5. A port killed with SIGKILL runs no cleanup at all: the kernel must
+    //    still take p0 out of promiscuous mode (a socket membership, not the
+    //    interface flag).
+    let mut killed = spawn(
+        H1,
+        &end_args("dpdk", 1, 1, &["--backend", "af_packet", "--watch-link"]),
+    );
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(killed.stdout.take().unwrap()));
+    assert_eq!(
+        lines.next().map(|l| l.unwrap()).unwrap_or_default(),
+        "link up=true"
+    );
+    let promiscuity = ip_details(H1);
+    assert!(
+        promiscuity.contains("promiscuity 1"),
+        "p0 not promiscuous while the port is open:\n{promiscuity}"
+    );
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    // EAL's runtime directory is what a SIGKILL leaves; it is empty.
+    let _ = std::fs::remove_dir(format!("/var/run/dpdk/sluice-{}", killed.id()));
+    assert_port_restored(H1);
+}
+
+fn ip_details(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", "p0"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Opening a device that is not there fails with a message naming it, both
