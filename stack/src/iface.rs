@@ -18,8 +18,8 @@ use crate::ipv4::{Addressed, Ipv4Sender, NextHop, RouteError, Routes, DEFAULT_MT
 use crate::udp::{Datagram, Delivery, SocketId, UdpError, UdpSockets};
 use crate::wire::{
     multicast_mac, ArpMessage, EtherType, EthernetHeader, IcmpMessage, Ipv4Header, MacAddr,
-    UdpHeader, WireError, ETHERNET_HEADER_LEN, PROTO_ICMP, PROTO_IGMP, PROTO_UDP, UDP_HEADER_LEN,
-    UDP_MAX_PAYLOAD,
+    UdpHeader, WireError, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, PROTO_ICMP, PROTO_IGMP, PROTO_UDP,
+    UDP_HEADER_LEN, UDP_MAX_PAYLOAD,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,36 +393,40 @@ impl Interface {
     /// Puts a datagram's frames on their way to `next_hop`.
     fn dispatch(&mut self, now: u64, next_hop: NextHop, header: &Ipv4Header, payload: &[u8]) {
         let frames = self.sender.frames(header, payload);
+        self.dispatch_frames(now, next_hop, frames);
+    }
+
+    /// Sends frames built with blank Ethernet headers (see [`crate::wire`]).
+    fn dispatch_frames(
+        &mut self,
+        now: u64,
+        next_hop: NextHop,
+        frames: impl IntoIterator<Item = Vec<u8>>,
+    ) {
         let before = self.tx.len();
-        let mac = self.config.mac;
-        let addressed = |dst: MacAddr, mut frame: Vec<u8>| {
-            EthernetHeader {
-                dst,
-                src: mac,
-                ethertype: EtherType::Ipv4,
-            }
-            .write(&mut frame[..ETHERNET_HEADER_LEN]);
-            frame
+        let dst_mac = match next_hop {
+            NextHop::Broadcast => MacAddr::BROADCAST,
+            NextHop::Multicast(group) => multicast_mac(group),
+            NextHop::Neighbour(_) | NextHop::Local => MacAddr::default(),
         };
-        match next_hop {
-            NextHop::Neighbour(ip) => {
-                for frame in frames {
+        for mut frame in frames {
+            match next_hop {
+                NextHop::Neighbour(ip) => {
                     if self.neighbours.send(now, ip, frame, &mut self.tx).is_err() {
                         self.counters.drop(DropReason::NeighbourQueueFull);
                     }
                 }
-            }
-            NextHop::Broadcast => self
-                .tx
-                .extend(frames.into_iter().map(|f| addressed(MacAddr::BROADCAST, f))),
-            NextHop::Multicast(group) => self.tx.extend(
-                frames
-                    .into_iter()
-                    .map(|f| addressed(multicast_mac(group), f)),
-            ),
-            NextHop::Local => {
-                // Our own address never reaches the wire: receive it at once.
-                for frame in frames {
+                NextHop::Broadcast | NextHop::Multicast(_) => {
+                    let header = EthernetHeader {
+                        dst: dst_mac,
+                        src: self.config.mac,
+                        ethertype: EtherType::Ipv4,
+                    };
+                    header.write(&mut frame);
+                    self.tx.push(frame);
+                }
+                NextHop::Local => {
+                    // Our own address never reaches the wire: receive it at once.
                     let _ = self.receive_ipv4(now, &frame[ETHERNET_HEADER_LEN..]);
                 }
             }
@@ -463,18 +467,29 @@ impl Interface {
             *local.ip()
         };
         let src = SocketAddrV4::new(src_ip, local.port());
-        let mut segment = vec![0u8; UDP_HEADER_LEN + data.len()];
-        segment[UDP_HEADER_LEN..].copy_from_slice(data);
-        UdpHeader::write(src, dst, &mut segment);
         let ttl = if dst.ip().is_multicast() {
             self.config.multicast_ttl
         } else {
             self.config.ttl
         };
+        let segment_len = UDP_HEADER_LEN + data.len();
         let header = self
             .sender
-            .header(src_ip, *dst.ip(), PROTO_UDP, ttl, segment.len());
-        self.dispatch(now, next_hop, &header, &segment);
+            .header(src_ip, *dst.ip(), PROTO_UDP, ttl, segment_len);
+        if self.sender.fits(segment_len) {
+            // The common case: payload copied once, straight into the frame.
+            let udp_at = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
+            let mut frame = vec![0u8; udp_at + segment_len];
+            frame[udp_at + UDP_HEADER_LEN..].copy_from_slice(data);
+            UdpHeader::write(src, dst, &mut frame[udp_at..]);
+            header.write(&mut frame[ETHERNET_HEADER_LEN..udp_at]);
+            self.dispatch_frames(now, next_hop, [frame]);
+        } else {
+            let mut segment = vec![0u8; segment_len];
+            segment[UDP_HEADER_LEN..].copy_from_slice(data);
+            UdpHeader::write(src, dst, &mut segment);
+            self.dispatch(now, next_hop, &header, &segment);
+        }
         if let NextHop::Multicast(group) = next_hop {
             // IP_MULTICAST_LOOP's default: our own members of the group hear it too.
             if self.groups.contains(&group) {
