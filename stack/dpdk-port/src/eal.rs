@@ -7,7 +7,8 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use dpdk_sys as sys;
 use sluice_stack::config::Hugepages;
@@ -42,6 +43,54 @@ pub(crate) struct Eal {
 pub(crate) struct OpenPort {
     pub id: u16,
     pub vdev: Option<String>,
+    pub gate: Arc<PortGate>,
+}
+
+/// Arbitrates between a port's owner and the exit hook, which may run while
+/// another thread is still polling: closing first refuses new calls, then
+/// waits for those inside to leave; calls made after that find it closed.
+#[derive(Default)]
+pub(crate) struct PortGate(AtomicU32);
+
+/// Set by whoever closes the port; the low bits count the calls inside it
+/// (one thread's, nested by callbacks, plus refused attempts in flight).
+const CLOSING: u32 = 1 << 31;
+const CALLS: u32 = CLOSING - 1;
+
+impl PortGate {
+    /// Marks a call as inside the port, or `None` once it is closing.
+    pub fn enter(&self) -> Option<GateGuard<'_>> {
+        if self.0.fetch_add(1, Ordering::Acquire) & CLOSING != 0 {
+            self.0.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        Some(GateGuard(self))
+    }
+
+    /// Claims the port for closing and waits up to `wait` for the calls
+    /// inside to leave. False when someone else closes it, or a call stays
+    /// inside: then the port must be left alone (it refuses new calls).
+    pub fn retire(&self, wait: std::time::Duration) -> bool {
+        if self.0.fetch_or(CLOSING, Ordering::AcqRel) & CLOSING != 0 {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while self.0.load(Ordering::Acquire) & CALLS != 0 {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+}
+
+pub(crate) struct GateGuard<'a>(&'a PortGate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Everything the control path shares.
@@ -235,8 +284,16 @@ extern "C" fn close_at_exit() {
         let Ok(mut control) = CONTROL.try_lock() else {
             return;
         };
+        let mut in_use = false;
         for port in std::mem::take(&mut control.open_ports) {
-            crate::port::close_port(port.id, port.vdev.as_deref());
+            if port.gate.retire(EXIT_WAIT) {
+                crate::port::close_port(port.id, port.vdev.as_deref());
+            } else {
+                in_use = true; // a thread stays inside it: leave it alone
+            }
+        }
+        if in_use {
+            return; // and leave the EAL running under that thread
         }
         // SAFETY: the EAL was initialised (this hook is registered after it)
         // and no port is open any more; the runtime directory name is a
@@ -249,6 +306,10 @@ extern "C" fn close_at_exit() {
         let _ = std::fs::remove_dir(std::ffi::OsStr::from_bytes(runtime_dir.to_bytes()));
     });
 }
+
+/// How long the exit hook waits for a thread to leave a port (it leaves
+/// after its current burst): exit must not hang on a thread stuck inside.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn hugepages_available() -> bool {
     let free = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
@@ -318,4 +379,54 @@ impl Affinity {
 /// Whether the running EAL uses hugepages; `None` before the first port.
 pub fn uses_hugepages() -> Option<bool> {
     EAL.get().map(|eal| eal.hugepages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn closing_waits_for_calls_inside_and_refuses_new_ones() {
+        let gate = PortGate::default();
+        let outer = gate.enter().expect("an open port admits calls");
+        let nested = gate.enter().expect("a callback may call the port again");
+        assert!(
+            !gate.retire(Duration::from_millis(1)),
+            "closed while calls were inside"
+        );
+        assert!(gate.enter().is_none(), "a closing port admitted a new call");
+        drop((nested, outer));
+        // The first claim failed for good: the port is left alone.
+        assert!(!gate.retire(Duration::ZERO));
+
+        let gate = PortGate::default();
+        assert!(gate.retire(Duration::ZERO));
+        assert!(gate.enter().is_none(), "a closed port admitted a call");
+        assert!(!gate.retire(Duration::ZERO), "closed twice");
+    }
+
+    #[test]
+    fn closing_waits_for_a_polling_thread_to_leave() {
+        let gate = std::sync::Arc::new(PortGate::default());
+        let poller = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let mut calls = 0u64;
+                while let Some(_inside) = gate.enter() {
+                    calls += 1;
+                    std::hint::spin_loop();
+                }
+                calls
+            })
+        };
+        while gate.0.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        assert!(
+            gate.retire(Duration::from_secs(10)),
+            "the poller never left"
+        );
+        assert!(poller.join().unwrap() > 0);
+    }
 }

@@ -18,6 +18,8 @@ pub enum DpdkError {
         call: &'static str,
         reason: String,
     },
+    /// The port was closed by the exit hook while still owned.
+    Closed,
     /// A frame larger than one mbuf.
     FrameTooLarge { len: usize, max: usize },
 }
@@ -44,6 +46,7 @@ impl fmt::Display for DpdkError {
                 call,
                 reason,
             } => write!(f, "{call} on {device} failed: {reason}"),
+            DpdkError::Closed => write!(f, "the DPDK port was closed at process exit"),
             DpdkError::FrameTooLarge { len, max } => {
                 write!(
                     f,

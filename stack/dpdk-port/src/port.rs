@@ -4,13 +4,14 @@ use std::ffi::CString;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use dpdk_sys as sys;
 use sluice_stack::config::{Device, DpdkBackend};
 use sluice_stack::link::dpdk::{PortConfig, PortCounters};
 use sluice_stack::link::{LinkStatus, MacAddr};
 
-use crate::eal::{self, Attach, OpenPort};
+use crate::eal::{self, Attach, OpenPort, PortGate};
 use crate::error::DpdkError;
 
 /// Mbufs per port: rx ring + tx ring + frames in flight in the stack.
@@ -48,7 +49,8 @@ pub struct Port {
     next_rx: std::cell::Cell<u16>,
     /// Keeps a netdev promiscuous while we own a MAC other than its own.
     promiscuous: Option<PromiscuousNetdev>,
-    closed: bool,
+    /// Shared with the exit hook, which may close the port under us.
+    gate: Arc<PortGate>,
 }
 
 // SAFETY: the port's queues and mempool may be used from any thread, one at a
@@ -143,9 +145,11 @@ impl Port {
             });
         match ready {
             Ok((mac, max_frame, promiscuous)) => {
+                let gate = Arc::new(PortGate::default());
                 control.open_ports.push(OpenPort {
                     id,
                     vdev: vdev.clone(),
+                    gate: gate.clone(),
                 });
                 log::info!("DPDK port {id} up on {shown}, MAC {mac}");
                 Ok(Port {
@@ -163,7 +167,7 @@ impl Port {
                     rx_queues: queues,
                     next_rx: Default::default(),
                     promiscuous,
-                    closed: false,
+                    gate,
                 })
             }
             Err(e) => {
@@ -199,6 +203,7 @@ impl Port {
     /// kernel (interface up and running): DPDK 22.11's af_packet and af_xdp
     /// drivers report "up" forever, which would hide a failed path.
     pub fn link_status(&self) -> Result<LinkStatus, DpdkError> {
+        let _inside = self.gate.enter().ok_or(DpdkError::Closed)?;
         let mut link = sys::rte_eth_link::default();
         // SAFETY: `link` is writable; the port is started.
         let rc = unsafe { sys::rte_eth_link_get_nowait(self.id, &mut link) };
@@ -232,6 +237,7 @@ impl Port {
 
     /// Takes an empty mbuf from the port's pool, or `None` when all are in use.
     pub fn alloc(&self) -> Option<Mbuf<'_>> {
+        let _inside = self.gate.enter()?;
         // SAFETY: the pool lives as long as the port.
         let m = unsafe { sys::sluice_rte_pktmbuf_alloc(self.pool.as_ptr()) };
         NonNull::new(m).map(|ptr| Mbuf {
@@ -243,6 +249,9 @@ impl Port {
     /// Hands frames from the front of `frames` to the driver; those taken
     /// are removed, the rest stay for a later try. Returns how many were taken.
     pub fn tx_burst<'p>(&'p self, frames: &mut Vec<Mbuf<'p>>) -> usize {
+        let Some(_inside) = self.gate.enter() else {
+            return 0;
+        };
         let mut sent = 0;
         while sent < frames.len() {
             let chunk = &frames[sent..(sent + BURST).min(frames.len())];
@@ -272,6 +281,7 @@ impl Port {
     /// Copies `frame` into an mbuf and sends it. `Ok(false)`: the transmit
     /// ring (or the pool) is full and the frame was not taken.
     pub fn send(&self, frame: &[u8]) -> Result<bool, DpdkError> {
+        let _inside = self.gate.enter().ok_or(DpdkError::Closed)?;
         if frame.len() > self.max_frame {
             return Err(DpdkError::FrameTooLarge {
                 len: frame.len(),
@@ -331,10 +341,11 @@ impl Port {
     }
 
     fn shut(&mut self) {
-        if self.closed {
+        // Already closed by us, or by the exit hook (after which the EAL may
+        // be gone: touch nothing).
+        if !self.gate.retire(std::time::Duration::ZERO) {
             return;
         }
-        self.closed = true;
         let mut control = eal::control();
         control.open_ports.retain(|p| p.id != self.id);
         close_port(self.id, self.vdev.as_deref());
@@ -349,6 +360,9 @@ impl Port {
     /// any; hands those for us to `keep` (the rest are freed). Returns how
     /// many the driver gave, ours or not.
     fn poll<'p>(&'p self, max: usize, keep: &mut dyn FnMut(Mbuf<'p>)) -> usize {
+        let Some(_inside) = self.gate.enter() else {
+            return 0;
+        };
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
         let want = max.min(BURST) as u16;
         let mut n = 0;

@@ -19,6 +19,9 @@ const COUNT: u32 = 1000;
 /// A hang guard, not a speed check: a run takes well under a second.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
+/// Taken by every test that opens a DPDK port on the lab's p0.
+static P0: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluice-dpdk-frames")
 }
@@ -213,7 +216,7 @@ fn assert_port_restored(ns: &str) {
 }
 
 /// Nothing of these runs may remain: hugepage files, EAL runtime
-/// directories, processes.
+/// directories, processes (the tool starts none of its own).
 fn assert_nothing_left(pids: &[u32]) {
     let names = |dir: &str| -> Vec<String> {
         std::fs::read_dir(dir)
@@ -245,32 +248,12 @@ fn assert_nothing_left(pids: &[u32]) {
             "process {pid} still exists"
         );
     }
-    let me = std::fs::canonicalize(bin()).unwrap();
-    let running: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read_link(e.path().join("exe"))
-                .map(|p| p == me)
-                .unwrap_or(false)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        running.is_empty(),
-        "sluice-dpdk-frames processes still running: {running:?}"
-    );
 }
 
 #[test]
 fn frames_cross_the_veth_byte_for_byte() {
     ensure_lab();
+    let _p0 = P0.lock().unwrap_or_else(|e| e.into_inner());
     let lib = dpdk_lib();
     let lib = lib.to_str().unwrap();
     let mut runs = Vec::new();
@@ -384,6 +367,32 @@ fn frames_cross_the_veth_byte_for_byte() {
     // EAL's runtime directory is what a SIGKILL leaves; it is empty.
     let _ = std::fs::remove_dir(format!("/var/run/dpdk/sluice-{}", killed.id()));
     assert_port_restored(H1);
+}
+
+/// exit() while another thread polls the port: the exit hook closes the port
+/// between two polls or leaves it to the kernel, but never crashes or hangs.
+#[test]
+fn exit_while_another_thread_polls() {
+    ensure_lab();
+    let _p0 = P0.lock().unwrap_or_else(|e| e.into_inner());
+    for backend in ["af_packet", "af_xdp"] {
+        for round in 0..3 {
+            let args = end_args(
+                "dpdk",
+                1,
+                1,
+                &["--backend", backend, "--exit-while-polling"],
+            );
+            let o = finish(
+                &format!("exit while polling, {backend} round {round}"),
+                spawn(H1, &args),
+            );
+            assert_eq!(o.code, Some(0), "{}", o.show());
+            assert!(o.stdout.contains("exiting while polling"), "{}", o.show());
+            assert_port_restored(H1);
+            assert_nothing_left(&[o.pid]);
+        }
+    }
 }
 
 fn ip_details(ns: &str) -> String {

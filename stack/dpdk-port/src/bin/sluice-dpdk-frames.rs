@@ -16,7 +16,8 @@
 //! --reopen opens and closes the port once before the real open; --leak
 //! never closes the port, leaving it to the exit hook; --watch-link sends
 //! nothing: it prints `link up=...` now and at the next two carrier changes
-//! (or until --timeout-ms).
+//! (or until --timeout-ms); --exit-while-polling (dpdk side) calls exit()
+//! while another thread polls the port, as an application may.
 //!
 //! Exit status: 0 all frames checked; 1 wrong, missing or extra frames, or
 //! timeout; 2 the port could not be opened (the reason on stderr).
@@ -58,12 +59,13 @@ struct Args {
     leak: bool,
     reopen: bool,
     watch_link: bool,
+    exit_while_polling: bool,
 }
 
 fn usage() -> String {
     "usage: sluice-dpdk-frames dpdk|link|raw --iface NAME --mac MAC --peer-mac MAC --id N --peer-id N \
      [--count N] [--timeout-ms T] [--backend af_packet|af_xdp] [--hugepages auto|on|off] [--lib PATH] \
-     [--bad-device NAME] [--leak] [--reopen] [--watch-link]"
+     [--bad-device NAME] [--leak] [--reopen] [--watch-link] [--exit-while-polling]"
         .into()
 }
 
@@ -89,8 +91,13 @@ fn parse_args() -> Result<Args, String> {
         leak: false,
         reopen: false,
         watch_link: false,
+        exit_while_polling: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--exit-while-polling" {
+            a.exit_while_polling = true;
+            continue;
+        }
         if ["--leak", "--reopen", "--watch-link"].contains(&flag.as_str()) {
             a.leak |= flag == "--leak";
             a.reopen |= flag == "--reopen";
@@ -543,6 +550,40 @@ fn on_frame(frame: &[u8], a: &Args, p: &mut Progress) {
     }
 }
 
+/// Opens a port, polls it from another thread and exits the process under
+/// that thread: the exit hook must neither crash nor hang.
+fn exit_while_polling(a: &Args) -> ExitCode {
+    let config = PortConfig {
+        device: a.iface.clone(),
+        backend: a.backend,
+        hugepages: a.hugepages,
+        extra_eal_args: Vec::new(),
+        mac: Some(a.mac),
+    };
+    let port = match Port::open(&config) {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("sluice-dpdk-frames: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut polls = 0u64;
+        loop {
+            port.recv(64, &mut |_| {});
+            let _ = port.link_status();
+            polls += 1;
+            if polls == 1000 {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    let _ = ready_rx.recv_timeout(a.timeout);
+    println!("exiting while polling");
+    std::process::exit(0)
+}
+
 /// This thread's allowed CPUs, as the kernel lists them.
 fn allowed_cpus() -> String {
     std::fs::read_to_string("/proc/thread-self/status")
@@ -610,6 +651,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if a.exit_while_polling {
+        return exit_while_polling(&a);
+    }
     let cpus_before = allowed_cpus();
     if let Some(bad) = &a.bad_device {
         match open_end(&a, bad) {
