@@ -110,6 +110,7 @@ unsafe extern "C" fn port_open(
             if config.is_null() {
                 return Err("no port configuration".into());
             }
+            crate::init_logging();
             // SAFETY: non-null, valid per the ABI contract.
             let config = read_config(&*config)?;
             let port = Port::open(&config).map_err(|e| e.to_string())?;

@@ -19,3 +19,28 @@ pub use port::{Mbuf, Port, BURST};
 pub use sluice_stack::config::{DpdkBackend as Backend, Hugepages};
 pub use sluice_stack::link::dpdk::{PortConfig, PortCounters};
 pub use sluice_stack::link::{LinkStatus, MacAddr};
+
+/// Logging inside libsluice_dpdk.so. Loaded with dlopen(), the library has
+/// its own copy of the `log` crate, so the preload's logger does not reach
+/// it: this sets one up from the same `SLUICE_LOG` filter, in the same format.
+/// Idempotent; the port's C ABI calls it at the first open.
+pub fn init_logging() {
+    use sluice_stack::config;
+    use std::io::Write;
+    let filter = std::env::var(config::LOG).unwrap_or_else(|_| config::DEFAULT_LOG.into());
+    let pid = std::process::id();
+    let _ = env_logger::Builder::new()
+        .parse_filters(&filter)
+        .target(env_logger::Target::Stderr)
+        .format(move |out, record| {
+            writeln!(
+                out,
+                "[{} {} pid {}] {}",
+                record.level(),
+                record.target(),
+                pid,
+                record.args()
+            )
+        })
+        .try_init();
+}

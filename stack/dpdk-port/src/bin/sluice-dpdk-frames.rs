@@ -644,6 +644,7 @@ fn open_end(a: &Args, device: &str) -> Result<Box<dyn End>, String> {
 }
 
 fn main() -> ExitCode {
+    sluice_dpdk::init_logging();
     let a = match parse_args() {
         Ok(a) => a,
         Err(e) => {
