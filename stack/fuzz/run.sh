@@ -16,7 +16,12 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 for target in parsers reassembly frame; do
     echo "fuzz: $target for ${seconds}s"
-    if ! cargo fuzz run -O "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
+    # New finds go to corpus/TARGET (not committed); seeds/TARGET holds real
+    # frames the stack produced (ARP, UDP, fragments, ICMP) to start from.
+    mkdir -p "corpus/$target"
+    dirs=("corpus/$target")
+    [ -d "seeds/$target" ] && dirs+=("seeds/$target")
+    if ! cargo fuzz run -O "$target" "${dirs[@]}" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "fuzz: $target FAILED (crashing input in stack/fuzz/artifacts/$target/)" >&2
         exit 1
