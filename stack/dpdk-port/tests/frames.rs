@@ -19,8 +19,40 @@ const COUNT: u32 = 1000;
 /// A hang guard, not a speed check: a run takes well under a second.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
-/// Taken by every test that opens a DPDK port on the lab's p0.
+/// Taken by every test here that opens a DPDK port on the lab's p0.
 static P0: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Exclusive use of the lab's p0 ports for DPDK: the threads of this test
+/// binary (a mutex) and other test binaries that take the same file lock
+/// (`flock` on /run/sluice-lab/dpdk-p0.lock), released on drop.
+struct P0Lock {
+    _thread: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+fn lock_p0() -> P0Lock {
+    use std::os::fd::AsRawFd;
+    let thread = P0.lock().unwrap_or_else(|e| e.into_inner());
+    std::fs::create_dir_all("/run/sluice-lab").expect("create /run/sluice-lab");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/sluice-lab/dpdk-p0.lock")
+        .expect("open /run/sluice-lab/dpdk-p0.lock");
+    // SAFETY: flock on an fd we own; blocks until the other holder is done.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        rc,
+        0,
+        "flock /run/sluice-lab/dpdk-p0.lock: {}",
+        std::io::Error::last_os_error()
+    );
+    P0Lock {
+        _thread: thread,
+        _file: file,
+    }
+}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluice-dpdk-frames")
@@ -253,7 +285,7 @@ fn assert_nothing_left(pids: &[u32]) {
 #[test]
 fn frames_cross_the_veth_byte_for_byte() {
     ensure_lab();
-    let _p0 = P0.lock().unwrap_or_else(|e| e.into_inner());
+    let _p0 = lock_p0();
     let lib = dpdk_lib();
     let lib = lib.to_str().unwrap();
     let mut runs = Vec::new();
@@ -374,7 +406,7 @@ fn frames_cross_the_veth_byte_for_byte() {
 #[test]
 fn exit_while_another_thread_polls() {
     ensure_lab();
-    let _p0 = P0.lock().unwrap_or_else(|e| e.into_inner());
+    let _p0 = lock_p0();
     for backend in ["af_packet", "af_xdp"] {
         for round in 0..3 {
             let args = end_args(
