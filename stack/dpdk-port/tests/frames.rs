@@ -569,7 +569,8 @@ impl Drop for MultiQueueVeth {
 /// channels) af_xdp could bind queue 0 only and would silently lose what
 /// lands on queue 1: the port refuses with advice instead. af_packet sees
 /// every queue and works. Then the carrier: when the far end of the veth goes
-/// down and up, the port (through the C ABI) reports it.
+/// down and up, the port (through the C ABI) reports it. Last, frames
+/// corrupted on the wire are caught by the byte-for-byte check.
 #[test]
 fn own_veth_two_queues_and_carrier() {
     require_root();
@@ -611,6 +612,47 @@ fn own_veth_two_queues_and_carrier() {
     assert_eq!(next_line(), "link up=true", "carrier return not reported");
     let o = finish("watch link on mq0", watch);
     assert_eq!(o.code, Some(0), "{}", o.show());
+
+    // The byte-for-byte check can fail: corrupt byte 50 of our frames on
+    // their way into MQ_B (nftables, netdev ingress) and the kernel end must
+    // reject them.
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", MQ_B, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    std::io::Write::write_all(
+        nft.stdin.as_mut().unwrap(),
+        b"table netdev sluice_corrupt {
+            chain in {
+                type filter hook ingress device \"mq0\" priority 0;
+                ether type 0x88b5 @ll,400,8 set 0x55
+            }
+        }\n",
+    )
+    .unwrap();
+    drop(nft.stdin.take());
+    assert!(
+        nft.wait().unwrap().success(),
+        "nft could not add the corrupting rule"
+    );
+    let b = spawn(MQ_B, &args("raw", 2, &["--timeout-ms", "5000"]));
+    let a = spawn(
+        MQ_A,
+        &args(
+            "dpdk",
+            1,
+            &["--backend", "af_packet", "--timeout-ms", "5000"],
+        ),
+    );
+    let _ = finish("dpdk on mq0, corrupted towards b", a);
+    let o = finish("raw on mq0, receiving corrupted frames", b);
+    assert_eq!(o.code, Some(1), "corruption went unnoticed:\n{}", o.show());
+    assert!(
+        o.stderr.contains("first difference at Some(50)"),
+        "{}",
+        o.show()
+    );
 }
 
 fn set_link(ns: &str, state: &str) {
