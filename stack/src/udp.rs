@@ -297,6 +297,13 @@ impl UdpSockets {
         Ok(local)
     }
 
+    /// Records SO_REUSEADDR / SO_REUSEPORT as set now (they may change after
+    /// bind, as in Linux, and apply to the implicit bind of a first sendto).
+    pub fn set_bind_options(&mut self, id: SocketId, options: BindOptions) -> Result<(), UdpError> {
+        self.socket_mut(id)?.options = options;
+        Ok(())
+    }
+
     /// Binds an unbound socket to INADDR_ANY and an ephemeral port (what a
     /// first sendto or connect does); returns the local address either way.
     pub fn ensure_bound(&mut self, id: SocketId) -> Result<SocketAddrV4, UdpError> {

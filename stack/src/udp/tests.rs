@@ -363,3 +363,18 @@ fn close_frees_the_port() {
     bound(&mut t, at(US, 5000), BindOptions::default());
     assert_eq!(t.recv(id), Err(UdpError::NoSuchSocket));
 }
+
+#[test]
+fn options_set_before_an_implicit_bind_apply_to_it() {
+    let mut t = table();
+    let a = t.open();
+    t.set_bind_options(a, REUSE_PORT).unwrap();
+    let local = t.ensure_bound(a).unwrap();
+    let b = t.open();
+    assert_eq!(t.bind(b, local, REUSE_PORT), Ok(local));
+    let c = t.open();
+    assert_eq!(
+        t.bind(c, local, BindOptions::default()),
+        Err(UdpError::AddrInUse)
+    );
+}
