@@ -18,6 +18,9 @@
 //! nothing: it prints `link up=...` now and at the next two carrier changes
 //! (or until --timeout-ms); --exit-while-polling (dpdk side) calls exit()
 //! while another thread polls the port, as an application may.
+//! --pingpong echo|ping measures latency instead (not a test): `echo`
+//! returns each 64-byte frame, `ping` sends --count of them one at a time
+//! and prints the one-way latency (half the round trip) percentiles.
 //!
 //! Exit status: 0 all frames checked; 1 wrong, missing or extra frames, or
 //! timeout; 2 the port could not be opened (the reason on stderr).
@@ -60,12 +63,14 @@ struct Args {
     reopen: bool,
     watch_link: bool,
     exit_while_polling: bool,
+    /// Ping-pong latency instead of the exchange: `ping` or `echo`.
+    pingpong: Option<String>,
 }
 
 fn usage() -> String {
     "usage: sluice-dpdk-frames dpdk|link|raw --iface NAME --mac MAC --peer-mac MAC --id N --peer-id N \
      [--count N] [--timeout-ms T] [--backend af_packet|af_xdp] [--hugepages auto|on|off] [--lib PATH] \
-     [--bad-device NAME] [--leak] [--reopen] [--watch-link] [--exit-while-polling]"
+     [--bad-device NAME] [--leak] [--reopen] [--watch-link] [--exit-while-polling] [--pingpong ping|echo]"
         .into()
 }
 
@@ -92,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         reopen: false,
         watch_link: false,
         exit_while_polling: false,
+        pingpong: None,
     };
     while let Some(flag) = it.next() {
         if flag == "--exit-while-polling" {
@@ -134,6 +140,7 @@ fn parse_args() -> Result<Args, String> {
             "--count" => a.count = num(&value)? as u32,
             "--timeout-ms" => a.timeout = Duration::from_millis(num(&value)?),
             "--bad-device" => a.bad_device = Some(value),
+            "--pingpong" if value == "ping" || value == "echo" => a.pingpong = Some(value),
             _ => return Err(format!("unknown option {flag}\n{}", usage())),
         }
     }
@@ -594,6 +601,93 @@ fn allowed_cpus() -> String {
         .unwrap_or_default()
 }
 
+/// One 64-byte frame in flight at a time, busy-polling both ways.
+fn pingpong(end: &mut dyn End, a: &Args, ping: bool) -> ExitCode {
+    const WARMUP: u32 = 1000;
+    let start = Instant::now();
+    let mut frame = vec![0u8; MIN_FRAME];
+    let mut samples = Vec::with_capacity(a.count as usize);
+    let mut seq = 0u32;
+    let mut got: Option<u32> = None;
+    let mut sent_at = Instant::now();
+    let mut waiting = false;
+    while start.elapsed() < a.timeout {
+        if ping && !waiting {
+            if seq == a.count + WARMUP {
+                break;
+            }
+            Header {
+                dst: a.peer_mac,
+                src: a.mac,
+                kind: DATA,
+                sender: a.id,
+                flags: 0,
+                seq,
+                received: 0,
+            }
+            .write(&mut frame);
+            sent_at = Instant::now();
+            if end.send(&frame).unwrap_or(false) {
+                waiting = true;
+            }
+        }
+        let _ = end.recv(&mut |f| {
+            if f.len() >= HEADER
+                && f[0..6] == a.mac.0
+                && f[12..14] == ETHERTYPE.to_be_bytes()
+                && f[18] == DATA
+            {
+                got = Some(u32::from_be_bytes(f[22..26].try_into().unwrap()));
+            }
+        });
+        if let Some(n) = got.take() {
+            if ping {
+                if waiting && n == seq {
+                    if seq >= WARMUP {
+                        samples.push(sent_at.elapsed().as_nanos() as u64 / 2);
+                    }
+                    seq += 1;
+                    waiting = false;
+                }
+            } else {
+                Header {
+                    dst: a.peer_mac,
+                    src: a.mac,
+                    kind: DATA,
+                    sender: a.id,
+                    flags: 0,
+                    seq: n,
+                    received: 0,
+                }
+                .write(&mut frame);
+                let _ = end.send(&frame);
+                seq += 1;
+                if seq == a.count + WARMUP {
+                    break;
+                }
+            }
+        }
+    }
+    if !ping {
+        println!("echoed {seq}");
+        return ExitCode::SUCCESS;
+    }
+    if samples.is_empty() {
+        eprintln!("sluice-dpdk-frames: no replies");
+        return ExitCode::from(1);
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    println!(
+        "one-way latency over {} round trips: p50 {:.2} us, p99 {:.2} us, p99.9 {:.2} us",
+        samples.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
+    );
+    ExitCode::SUCCESS
+}
+
 /// Prints the carrier state, then each change of it: two changes (a failure
 /// and a recovery) end the watch, as does `limit`.
 fn watch_link(end: &mut dyn End, limit: Duration) -> ExitCode {
@@ -701,6 +795,11 @@ fn main() -> ExitCode {
             eprintln!("sluice-dpdk-frames: link status: {e}");
             return ExitCode::from(1);
         }
+    }
+    if let Some(role) = &a.pingpong {
+        let code = pingpong(end.as_mut(), &a, role == "ping");
+        end.close(a.leak);
+        return code;
     }
     if a.watch_link {
         let code = watch_link(end.as_mut(), a.timeout);
