@@ -541,7 +541,13 @@ impl MultiQueueVeth {
             "netns",
             MQ_B,
         ]);
+        // A second, plain pair for a second port in one process.
+        run(&[
+            "ip", "link", "add", "mq1", "netns", MQ_A, "type", "veth", "peer", "name", "mq1",
+            "netns", MQ_B,
+        ]);
         for ns in [MQ_A, MQ_B] {
+            run(&["ip", "-n", ns, "link", "set", "mq1", "up"]);
             run(&["ip", "-n", ns, "link", "set", "mq0", "up"]);
             run(&[
                 "ip", "netns", "exec", ns, "ethtool", "-K", "mq0", "tx", "off", "rx", "off",
@@ -593,9 +599,20 @@ fn own_veth_two_queues_and_carrier() {
         o.show()
     );
 
+    // af_packet, with a second port (mq1) opened and closed meanwhile in the
+    // same process: the EAL is shared, the ports are not.
     let b = spawn(MQ_B, &args("raw", 2, &[]));
-    let a = spawn(MQ_A, &args("dpdk", 1, &["--backend", "af_packet"]));
-    finish("af_packet on mq0", a).assert_exchanged(200);
+    let a = spawn(
+        MQ_A,
+        &args(
+            "dpdk",
+            1,
+            &["--backend", "af_packet", "--second-port", "mq1"],
+        ),
+    );
+    let o = finish("af_packet on mq0 (+ mq1)", a);
+    o.assert_exchanged(200);
+    assert!(o.stdout.contains("second port ok"), "{}", o.show());
     finish("raw on mq0", b).assert_exchanged(200);
 
     let lib = dpdk_lib();

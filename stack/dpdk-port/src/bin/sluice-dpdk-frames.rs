@@ -18,6 +18,8 @@
 //! nothing: it prints `link up=...` now and at the next two carrier changes
 //! (or until --timeout-ms); --exit-while-polling (dpdk side) calls exit()
 //! while another thread polls the port, as an application may.
+//! --second-port NAME (dpdk side) opens a second port while the first is
+//! open, checks both, and closes it again before the exchange.
 //! --pingpong echo|ping measures latency instead (not a test): `echo`
 //! returns each 64-byte frame, `ping` sends --count of them one at a time
 //! and prints the one-way latency (half the round trip) percentiles.
@@ -65,12 +67,14 @@ struct Args {
     exit_while_polling: bool,
     /// Ping-pong latency instead of the exchange: `ping` or `echo`.
     pingpong: Option<String>,
+    /// Open a second port on this netdev while the first is open.
+    second_port: Option<String>,
 }
 
 fn usage() -> String {
     "usage: sluice-dpdk-frames dpdk|link|raw --iface NAME --mac MAC --peer-mac MAC --id N --peer-id N \
      [--count N] [--timeout-ms T] [--backend af_packet|af_xdp] [--hugepages auto|on|off] [--lib PATH] \
-     [--bad-device NAME] [--leak] [--reopen] [--watch-link] [--exit-while-polling] [--pingpong ping|echo]"
+     [--bad-device NAME] [--leak] [--reopen] [--watch-link] [--exit-while-polling] [--pingpong ping|echo] [--second-port NAME]"
         .into()
 }
 
@@ -98,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
         watch_link: false,
         exit_while_polling: false,
         pingpong: None,
+        second_port: None,
     };
     while let Some(flag) = it.next() {
         if flag == "--exit-while-polling" {
@@ -140,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
             "--count" => a.count = num(&value)? as u32,
             "--timeout-ms" => a.timeout = Duration::from_millis(num(&value)?),
             "--bad-device" => a.bad_device = Some(value),
+            "--second-port" => a.second_port = Some(value),
             "--pingpong" if value == "ping" || value == "echo" => a.pingpong = Some(value),
             _ => return Err(format!("unknown option {flag}\n{}", usage())),
         }
@@ -714,6 +720,36 @@ fn watch_link(end: &mut dyn End, limit: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A second port in the same process: a distinct DPDK port with its own
+/// MAC, up, while the first keeps working.
+fn check_second_port(a: &Args, device: &str, first: &mut dyn End) -> Result<(), String> {
+    let mut mac = a.mac;
+    mac.0[5] ^= 0x80;
+    let config = PortConfig {
+        device: device.to_string(),
+        backend: a.backend,
+        hugepages: a.hugepages,
+        extra_eal_args: Vec::new(),
+        mac: Some(mac),
+    };
+    let port = Port::open(&config).map_err(|e| e.to_string())?;
+    if port.mac() != mac {
+        return Err(format!("owns MAC {}, not {mac}", port.mac()));
+    }
+    if !port.link_status().map_err(|e| e.to_string())?.up {
+        return Err("link down".into());
+    }
+    match first.status()? {
+        (true, Some(m)) if m == a.mac => {}
+        other => return Err(format!("the first port changed: {other:?}")),
+    }
+    if !port.send(&[0xff; 60]).map_err(|e| e.to_string())? {
+        return Err("could not send".into());
+    }
+    port.close();
+    Ok(())
+}
+
 fn open_end(a: &Args, device: &str) -> Result<Box<dyn End>, String> {
     let config = PortConfig {
         device: device.to_string(),
@@ -776,6 +812,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(second) = &a.second_port {
+        if let Err(e) = check_second_port(&a, second, end.as_mut()) {
+            eprintln!("sluice-dpdk-frames: second port {second}: {e}");
+            return ExitCode::from(1);
+        }
+        println!("second port ok");
+    }
     // The EAL pins its thread to one CPU; the port must give ours back.
     let cpus_after = allowed_cpus();
     if cpus_after != cpus_before {
