@@ -179,9 +179,9 @@ fn init(attach: &Attach, hugepages: Hugepages, extra_args: &[String]) -> Result<
     };
     let mut args: Vec<String> = vec![
         "sluice".into(),
-        // One lcore: ours. EAL starts no worker threads then.
-        "-l".into(),
-        affinity.first_cpu().to_string(),
+        // One lcore (id 0, so CPUs beyond RTE_MAX_LCORE work too) on one
+        // of our CPUs: EAL starts no worker threads then.
+        format!("--lcores=0@{}", affinity.first_cpu()),
         format!("--file-prefix=sluice-{}", std::process::id()),
         "--no-telemetry".into(),
         format!("--log-level={}", eal_log_level()),
