@@ -40,8 +40,12 @@ build: deps
 # The tests need root and the lab; they fail loudly without them.
 test: build
 	tools/sluice-lab up
-	@rc=0; $(CARGO) test --release --workspace -- --test-threads=$(TEST_THREADS) || rc=$$?; \
-	tools/sluice-lab down; exit $$rc
+	@mkdir -p $(TARGET_DIR); rc=0; set -o pipefail; \
+	$(CARGO) test --release --workspace -- --test-threads=$(TEST_THREADS) 2>&1 | tee $(TARGET_DIR)/test.log || rc=$$?; \
+	tools/sluice-lab down; \
+	awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+		END { printf "\ntotal: %d passed, %d failed\n", p, f }' $(TARGET_DIR)/test.log; \
+	exit $$rc
 
 demo: build
 	tools/demo.sh
