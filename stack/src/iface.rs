@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::arp::{ArpOutcome, NeighbourConfig, Neighbours};
+use crate::config::DataPort;
 use crate::icmp::{Icmp, IcmpAction, IcmpRateLimit, Unreachable};
 use crate::ipv4::reassembly::{Reassembler, ReassemblyConfig};
 use crate::ipv4::{Addressed, Ipv4Sender, NextHop, RouteError, Routes, DEFAULT_MTU, DEFAULT_TTL};
@@ -53,6 +54,15 @@ impl InterfaceConfig {
             reassembly: ReassemblyConfig::default(),
             icmp: IcmpRateLimit::default(),
             seed: 0,
+        }
+    }
+
+    /// The configuration of one data port from `SLUICE_IFACES` / `SLUICE_GATEWAY`,
+    /// with the MAC the link owns on it.
+    pub fn for_port(port: &DataPort, gateway: Option<Ipv4Addr>, mac: MacAddr) -> Self {
+        InterfaceConfig {
+            gateway,
+            ..InterfaceConfig::new(mac, port.addr, port.prefix_len)
         }
     }
 }

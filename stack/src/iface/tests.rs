@@ -599,3 +599,24 @@ fn random_and_mutated_frames_never_panic_and_the_stack_keeps_working() {
         "still works after the garbage"
     );
 }
+
+#[test]
+fn configuration_comes_from_sluice_ifaces_and_gateway() {
+    let vars = [
+        ("SLUICE_MODE", "dpdk"),
+        ("SLUICE_IFACES", "p0=10.77.2.1/24"),
+        ("SLUICE_GATEWAY", "10.77.2.254"),
+    ];
+    let config =
+        crate::config::Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap();
+    let iface = InterfaceConfig::for_port(&config.ports[0], config.gateway, A_MAC);
+    assert_eq!(
+        (iface.addr, iface.prefix_len, iface.gateway),
+        (A_IP, 24, Some(Ipv4Addr::new(10, 77, 2, 254)))
+    );
+    assert_eq!(
+        (iface.mtu, iface.ttl, iface.mac),
+        (DEFAULT_MTU, DEFAULT_TTL, A_MAC)
+    );
+}
