@@ -12,6 +12,8 @@ TARGET_DIR ?= $(CURDIR)/target
 RELEASE := $(TARGET_DIR)/release
 # Two cores: parallel test threads would starve the busy-polling processes under test.
 TEST_THREADS ?= 1
+# Seconds of coverage-guided fuzzing per wire-parser target in make test.
+FUZZ_SECONDS ?= 20
 
 # Debian packages that building, testing and benchmarking need.
 DEB_PACKAGES := build-essential pkg-config libclang-dev clang \
@@ -33,6 +35,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "make deps: all packages present"; fi
 	@command -v $(CARGO) >/dev/null || { echo "make deps: cargo not found (install Rust with rustup)" >&2; exit 1; }
+	@command -v cargo-fuzz >/dev/null || { echo "make deps: installing cargo-fuzz"; $(CARGO) install --locked cargo-fuzz; }
 
 build: deps
 	$(CARGO) build --release --workspace
@@ -43,8 +46,9 @@ test: build
 	@mkdir -p $(TARGET_DIR); rc=0; set -o pipefail; \
 	$(CARGO) test --release --workspace -- --test-threads=$(TEST_THREADS) 2>&1 | tee $(TARGET_DIR)/test.log || rc=$$?; \
 	tools/sluice-lab down; \
-	awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
-		END { printf "\ntotal: %d passed, %d failed\n", p, f }' $(TARGET_DIR)/test.log; \
+	fuzz=0; stack/fuzz/run.sh $(FUZZ_SECONDS) || { fuzz=1; rc=1; }; \
+	awk -v fuzz=$$fuzz '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+		END { if (fuzz) f++; else p++; printf "\ntotal: %d passed, %d failed\n", p, f }' $(TARGET_DIR)/test.log; \
 	exit $$rc
 
 demo: build
