@@ -2,6 +2,8 @@
 //! artefacts are, how to start a program plainly, under `LD_PRELOAD` or under
 //! the launcher, bounded runs, and servers that are always killed.
 
+pub mod lab;
+
 use std::collections::HashMap;
 use std::env;
 use std::fs;
