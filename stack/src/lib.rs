@@ -5,10 +5,12 @@
 
 pub mod arp;
 pub mod config;
+pub mod engine;
 pub mod icmp;
 pub mod iface;
 pub mod ipv4;
 pub mod link;
 pub mod policy;
+pub mod socket;
 pub mod udp;
 pub mod wire;

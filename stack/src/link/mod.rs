@@ -7,6 +7,8 @@
 //! when the first socket is offloaded, so this crate never links DPDK.
 
 pub mod dpdk;
+pub mod kernel_udp;
+pub mod memory;
 
 use std::fmt;
 use std::str::FromStr;

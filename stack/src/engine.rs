@@ -1,0 +1,604 @@
+//! The engine: one [`Stack`] per process, which owns the data ports (a link
+//! and an [`Interface`] each) and makes progress on them.
+//!
+//! Progress is run-to-completion under a per-stack try-lock: whichever thread
+//! takes it (an application thread inside a blocking call, or the helper
+//! thread) receives a burst from every link, runs the interfaces' timers,
+//! moves received datagrams to the sockets' own queues and transmits. App
+//! threads read those per-socket queues without the engine lock. The helper
+//! thread polls while there is traffic and otherwise sleeps in short naps, so
+//! an idle process costs little; it also runs the timers (ARP retries,
+//! reassembly expiry).
+//!
+//! Wakeups: when a socket's queue goes from empty to non-empty (an edge, so
+//! not one syscall per packet) the stack bumps a generation under a mutex,
+//! notifies its condvar (for threads blocked in recv) and writes its eventfd
+//! (for the preload's epoll/poll, which drains it with [`Stack::drain_wakeup`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Mode};
+use crate::iface::{Event, Interface, InterfaceConfig};
+use crate::link::dpdk::{DpdkLink, PortConfig};
+use crate::link::kernel_udp::KernelUdpLink;
+use crate::link::{Link, MacAddr};
+use crate::socket::udp::{SocketShared, UdpSocket};
+use crate::udp::SocketId;
+
+/// Frames taken from a link per poll.
+const RX_BURST: usize = 64;
+/// Frames waiting for room in a link's transmit ring; beyond this they drop.
+const TX_BACKLOG: usize = 8192;
+/// The helper keeps polling this long after the last traffic...
+const HELPER_BUSY: Duration = Duration::from_millis(5);
+/// ...napping this long between polls meanwhile...
+const HELPER_BUSY_NAP: Duration = Duration::from_micros(20);
+/// ...and this long once idle: the worst-case delay before an idle stack
+/// notices a frame nobody else polls for, and the idle CPU cost (one short
+/// poll per nap).
+const HELPER_IDLE_NAP: Duration = Duration::from_millis(1);
+
+/// Why the stack could not start: one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackError(pub String);
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.replace('\n', " "))
+    }
+}
+
+impl std::error::Error for StackError {}
+
+/// What [`Stack::start_with`] needs beyond the [`Config`].
+#[derive(Clone, Debug, Default)]
+pub struct StackOptions {
+    /// libsluice_dpdk.so, when `Config::dpdk_lib` is None (the preload
+    /// passes the directory it was loaded from).
+    pub dpdk_lib: Option<PathBuf>,
+}
+
+/// Counters of one data port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub addr: Option<Ipv4Addr>,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    /// Frames the interface dropped (malformed, not for us, no socket, ...).
+    pub rx_drops: u64,
+    /// Frames dropped because the link's transmit ring stayed full or failed.
+    pub tx_drops: u64,
+    /// Datagrams dropped because a socket's receive queue was full.
+    pub socket_queue_drops: u64,
+    pub rx_udp_datagrams: u64,
+    pub tx_udp_datagrams: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackCounters {
+    pub ports: Vec<PortCounters>,
+    /// Datagrams received / sent on the kernel-UDP transport (mode udp).
+    pub kernel_udp_rx: u64,
+    pub kernel_udp_tx: u64,
+    /// Times the helper thread found work to do.
+    pub helper_progress: u64,
+}
+
+/// One data port: its link, its interface and the frames waiting for the link.
+pub(crate) struct Port {
+    link: Box<dyn Link + Send>,
+    pub(crate) iface: Interface,
+    backlog: VecDeque<Vec<u8>>,
+    tx_drops: u64,
+    socket_queue_drops: u64,
+    delivered_seen: u64,
+}
+
+impl Port {
+    fn new(link: Box<dyn Link + Send>, iface: Interface) -> Self {
+        Port {
+            link,
+            iface,
+            backlog: VecDeque::new(),
+            tx_drops: 0,
+            socket_queue_drops: 0,
+            delivered_seen: 0,
+        }
+    }
+
+    /// Moves the interface's frames to the link, keeping what the ring refuses.
+    pub(crate) fn flush(&mut self) {
+        for frame in self.iface.take_frames() {
+            if self.backlog.len() >= TX_BACKLOG {
+                self.tx_drops += 1;
+            } else {
+                self.backlog.push_back(frame);
+            }
+        }
+        while let Some(frame) = self.backlog.front() {
+            match self.link.send_frame(frame) {
+                Ok(true) => {
+                    self.backlog.pop_front();
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    log::debug!("send on port {}: {e}", self.iface.config().addr);
+                    self.tx_drops += 1;
+                    self.backlog.pop_front();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn backlog_full(&self) -> bool {
+        self.backlog.len() >= TX_BACKLOG
+    }
+}
+
+/// A socket as the engine sees it: its id in each port's table, and its queue.
+pub(crate) struct SocketEntry {
+    pub(crate) ids: Vec<SocketId>,
+    pub(crate) shared: Arc<SocketShared>,
+}
+
+/// Everything under the engine lock.
+pub(crate) struct Engine {
+    pub(crate) ports: Vec<Port>,
+    pub(crate) sockets: HashMap<u64, SocketEntry>,
+    /// Sockets that joined each (port, group).
+    pub(crate) memberships: HashMap<(usize, Ipv4Addr), usize>,
+    next_socket: u64,
+    kernel_udp: Option<KernelUdpLink>,
+}
+
+impl Engine {
+    /// The port whose subnet holds `dst`, else the first (it has the gateway).
+    pub(crate) fn route_port(&self, dst: Ipv4Addr) -> usize {
+        self.ports
+            .iter()
+            .position(|p| {
+                let c = p.iface.config();
+                crate::policy::Subnet::containing(c.addr, c.prefix_len).contains(dst)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The port owning local address `ip`.
+    pub(crate) fn port_of(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.ports.iter().position(|p| p.iface.config().addr == ip)
+    }
+}
+
+pub struct Stack {
+    mode: Mode,
+    engine: Mutex<Engine>,
+    epoch: Instant,
+    spin: Duration,
+    wakeup: OwnedFd,
+    /// Bumped (under its mutex) whenever a socket became readable.
+    generation: Mutex<u64>,
+    readable: Condvar,
+    /// Nanoseconds since `epoch` of the last poll that did something.
+    last_traffic: AtomicU64,
+    helper_progress: AtomicU64,
+    shutdown: AtomicBool,
+}
+
+impl Stack {
+    /// Opens the links for `config` (DPDK: one `DpdkLink` per data port; mode
+    /// udp: only the kernel-UDP transport, no link for datagrams), builds an
+    /// Interface per port, starts the helper thread. `on_thread_start` runs
+    /// first thing on every thread the stack starts.
+    pub fn start(config: &Config, on_thread_start: fn()) -> Result<Arc<Stack>, StackError> {
+        Self::start_with(config, &StackOptions::default(), on_thread_start)
+    }
+
+    /// [`Stack::start`] with what the configuration does not say.
+    pub fn start_with(
+        config: &Config,
+        options: &StackOptions,
+        on_thread_start: fn(),
+    ) -> Result<Arc<Stack>, StackError> {
+        let spin = config.spin_budget();
+        match config.mode {
+            Mode::Dpdk => {
+                if config.ports.is_empty() {
+                    return Err(StackError(
+                        "SLUICE_MODE=dpdk needs at least one data port in SLUICE_IFACES".into(),
+                    ));
+                }
+                let library = config
+                    .dpdk_lib
+                    .clone()
+                    .or_else(|| options.dpdk_lib.clone())
+                    .ok_or_else(|| {
+                        StackError("no path for libsluice_dpdk.so: set SLUICE_DPDK_LIB".into())
+                    })?;
+                let mut ports = Vec::new();
+                for (i, data) in config.ports.iter().enumerate() {
+                    let mac = stack_mac(data.addr);
+                    let port_config = PortConfig {
+                        device: data.device.name().to_string(),
+                        backend: config.dpdk_backend,
+                        hugepages: config.hugepages,
+                        extra_eal_args: config.dpdk_args.clone(),
+                        mac: Some(mac),
+                    };
+                    let link = DpdkLink::open(&library, &port_config).map_err(|e| {
+                        StackError(format!(
+                            "data port {} ({}={}/{}): {e}",
+                            i, data.device, data.addr, data.prefix_len
+                        ))
+                    })?;
+                    let mut iface_config =
+                        InterfaceConfig::new(link.mac(), data.addr, data.prefix_len);
+                    iface_config.gateway = config.gateway;
+                    iface_config.seed = process_seed();
+                    ports.push((Box::new(link) as Box<dyn Link + Send>, iface_config));
+                }
+                let stack = Self::build(Mode::Dpdk, ports, None, spin);
+                log::info!(
+                    "sluice stack: mode dpdk, ports [{}], backend {}, hugepages {}, spin {} us",
+                    describe_ports(config),
+                    config.dpdk_backend.as_str(),
+                    config.hugepages.as_str(),
+                    config.spin_us
+                );
+                Self::spawn_helper(&stack, on_thread_start)?;
+                Ok(stack)
+            }
+            Mode::Udp => {
+                let bind_ip = config
+                    .ports
+                    .first()
+                    .map(|p| p.addr)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let transport = KernelUdpLink::open(SocketAddrV4::new(bind_ip, 0))
+                    .map_err(|e| StackError(format!("kernel UDP transport on {bind_ip}: {e}")))?;
+                log::info!(
+                    "sluice stack: mode udp, kernel UDP transport on {}, data ports [{}], spin {} us; datagram sockets stay in the kernel",
+                    transport.local_addr(),
+                    describe_ports(config),
+                    config.spin_us
+                );
+                let stack = Self::build(Mode::Udp, Vec::new(), Some(transport), spin);
+                Self::spawn_helper(&stack, on_thread_start)?;
+                Ok(stack)
+            }
+        }
+    }
+
+    /// A stack over links the caller made (tests: in-memory links), in mode dpdk.
+    pub fn with_links(
+        links: Vec<(Box<dyn Link + Send>, InterfaceConfig)>,
+        spin: Duration,
+        on_thread_start: fn(),
+    ) -> Result<Arc<Stack>, StackError> {
+        let stack = Self::build(Mode::Dpdk, links, None, spin);
+        Self::spawn_helper(&stack, on_thread_start)?;
+        Ok(stack)
+    }
+
+    fn build(
+        mode: Mode,
+        links: Vec<(Box<dyn Link + Send>, InterfaceConfig)>,
+        kernel_udp: Option<KernelUdpLink>,
+        spin: Duration,
+    ) -> Arc<Stack> {
+        let mut ports: Vec<Port> = links
+            .into_iter()
+            .map(|(link, config)| Port::new(link, Interface::new(config)))
+            .collect();
+        for port in &mut ports {
+            port.iface.up();
+            port.flush();
+        }
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        Arc::new(Stack {
+            mode,
+            engine: Mutex::new(Engine {
+                ports,
+                sockets: HashMap::new(),
+                memberships: HashMap::new(),
+                next_socket: 1,
+                kernel_udp,
+            }),
+            epoch: Instant::now(),
+            spin,
+            // SAFETY: `fd` is a fresh eventfd owned by nobody else.
+            wakeup: unsafe { OwnedFd::from_raw_fd(fd) },
+            generation: Mutex::new(0),
+            readable: Condvar::new(),
+            last_traffic: AtomicU64::new(0),
+            helper_progress: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+        })
+    }
+
+    fn spawn_helper(stack: &Arc<Stack>, on_thread_start: fn()) -> Result<(), StackError> {
+        let weak = Arc::downgrade(stack);
+        std::thread::Builder::new()
+            .name("sluice-helper".into())
+            .spawn(move || {
+                on_thread_start();
+                helper_loop(weak);
+            })
+            .map(|_| ())
+            .map_err(|e| StackError(format!("cannot start the stack's helper thread: {e}")))
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// A new UDP socket. Mode udp: `Err(EOPNOTSUPP)`, datagram sockets stay
+    /// in the kernel there (the kernel is as fast as anything we could do
+    /// over kernel UDP).
+    pub fn udp_socket(self: &Arc<Self>) -> Result<Arc<UdpSocket>, i32> {
+        if self.mode == Mode::Udp {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let mut engine = self.engine.lock().unwrap();
+        let key = engine.next_socket;
+        engine.next_socket += 1;
+        let ids = engine
+            .ports
+            .iter_mut()
+            .map(|p| p.iface.sockets_mut().open())
+            .collect();
+        let shared = Arc::new(SocketShared::default());
+        engine.sockets.insert(
+            key,
+            SocketEntry {
+                ids,
+                shared: shared.clone(),
+            },
+        );
+        drop(engine);
+        Ok(Arc::new(UdpSocket::new(self.clone(), key, shared)))
+    }
+
+    /// An eventfd that becomes readable when the readiness of any socket of
+    /// this stack may have changed. The waiter drains it ([`Stack::drain_wakeup`]).
+    pub fn wakeup_fd(&self) -> RawFd {
+        self.wakeup.as_raw_fd()
+    }
+
+    /// Empties the wakeup eventfd (after a wait that it ended).
+    pub fn drain_wakeup(&self) {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into `value`; the fd is non-blocking and ours.
+        unsafe {
+            libc::read(
+                self.wakeup.as_raw_fd(),
+                &mut value as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+    }
+
+    /// Makes progress once if nobody else is: rx burst, timers, tx.
+    pub fn poll(&self) {
+        self.poll_once();
+    }
+
+    /// Like [`Stack::poll`]; true when something was received or sent.
+    pub(crate) fn poll_once(&self) -> bool {
+        let Ok(mut engine) = self.engine.try_lock() else {
+            return false;
+        };
+        let busy = self.progress(&mut engine);
+        drop(engine);
+        if busy {
+            self.last_traffic.store(self.now(), Ordering::Relaxed);
+        }
+        busy
+    }
+
+    pub fn counters(&self) -> StackCounters {
+        let engine = self.engine.lock().unwrap();
+        let mut out = StackCounters {
+            helper_progress: self.helper_progress.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for port in &engine.ports {
+            let c = port.iface.counters();
+            out.ports.push(PortCounters {
+                addr: Some(port.iface.config().addr),
+                rx_frames: c.rx_frames,
+                tx_frames: c.tx_frames,
+                rx_drops: c.total_dropped(),
+                tx_drops: port.tx_drops,
+                socket_queue_drops: port.socket_queue_drops
+                    + port.iface.sockets().counters().queue_full_drops,
+                rx_udp_datagrams: c.rx_udp_datagrams,
+                tx_udp_datagrams: c.tx_udp_datagrams,
+            });
+        }
+        if let Some(k) = &engine.kernel_udp {
+            out.kernel_udp_rx = k.counters().rx_datagrams;
+            out.kernel_udp_tx = k.counters().tx_datagrams;
+        }
+        out
+    }
+
+    /// Monotonic nanoseconds since the stack started: the interfaces' clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn spin_budget(&self) -> Duration {
+        self.spin
+    }
+
+    /// The engine, waiting for it (control calls and sends, which must not be skipped).
+    pub(crate) fn lock_engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap()
+    }
+
+    /// One round of progress under the engine lock.
+    fn progress(&self, engine: &mut Engine) -> bool {
+        let now = self.now();
+        let mut busy = false;
+        for port in &mut engine.ports {
+            let iface = &mut port.iface;
+            match port
+                .link
+                .recv_frames(RX_BURST, &mut |frame| iface.receive(now, frame))
+            {
+                Ok(n) => busy |= n > 0,
+                Err(e) => log::debug!("receive on port {}: {e}", iface.config().addr),
+            }
+            iface.poll(now);
+            let had_backlog = !port.backlog.is_empty();
+            port.flush();
+            busy |= had_backlog;
+        }
+        if let Some(kernel_udp) = &mut engine.kernel_udp {
+            // The stream protocol (a later issue) consumes these; until then they are counted only.
+            if let Ok(n) = kernel_udp.recv_datagrams(RX_BURST, &mut |_, _| {}) {
+                busy |= n > 0;
+            }
+        }
+        self.deliver(engine);
+        busy
+    }
+
+    /// Moves datagrams and errors from the interfaces to the sockets' own queues.
+    pub(crate) fn deliver(&self, engine: &mut Engine) {
+        let Engine { ports, sockets, .. } = engine;
+        for (index, port) in ports.iter_mut().enumerate() {
+            let mut errors = Vec::new();
+            while let Some(event) = port.iface.next_event() {
+                if matches!(event, Event::Unreachable(_) | Event::HostUnreachable(_)) {
+                    errors.push(event);
+                }
+            }
+            let delivered = port.iface.sockets().counters().delivered;
+            if delivered == port.delivered_seen && errors.is_empty() {
+                continue;
+            }
+            port.delivered_seen = delivered;
+            for entry in sockets.values() {
+                let id = entry.ids[index];
+                let udp = port.iface.sockets_mut();
+                let mut became_readable = false;
+                while let Ok(Some(datagram)) = udp.recv(id) {
+                    match entry.shared.push(datagram) {
+                        Some(was_empty) => became_readable |= was_empty,
+                        None => port.socket_queue_drops += 1,
+                    }
+                }
+                if !errors.is_empty() {
+                    if let Ok(Some(errno)) = udp.take_error(id) {
+                        entry.shared.set_error(errno);
+                        became_readable = true;
+                    }
+                }
+                if became_readable {
+                    self.signal_readable();
+                }
+            }
+        }
+    }
+
+    /// A socket became readable: wake blocked receivers and the preload's waiter.
+    pub(crate) fn signal_readable(&self) {
+        *self.generation.lock().unwrap() += 1;
+        self.readable.notify_all();
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from `one` to our own non-blocking eventfd;
+        // a full counter (EAGAIN) is already readable, which is all we need.
+        unsafe {
+            libc::write(
+                self.wakeup.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
+    }
+
+    /// Sleeps until a socket becomes readable, `ready()` holds, or `timeout` passes.
+    /// `ready` is checked under the generation lock, so no wakeup is lost.
+    pub(crate) fn wait_readable(&self, timeout: Duration, ready: impl Fn() -> bool) {
+        let generation = self.generation.lock().unwrap();
+        if ready() {
+            return;
+        }
+        let start = *generation;
+        let _unused = self
+            .readable
+            .wait_timeout_while(generation, timeout, |g| *g == start)
+            .unwrap();
+    }
+
+    /// Tells the helper that traffic is happening (a send), so it keeps polling for replies.
+    pub(crate) fn note_traffic(&self) {
+        self.last_traffic.store(self.now(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The helper thread: polls while there is traffic, naps when idle, and
+/// stops when the stack is gone. It holds the stack only while polling, so
+/// dropping the last `Arc<Stack>` ends it.
+fn helper_loop(stack: Weak<Stack>) {
+    loop {
+        let nap = {
+            let Some(stack) = stack.upgrade() else { return };
+            if stack.shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            if stack.poll_once() {
+                stack.helper_progress.fetch_add(1, Ordering::Relaxed);
+            }
+            let since = stack
+                .now()
+                .saturating_sub(stack.last_traffic.load(Ordering::Relaxed));
+            if since < HELPER_BUSY.as_nanos() as u64 {
+                HELPER_BUSY_NAP
+            } else {
+                HELPER_IDLE_NAP
+            }
+        };
+        std::thread::sleep(nap);
+    }
+}
+
+/// The MAC the stack owns on a port: locally administered, derived from the
+/// data IP so that it is stable across runs and distinct from the kernel's.
+pub fn stack_mac(addr: Ipv4Addr) -> MacAddr {
+    let o = addr.octets();
+    MacAddr::local([0x02, 0x5c, o[0], o[1], o[2], o[3]])
+}
+
+fn process_seed() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (std::process::id() as u16) ^ (nanos as u16)
+}
+
+fn describe_ports(config: &Config) -> String {
+    config
+        .ports
+        .iter()
+        .map(|p| format!("{}={}/{}", p.device, p.addr, p.prefix_len))
+        .collect::<Vec<_>>()
+        .join(",")
+}
