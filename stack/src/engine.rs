@@ -36,6 +36,9 @@ use crate::udp::SocketId;
 const RX_BURST: usize = 64;
 /// Frames waiting for room in a link's transmit ring; beyond this they drop.
 const TX_BACKLOG: usize = 8192;
+/// Bound of a socket's queue inside the interface, which holds at most one
+/// receive burst before the engine moves it to the socket's own queue.
+const STAGING_RCVBUF: usize = 64 << 20;
 /// The helper keeps polling this long after the last traffic...
 const HELPER_BUSY: Duration = Duration::from_millis(5);
 /// ...napping this long between polls meanwhile...
@@ -353,7 +356,13 @@ impl Stack {
         let ids = engine
             .ports
             .iter_mut()
-            .map(|p| p.iface.sockets_mut().open())
+            .map(|p| {
+                let udp = p.iface.sockets_mut();
+                let id = udp.open();
+                // Staging only (emptied at every poll): the socket's own queue enforces SO_RCVBUF.
+                let _ = udp.set_rcvbuf(id, STAGING_RCVBUF);
+                id
+            })
             .collect();
         let shared = Arc::new(SocketShared::default());
         engine.sockets.insert(

@@ -446,13 +446,6 @@ impl UdpSocket {
     pub fn set_recv_buffer(&self, bytes: usize) {
         let effective = (bytes.min(sysctl_max("rmem_max")) * 2).max(MIN_RCVBUF);
         self.shared.rx.lock().unwrap().rcvbuf = effective;
-        // The interface's staging queue (emptied at every poll) gets the same bound.
-        let _ = self.with_engine(|engine, ids| {
-            for (port, id) in engine.ports.iter_mut().zip(ids) {
-                let _ = port.iface.sockets_mut().set_rcvbuf(*id, effective);
-            }
-            Ok(())
-        });
     }
 
     pub fn recv_buffer(&self) -> usize {

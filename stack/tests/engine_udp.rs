@@ -1,0 +1,472 @@
+//! Two `Stack`s in one process joined by an in-memory wire, exchanging UDP
+//! datagrams through the real engine: sockets, progress, helper thread,
+//! wakeups, ARP, fragmentation, ICMP.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_stack::engine::{stack_mac, Stack};
+use sluice_stack::iface::InterfaceConfig;
+use sluice_stack::link::memory::{Impairment, MemoryLink, MemoryWire};
+use sluice_stack::link::Link;
+use sluice_stack::socket::udp::{RecvFlags, UdpSocket};
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
+/// Upper bound on any wait of these tests: only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn no_op() {}
+
+fn pair_with(
+    spin: Duration,
+    tune: impl Fn(&mut InterfaceConfig),
+) -> (Arc<Stack>, Arc<Stack>, MemoryWire) {
+    let (a, b, wire) = MemoryLink::pair(
+        stack_mac(A_IP),
+        stack_mac(B_IP),
+        Impairment::default(),
+        Impairment::default(),
+    );
+    let mut a_config = InterfaceConfig::new(a.mac(), A_IP, 24);
+    let mut b_config = InterfaceConfig::new(b.mac(), B_IP, 24);
+    tune(&mut a_config);
+    tune(&mut b_config);
+    let a = Stack::with_links(vec![(Box::new(a) as _, a_config)], spin, no_op).unwrap();
+    let b = Stack::with_links(vec![(Box::new(b) as _, b_config)], spin, no_op).unwrap();
+    (a, b, wire)
+}
+
+fn pair() -> (Arc<Stack>, Arc<Stack>, MemoryWire) {
+    pair_with(Duration::from_micros(50), |_| {})
+}
+
+fn bound(stack: &Arc<Stack>, ip: Ipv4Addr, port: u16) -> Arc<UdpSocket> {
+    let socket = stack.udp_socket().unwrap();
+    socket.bind(SocketAddrV4::new(ip, port)).unwrap();
+    socket
+}
+
+/// Blocking receive with a generous timeout, so a broken stack fails instead of hanging.
+fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddrV4) {
+    socket.set_recv_timeout(Some(PATIENCE));
+    let mut buf = vec![0u8; 65536];
+    let got = socket
+        .recv_from(&mut [&mut buf], RecvFlags::default())
+        .expect("a datagram within the test's patience");
+    buf.truncate(got.copied);
+    (buf, got.from)
+}
+
+fn dontwait() -> RecvFlags {
+    RecvFlags {
+        dontwait: true,
+        ..Default::default()
+    }
+}
+
+/// Waits until `done` holds, polling both stacks; panics after PATIENCE.
+fn wait_until(what: &str, stacks: &[&Arc<Stack>], done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        for s in stacks {
+            s.poll();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn datagrams_cross_both_ways_with_addresses_kept() {
+    let (a, b) = {
+        let (a, b, _) = pair();
+        (a, b)
+    };
+    let server = bound(&b, Ipv4Addr::UNSPECIFIED, 7000);
+    let client = a.udp_socket().unwrap();
+    assert_eq!(client.local_addr(), None, "unbound until the first send");
+    let to = SocketAddrV4::new(B_IP, 7000);
+    assert_eq!(client.send_to(&[b"ping"], Some(to), false), Ok(4));
+    let local = client.local_addr().expect("the first send binds");
+    assert!(local.port() >= 32768, "ephemeral port, got {local}");
+    let (data, from) = recv(&server);
+    assert_eq!(data, b"ping");
+    assert_eq!(from, SocketAddrV4::new(A_IP, local.port()));
+    // Gathered buffers make one datagram.
+    server
+        .send_to(&[b"po", b"", b"ng"], Some(from), false)
+        .unwrap();
+    let (data, from) = recv(&client);
+    assert_eq!((data.as_slice(), from), (&b"pong"[..], to));
+}
+
+#[test]
+fn non_blocking_recv_says_eagain_until_data_arrives() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7001);
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        server.recv_from(&mut [&mut buf], dontwait()),
+        Err(libc::EAGAIN)
+    );
+    server.set_nonblocking(true);
+    assert_eq!(
+        server.recv_from(&mut [&mut buf], RecvFlags::default()),
+        Err(libc::EAGAIN)
+    );
+    assert!(!server.readiness().readable);
+    let client = a.udp_socket().unwrap();
+    client
+        .send_to(&[b"x"], Some(SocketAddrV4::new(B_IP, 7001)), false)
+        .unwrap();
+    wait_until("readable", &[&a, &b], || server.readiness().readable);
+    assert_eq!(server.next_datagram_len(), 1);
+    let got = server
+        .recv_from(&mut [&mut buf], RecvFlags::default())
+        .unwrap();
+    assert_eq!((got.copied, &buf[..1]), (1, &b"x"[..]));
+}
+
+#[test]
+fn blocking_recv_waits_for_a_datagram_sent_later() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7002);
+    let receiver = std::thread::spawn(move || recv(&server));
+    std::thread::sleep(Duration::from_millis(50));
+    let client = a.udp_socket().unwrap();
+    client
+        .send_to(&[b"late"], Some(SocketAddrV4::new(B_IP, 7002)), false)
+        .unwrap();
+    assert_eq!(receiver.join().unwrap().0, b"late");
+}
+
+#[test]
+fn peek_leaves_the_datagram_and_trunc_reports_its_whole_length() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7003);
+    let client = a.udp_socket().unwrap();
+    let payload: Vec<u8> = (0..100u8).collect();
+    client
+        .send_to(&[&payload], Some(SocketAddrV4::new(B_IP, 7003)), false)
+        .unwrap();
+    server.set_recv_timeout(Some(PATIENCE));
+    let mut small = [0u8; 10];
+    let peek = RecvFlags {
+        peek: true,
+        trunc: true,
+        ..Default::default()
+    };
+    let got = server.recv_from(&mut [&mut small], peek).unwrap();
+    assert_eq!((got.copied, got.len), (10, 100));
+    assert_eq!(&small, &payload[..10]);
+    assert_eq!(server.next_datagram_len(), 100, "peek left it queued");
+    // Scattered over two buffers, then gone.
+    let (mut head, mut tail) = ([0u8; 30], [0u8; 100]);
+    let got = server
+        .recv_from(&mut [&mut head, &mut tail], RecvFlags::default())
+        .unwrap();
+    assert_eq!((got.copied, got.len), (100, 100));
+    assert_eq!(&head[..], &payload[..30]);
+    assert_eq!(&tail[..70], &payload[30..]);
+    // A datagram larger than the buffer is cut, and the rest is lost (datagram boundaries).
+    client
+        .send_to(&[&payload], Some(SocketAddrV4::new(B_IP, 7003)), false)
+        .unwrap();
+    client
+        .send_to(&[b"next"], Some(SocketAddrV4::new(B_IP, 7003)), false)
+        .unwrap();
+    let got = server
+        .recv_from(&mut [&mut small], RecvFlags::default())
+        .unwrap();
+    assert_eq!((got.copied, got.len), (10, 100));
+    assert_eq!(recv(&server).0, b"next");
+    assert_eq!(server.next_datagram_len(), 0);
+}
+
+#[test]
+fn receive_timeout_gives_eagain_after_it() {
+    let (_a, b, _) = pair();
+    let server = bound(&b, B_IP, 7004);
+    server.set_recv_timeout(Some(Duration::from_millis(150)));
+    let start = Instant::now();
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        server.recv_from(&mut [&mut buf], RecvFlags::default()),
+        Err(libc::EAGAIN)
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "returned before SO_RCVTIMEO"
+    );
+}
+
+#[test]
+fn a_full_queue_drops_and_counts() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7005);
+    server.set_recv_buffer(4096);
+    assert_eq!(server.recv_buffer(), 8192, "Linux doubles SO_RCVBUF");
+    let client = a.udp_socket().unwrap();
+    let to = SocketAddrV4::new(B_IP, 7005);
+    // Resolve ARP first, so that nothing waits in the neighbour queue.
+    client.send_to(&[b"warm"], Some(to), false).unwrap();
+    assert_eq!(recv(&server).0, b"warm");
+    let sent = 40;
+    for i in 0..sent {
+        client
+            .send_to(&[&[i as u8; 1000]], Some(to), false)
+            .unwrap();
+    }
+    wait_until("all datagrams to reach b", &[&a, &b], || {
+        b.counters().ports[0].rx_udp_datagrams > sent
+    });
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 2000];
+    while let Ok(got) = server.recv_from(&mut [&mut buf], dontwait()) {
+        kept.push(buf[0]);
+        assert_eq!(got.len, 1000);
+    }
+    let drops = server.drops() as usize;
+    assert!(
+        !kept.is_empty() && drops > 0,
+        "kept {kept:?}, dropped {drops}"
+    );
+    assert!(kept.len() * (1000 + 256) <= 8192 + 1256, "queue bounded");
+    assert_eq!(kept.len() + drops, sent as usize);
+    // The first ones are kept, in order; the overflow is what was lost.
+    assert_eq!(kept, (0..kept.len() as u8).collect::<Vec<_>>());
+    assert_eq!(b.counters().ports[0].socket_queue_drops as usize, drops);
+}
+
+#[test]
+fn many_threads_lose_nothing_the_queues_had_room_for() {
+    let (a, b, _) = pair();
+    const FLOWS: u16 = 4;
+    const PER_FLOW: u32 = 300;
+    let servers: Vec<_> = (0..FLOWS)
+        .map(|i| {
+            let s = bound(&b, B_IP, 7100 + i);
+            s.set_recv_buffer(1 << 20);
+            s
+        })
+        .collect();
+    // Resolve ARP before the burst (the neighbour queue holds only 64 frames).
+    let warm = a.udp_socket().unwrap();
+    warm.send_to(&[b"w"], Some(SocketAddrV4::new(B_IP, 7100)), false)
+        .unwrap();
+    assert_eq!(recv(&servers[0]).0, b"w");
+    let receivers: Vec<_> = servers
+        .into_iter()
+        .map(|server| {
+            std::thread::spawn(move || {
+                (0..PER_FLOW)
+                    .map(|_| {
+                        let (data, _) = recv(&server);
+                        u32::from_be_bytes(data[..4].try_into().unwrap())
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let senders: Vec<_> = (0..FLOWS)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let socket = a.udp_socket().unwrap();
+                let to = SocketAddrV4::new(B_IP, 7100 + i);
+                for seq in 0..PER_FLOW {
+                    let mut payload = [0u8; 64];
+                    payload[..4].copy_from_slice(&seq.to_be_bytes());
+                    assert_eq!(socket.send_to(&[&payload], Some(to), false), Ok(64));
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    for r in receivers {
+        assert_eq!(r.join().unwrap(), (0..PER_FLOW).collect::<Vec<_>>());
+    }
+    let counters = b.counters();
+    assert_eq!(counters.ports[0].socket_queue_drops, 0);
+}
+
+#[test]
+fn datagrams_wait_for_arp_and_unanswered_arp_reports_host_unreachable() {
+    let (a, b, wire) = pair_with(Duration::from_micros(50), |c| {
+        c.neighbours.retry_interval_ns = 20_000_000;
+    });
+    let server = bound(&b, B_IP, 7006);
+    let client = a.udp_socket().unwrap();
+    let to = SocketAddrV4::new(B_IP, 7006);
+    // Nothing is resolved yet: all three wait for the ARP reply, then go.
+    for word in [&b"one"[..], b"two", b"three"] {
+        client.send_to(&[word], Some(to), false).unwrap();
+    }
+    for word in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(recv(&server).0, word);
+    }
+    // A peer that never answers: the datagram is dropped and a connected socket hears of it.
+    wire.set_cut(true);
+    let lost = SocketAddrV4::new(Ipv4Addr::new(10, 77, 2, 99), 7006);
+    let connected = a.udp_socket().unwrap();
+    connected.connect(Some(lost)).unwrap();
+    assert_eq!(connected.peer_addr(), Some(lost));
+    connected.send_to(&[b"void"], None, false).unwrap();
+    connected.set_recv_timeout(Some(PATIENCE));
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        connected.recv_from(&mut [&mut buf], RecvFlags::default()),
+        Err(libc::EHOSTUNREACH)
+    );
+}
+
+#[test]
+fn datagrams_of_8000_bytes_are_fragmented_and_reassembled() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7007);
+    let client = bound(&a, A_IP, 7008);
+    let big: Vec<u8> = (0..8000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let frames_before = a.counters().ports[0].tx_frames;
+    client
+        .send_to(&[&big], Some(SocketAddrV4::new(B_IP, 7007)), false)
+        .unwrap();
+    let (data, from) = recv(&server);
+    assert_eq!(data, big);
+    assert_eq!(from, SocketAddrV4::new(A_IP, 7008));
+    // 8000 bytes need six 1500-byte frames (plus ARP).
+    assert!(a.counters().ports[0].tx_frames - frames_before >= 6);
+    server.send_to(&[&big], Some(from), false).unwrap();
+    assert_eq!(recv(&client).0, big);
+}
+
+#[test]
+fn port_unreachable_fails_a_connected_socket_with_econnrefused() {
+    let (a, b, _) = pair();
+    let client = a.udp_socket().unwrap();
+    client.connect(Some(SocketAddrV4::new(B_IP, 9))).unwrap();
+    assert_eq!(client.local_addr().map(|l| *l.ip()), Some(A_IP));
+    client.send_to(&[b"anyone?"], None, false).unwrap();
+    client.set_recv_timeout(Some(PATIENCE));
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        client.recv_from(&mut [&mut buf], RecvFlags::default()),
+        Err(libc::ECONNREFUSED)
+    );
+    assert_eq!(client.take_error(), 0, "reported once");
+    // SO_ERROR sees it too, and clears it.
+    client.send_to(&[b"again"], None, false).unwrap();
+    wait_until("the second refusal", &[&a, &b], || client.readiness().error);
+    assert_eq!(client.take_error(), libc::ECONNREFUSED);
+    assert_eq!(client.take_error(), 0);
+}
+
+#[test]
+fn helper_thread_delivers_while_the_app_sleeps_in_recv() {
+    let (a, b, _) = pair_with(Duration::ZERO, |_| {});
+    let server = bound(&b, B_IP, 7009);
+    let progress_before = b.counters().helper_progress;
+    let receiver = std::thread::spawn(move || recv(&server));
+    // Let the receiver fall asleep (spin budget 0: it polls once, then sleeps).
+    std::thread::sleep(Duration::from_millis(100));
+    let client = a.udp_socket().unwrap();
+    client
+        .send_to(&[b"wake up"], Some(SocketAddrV4::new(B_IP, 7009)), false)
+        .unwrap();
+    assert_eq!(receiver.join().unwrap().0, b"wake up");
+    assert!(b.counters().helper_progress > progress_before);
+}
+
+#[test]
+fn wakeup_fd_becomes_readable_when_a_socket_does() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7010);
+    b.drain_wakeup();
+    let fd = b.wakeup_fd();
+    let readable = |timeout_ms: i32| {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        n == 1 && pfd.revents & libc::POLLIN != 0
+    };
+    assert!(!readable(0));
+    let client = a.udp_socket().unwrap();
+    client
+        .send_to(&[b"ring"], Some(SocketAddrV4::new(B_IP, 7010)), false)
+        .unwrap();
+    // No app thread polls b: its helper thread must notice and write the eventfd.
+    assert!(readable(PATIENCE.as_millis() as i32));
+    assert!(server.readiness().readable);
+    b.drain_wakeup();
+    assert!(!readable(0), "drained");
+    assert_eq!(recv(&server).0, b"ring");
+}
+
+#[test]
+fn bind_conflicts_and_close_follow_the_kernel() {
+    let (_a, b, _) = pair();
+    let first = bound(&b, B_IP, 7011);
+    let second = b.udp_socket().unwrap();
+    assert_eq!(
+        second.bind(SocketAddrV4::new(B_IP, 7011)),
+        Err(libc::EADDRINUSE)
+    );
+    assert_eq!(
+        second.bind(SocketAddrV4::new(Ipv4Addr::new(10, 77, 2, 50), 7011)),
+        Err(libc::EADDRNOTAVAIL)
+    );
+    assert_eq!(
+        first.bind(SocketAddrV4::new(B_IP, 7012)),
+        Err(libc::EINVAL),
+        "already bound"
+    );
+    first.close();
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        first.recv_from(&mut [&mut buf], RecvFlags::default()),
+        Err(libc::EBADF)
+    );
+    second.bind(SocketAddrV4::new(B_IP, 7011)).unwrap();
+    // SO_REUSEADDR on both lets two sockets share a port.
+    let third = b.udp_socket().unwrap();
+    third.set_reuse_addr(true).unwrap();
+    assert_eq!(
+        third.bind(SocketAddrV4::new(B_IP, 7011)),
+        Err(libc::EADDRINUSE)
+    );
+    second.set_reuse_addr(true).unwrap();
+    third.bind(SocketAddrV4::new(B_IP, 7011)).unwrap();
+}
+
+#[test]
+fn connect_filters_peers_and_disconnect_forgets() {
+    let (a, b, _) = pair();
+    let server = bound(&b, B_IP, 7013);
+    let one = bound(&a, A_IP, 7014);
+    let other = bound(&a, A_IP, 7015);
+    server.connect(Some(SocketAddrV4::new(A_IP, 7014))).unwrap();
+    other
+        .send_to(&[b"not you"], Some(SocketAddrV4::new(B_IP, 7013)), false)
+        .unwrap();
+    one.send_to(&[b"you"], Some(SocketAddrV4::new(B_IP, 7013)), false)
+        .unwrap();
+    assert_eq!(recv(&server).0, b"you");
+    server.connect(None).unwrap();
+    assert_eq!(server.peer_addr(), None);
+    assert_eq!(server.local_addr(), Some(SocketAddrV4::new(B_IP, 7013)));
+    other
+        .send_to(&[b"now you"], Some(SocketAddrV4::new(B_IP, 7013)), false)
+        .unwrap();
+    assert_eq!(recv(&server).0, b"now you");
+    assert_eq!(
+        server.send_to(&[b"?"], None, false),
+        Err(libc::EDESTADDRREQ)
+    );
+}
