@@ -43,10 +43,13 @@ const STAGING_RCVBUF: usize = 64 << 20;
 const HELPER_BUSY: Duration = Duration::from_millis(5);
 /// ...napping this long between polls meanwhile...
 const HELPER_BUSY_NAP: Duration = Duration::from_micros(20);
-/// ...and this long once idle: the worst-case delay before an idle stack
-/// notices a frame nobody else polls for, and the idle CPU cost (one short
-/// poll per nap).
+/// ...then this long until it has been idle for HELPER_DOZE...
 const HELPER_IDLE_NAP: Duration = Duration::from_millis(1);
+const HELPER_DOZE: Duration = Duration::from_millis(200);
+/// ...and this long after: the worst-case delay before a long-idle stack
+/// notices a frame nobody else polls for, traded against the idle CPU cost
+/// (one short poll per nap).
+const HELPER_DEEP_NAP: Duration = Duration::from_millis(4);
 
 /// Why the stack could not start: one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -580,8 +583,10 @@ fn helper_loop(stack: Weak<Stack>) {
                 .saturating_sub(stack.last_traffic.load(Ordering::Relaxed));
             if since < HELPER_BUSY.as_nanos() as u64 {
                 HELPER_BUSY_NAP
-            } else {
+            } else if since < HELPER_DOZE.as_nanos() as u64 {
                 HELPER_IDLE_NAP
+            } else {
+                HELPER_DEEP_NAP
             }
         };
         std::thread::sleep(nap);
