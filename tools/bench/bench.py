@@ -417,7 +417,10 @@ def lab_udp(quick):
     rounds, seconds = (1, 1) if quick else (3, 4)
     LabServer.ready_s = 10 if quick else 20
     contenders = lab_contenders()
-    brought_up = lab_up()
+    try:
+        brought_up = lab_up()
+    except (subprocess.CalledProcessError, OSError) as e:
+        return {"error": f"the lab is not up and {LAB_SCRIPT} up failed: {e}"}
     tmp = RESULTS / "lab-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     results = {name: {"label": c["label"], "offloaded": c["offloaded"], "errors": {}}
