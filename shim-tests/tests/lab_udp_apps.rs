@@ -1,6 +1,6 @@
 //! Real, unmodified UDP applications offloaded in the lab (docs/lab.md):
 //! sockperf ping-pong and throughput with both ends under sluice over DPDK
-//! (sl-h1 10.77.2.1 <-> sl-h2 10.77.2.2), with one end a plain kernel process
+//! (sl-h1 10.77.2.1 <-> sl-h2 10.77.2.2; ping-pong over af_packet and af_xdp), with one end a plain kernel process
 //! on sl-h3 (10.77.2.3), ping from a kernel host to a data IP, and malformed
 //! frames flooded into a live stack while a sluice UDP echo keeps answering.
 //!
@@ -159,14 +159,17 @@ fn assert_offloaded(ns: &str, before: &HashMap<String, u64>, what: &str, logs: &
     );
 }
 
-#[test]
-fn sockperf_ping_pong_sluice_to_sluice() {
+/// sockperf ping-pong, 64 B, both ends under sluice over `backend`.
+fn ping_pong_sluice_to_sluice(backend: &str, port: u16) {
     ensure_lab();
     let _p0 = lock_p0();
-    let port = lab_port(0);
+    let over = |ip: &str| Stack::Dpdk {
+        iface: format!("p0={ip}/24"),
+        backend: backend.to_string(),
+    };
     let (c1, c2) = (udp_counters(H1), udp_counters(H2));
-    let server = sockperf_server(H2, &Stack::dpdk(H2_DATA), H2_DATA, port);
-    let run = sockperf_client(H1, &Stack::dpdk(H1_DATA), "ping-pong", H2_DATA, port, 64);
+    let server = sockperf_server(H2, &over(H2_DATA), H2_DATA, port);
+    let run = sockperf_client(H1, &over(H1_DATA), "ping-pong", H2_DATA, port, 64);
     let latency = assert_ping_pong(&run, &server);
     assert!(
         run.dpdk_mapped && server.maps(DPDK_LIB),
@@ -178,7 +181,17 @@ fn sockperf_ping_pong_sluice_to_sluice() {
     );
     assert_offloaded(H1, &c1, "ping-pong client", &run.text);
     assert_offloaded(H2, &c2, "ping-pong server", &server.logs());
-    eprintln!("sluice <-> sluice UDP ping-pong 64 B: latency {latency} us");
+    eprintln!("sluice <-> sluice ({backend}) UDP ping-pong 64 B: latency {latency} us");
+}
+
+#[test]
+fn sockperf_ping_pong_sluice_to_sluice() {
+    ping_pong_sluice_to_sluice("af_packet", lab_port(0));
+}
+
+#[test]
+fn sockperf_ping_pong_sluice_to_sluice_af_xdp() {
+    ping_pong_sluice_to_sluice("af_xdp", lab_port(7));
 }
 
 #[test]
@@ -455,7 +468,8 @@ fn malformed_frames_while_echo_answers() {
     let _p0 = lock_p0();
     let python = python3().display().to_string();
     let port = lab_port(6);
-    let client_port = lab_port(7);
+    // Ports are per test process and tests run one at a time under the lock.
+    let client_port = lab_port(0);
     let scratch = shim_tests::Scratch::new("flood");
     let marker = scratch.path().join("flood-done").display().to_string();
     let port_s = port.to_string();
