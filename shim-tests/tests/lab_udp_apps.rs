@@ -1,8 +1,9 @@
 //! Real, unmodified UDP applications offloaded in the lab (docs/lab.md):
 //! sockperf ping-pong and throughput with both ends under sluice over DPDK
-//! (sl-h1 10.77.2.1 <-> sl-h2 10.77.2.2; ping-pong over af_packet and af_xdp), with one end a plain kernel process
-//! on sl-h3 (10.77.2.3), ping from a kernel host to a data IP, and malformed
-//! frames flooded into a live stack while a sluice UDP echo keeps answering.
+//! (sl-h1 10.77.2.1 <-> sl-h2 10.77.2.2; ping-pong over af_packet and
+//! af_xdp), with one end a plain kernel process on sl-h3 (10.77.2.3), ping
+//! from a kernel host to a data IP, and malformed frames flooded into a live
+//! stack while a sluice UDP echo keeps answering.
 //!
 //! Needs root; brings the lab up when it is missing. Every test holds
 //! /run/sluice-lab/dpdk-p0.lock while it uses DPDK on p0. Run with
