@@ -1,0 +1,159 @@
+//! sluice-udp-probe: a tiny UDP endpoint on the sluice stack (configured by
+//! the `SLUICE_*` variables), for lab tests against kernel hosts.
+//!
+//! ```text
+//! sluice-udp-probe echo PORT COUNT SECONDS      echo COUNT datagrams back, then exit
+//! sluice-udp-probe ping IP PORT COUNT SIZE      COUNT ping-pongs of SIZE bytes; prints latency
+//! ```
+//!
+//! Prints `ready` once the stack is up (echo), and a summary line with the
+//! port counters at the end. Exit status 0 only if every datagram went both ways.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sluice_stack::config::Config;
+use sluice_stack::engine::Stack;
+use sluice_stack::socket::udp::RecvFlags;
+
+fn no_op() {}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: sluice-udp-probe echo PORT COUNT SECONDS | ping IP PORT COUNT SIZE");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice-udp-probe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stack = match Stack::start(&config, no_op) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-udp-probe: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let socket = match stack.udp_socket() {
+        Ok(s) => s,
+        Err(errno) => {
+            eprintln!("sluice-udp-probe: udp_socket: errno {errno}");
+            return ExitCode::from(1);
+        }
+    };
+    let data_ip = config
+        .ports
+        .first()
+        .map(|p| p.addr)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let mut buf = vec![0u8; 65536];
+    let ok = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["echo", port, count, seconds] => {
+            let (Ok(port), Ok(count), Ok(seconds)) = (
+                port.parse::<u16>(),
+                count.parse::<u32>(),
+                seconds.parse::<u64>(),
+            ) else {
+                return usage();
+            };
+            if let Err(errno) = socket.bind(SocketAddrV4::new(data_ip, port)) {
+                eprintln!("sluice-udp-probe: bind: errno {errno}");
+                return ExitCode::from(1);
+            }
+            println!("ready");
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut echoed = 0;
+            while echoed < count {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                socket.set_recv_timeout(Some(left));
+                let Ok(got) = socket.recv_from(&mut [&mut buf], RecvFlags::default()) else {
+                    break;
+                };
+                if socket
+                    .send_to(&[&buf[..got.copied]], Some(got.from), false)
+                    .is_ok()
+                {
+                    echoed += 1;
+                }
+            }
+            println!("echoed={echoed}");
+            echoed == count
+        }
+        ["ping", ip, port, count, size] => {
+            let (Ok(ip), Ok(port), Ok(count), Ok(size)) = (
+                ip.parse::<Ipv4Addr>(),
+                port.parse::<u16>(),
+                count.parse::<u32>(),
+                size.parse::<usize>(),
+            ) else {
+                return usage();
+            };
+            let peer = SocketAddrV4::new(ip, port);
+            socket.set_recv_timeout(Some(Duration::from_secs(2)));
+            let mut one_way_ns = Vec::new();
+            let mut payload = vec![0u8; size.max(4)];
+            for seq in 0..count {
+                payload[..4].copy_from_slice(&seq.to_be_bytes());
+                let start = Instant::now();
+                if socket.send_to(&[&payload], Some(peer), false).is_err() {
+                    continue;
+                }
+                // Skip stale echoes of earlier (timed-out) rounds.
+                loop {
+                    match socket.recv_from(&mut [&mut buf], RecvFlags::default()) {
+                        Ok(got) if got.copied >= 4 && buf[..4] == payload[..4] => {
+                            if got.len == payload.len() && buf[..got.len] == payload[..] {
+                                one_way_ns.push(start.elapsed().as_nanos() as u64 / 2);
+                            }
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+            }
+            let received = one_way_ns.len();
+            // The first exchanges include ARP resolution: leave them out of the figures.
+            let mut steady: Vec<u64> = one_way_ns.iter().skip(10).copied().collect();
+            steady.sort_unstable();
+            let pct = |p: usize| {
+                steady
+                    .get((steady.len() * p / 100).min(steady.len().saturating_sub(1)))
+                    .map(|ns| *ns as f64 / 1000.0)
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "sent={count} received={received} one_way_p50_us={:.1} one_way_p99_us={:.1}",
+                pct(50),
+                pct(99)
+            );
+            received == count as usize
+        }
+        _ => return usage(),
+    };
+    for (i, port) in stack.counters().ports.iter().enumerate() {
+        println!(
+            "port{i} rx_frames={} tx_frames={} rx_drops={} tx_drops={} rx_udp={} tx_udp={}",
+            port.rx_frames,
+            port.tx_frames,
+            port.rx_drops,
+            port.tx_drops,
+            port.rx_udp_datagrams,
+            port.tx_udp_datagrams
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
