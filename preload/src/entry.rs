@@ -2,7 +2,10 @@
 
 use std::net::SocketAddrV4;
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use sluice_stack::socket::udp::UdpSocket;
 
 /// Where the socket's traffic goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,8 +14,8 @@ pub enum Route {
     /// No address seen yet (socket() alone decides nothing).
     Undecided = 0,
     Kernel = 1,
-    /// The policy says offload. Until the stack's data path exists, the kernel shadow still
-    /// carries the data.
+    /// The policy says offload. Datagram sockets then get their `Offloaded` state; stream
+    /// sockets still move their data through the kernel shadow (later issue).
     Offload = 2,
 }
 
@@ -51,16 +54,96 @@ impl Cause {
     }
 }
 
-#[derive(Debug)]
+/// A datagram socket served by the stack. The kernel socket of the same fd (the shadow) stays
+/// open: it keeps the fd number, carries kernel-only destinations, and, for a socket bound to
+/// INADDR_ANY, receives what arrives through the kernel on the same port.
+pub struct Offloaded {
+    pub udp: Arc<UdpSocket>,
+    /// The shadow is bound to the stack socket's port on INADDR_ANY: receive from both.
+    pub shadow_receives: AtomicBool,
+    /// Connected to a destination the policy keeps in the kernel: the shadow carries it all.
+    pub kernel_peer: AtomicBool,
+    /// O_NONBLOCK as the application set it (also set on the shadow).
+    pub nonblocking: AtomicBool,
+    /// Bumped by every receive and send, so an edge-triggered epoll registration reports
+    /// readiness again after the application has touched the socket.
+    pub io_epoch: AtomicU32,
+}
+
+impl Offloaded {
+    pub fn new(udp: Arc<UdpSocket>, nonblocking: bool) -> Offloaded {
+        Offloaded {
+            udp,
+            shadow_receives: AtomicBool::new(false),
+            kernel_peer: AtomicBool::new(false),
+            nonblocking: AtomicBool::new(nonblocking),
+            io_epoch: AtomicU32::new(0),
+        }
+    }
+
+    pub fn touch(&self) {
+        self.io_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Offloaded {
+    /// The last fd of the socket is gone (entries are shared by dup'd fds).
+    fn drop(&mut self) {
+        self.udp.close();
+    }
+}
+
 pub struct SocketEntry {
     route: AtomicU8,
+    /// SOCK_DGRAM (only those are served by the stack so far).
+    datagram: bool,
+    offloaded: OnceLock<Offloaded>,
+}
+
+impl std::fmt::Debug for SocketEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketEntry")
+            .field("route", &self.route())
+            .field("datagram", &self.datagram)
+            .field("offloaded", &self.offloaded.get().is_some())
+            .finish()
+    }
 }
 
 impl SocketEntry {
-    pub fn new(route: Route) -> SocketEntry {
+    pub fn new(route: Route, datagram: bool) -> SocketEntry {
         SocketEntry {
             route: AtomicU8::new(route as u8),
+            datagram,
+            offloaded: OnceLock::new(),
         }
+    }
+
+    pub fn is_datagram(&self) -> bool {
+        self.datagram
+    }
+
+    /// The stack's side of this socket, once it has one.
+    #[inline]
+    pub fn offloaded(&self) -> Option<&Offloaded> {
+        self.offloaded.get()
+    }
+
+    /// Attaches the stack socket made by `make` unless one is attached already; returns the
+    /// attached one.
+    pub fn offload_with(&self, make: impl FnOnce() -> Option<Offloaded>) -> Option<&Offloaded> {
+        if let Some(o) = self.offloaded.get() {
+            return Some(o);
+        }
+        let fresh = make()?;
+        // A racing thread may have attached its own: keep the first, close ours.
+        let _ = self.offloaded.set(fresh);
+        self.offloaded.get()
+    }
+
+    /// The stack could not take the socket: it stays in the kernel.
+    pub fn fall_back_to_kernel(&self) {
+        self.route.store(Route::Kernel as u8, Ordering::Release);
     }
 
     pub fn route(&self) -> Route {
@@ -109,7 +192,7 @@ mod tests {
 
     #[test]
     fn connect_overrides_and_sendto_only_fills_in() {
-        let e = SocketEntry::new(Route::Undecided);
+        let e = SocketEntry::new(Route::Undecided, true);
         assert!(e.decide(Cause::SendTo, true));
         assert_eq!(e.route(), Route::Offload);
         assert!(!e.decide(Cause::SendTo, false), "first sendto decides");

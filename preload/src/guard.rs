@@ -18,6 +18,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
+    /// The errno a body served without the kernel chose (`fail`), 0 for none.
+    static FAILED_WITH: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// Ends a call that sluice served itself with `-1` and errno `e` (the guard sets errno
+/// last, so the bookkeeping after the body cannot disturb it).
+pub fn fail(e: c_int) -> c_int {
+    let _ = FAILED_WITH.try_with(|f| f.set(e));
+    set_errno(e);
+    -1
+}
+
+fn take_failure() -> c_int {
+    FAILED_WITH.try_with(|f| f.replace(0)).unwrap_or(0)
 }
 
 /// Whether this thread is running sluice code right now (so a hooked call must pass through).
@@ -93,8 +107,8 @@ impl<R: Copy> Kernel<'_, R> {
 }
 
 /// Runs `body` for a hooked call: straight to `kernel` when re-entered, inside `catch_unwind`
-/// otherwise. On return, errno is the one left by the body's last `Kernel::call` (bookkeeping
-/// after the call cannot disturb it).
+/// otherwise. On return, errno is the one the body gave with `fail`, else the one left by the
+/// body's last `Kernel::call`, else the caller's (bookkeeping cannot disturb it).
 pub fn guarded<R: Copy>(
     site: &'static Site,
     kernel: impl Fn() -> R,
@@ -110,7 +124,9 @@ pub fn guarded<R: Copy>(
         done: Cell::new(None),
     };
     set_inside(true);
+    take_failure();
     let outcome = catch_unwind(AssertUnwindSafe(|| body(&k)));
+    let failure = take_failure();
     let outcome = match outcome {
         Ok(result) => Ok(result),
         Err(payload) => {
@@ -123,11 +139,19 @@ pub fn guarded<R: Copy>(
     };
     set_inside(false);
     match (outcome, k.done.get()) {
+        // Served by sluice: the errno it failed with, or the caller's on success.
+        (Ok(result), _) if failure != 0 => {
+            set_errno(failure);
+            result
+        }
         (Ok(result), Some((_, e))) => {
             set_errno(e);
             result
         }
-        (Ok(result), None) => result,
+        (Ok(result), None) => {
+            set_errno(errno_at_entry);
+            result
+        }
         (Err(()), Some((result, e))) => {
             set_errno(e);
             result
@@ -151,6 +175,12 @@ pub fn contain(site: &'static Site, f: impl FnOnce()) {
         }
     });
     set_errno(saved);
+}
+
+/// Marks the calling thread as sluice's own for good: the stack's helper threads start with
+/// this, so every libc call they make passes straight to the kernel.
+pub fn mark_thread_as_sluice() {
+    set_inside(true);
 }
 
 /// Runs our own code (not a hook body) with the re-entry flag set, e.g. initialisation.

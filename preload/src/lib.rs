@@ -6,7 +6,7 @@
 //!
 //! | concern | module | functions |
 //! |---|---|---|
-//! | sockets | `hooks::socket` | socket, bind, listen, accept, accept4, connect, shutdown, sendto, sendmsg, sendmmsg, getsockopt, setsockopt, getsockname, getpeername |
+//! | sockets | `hooks::socket`, `hooks::sockopt` | socket, bind, listen, accept, accept4, connect, shutdown, sendto, sendmsg, sendmmsg, getsockopt, setsockopt, getsockname, getpeername |
 //! | data | `hooks::io` | read, readv, write, writev, send, recv, recvfrom, recvmsg, recvmmsg, __read_chk, __recv_chk, __recvfrom_chk |
 //! | readiness | `hooks::mux` | poll, __poll_chk, ppoll, __ppoll_chk, select, pselect, epoll_create, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, epoll_pwait2 |
 //! | fds | `hooks::fd` | close, close_range, closefrom, dup, dup2, dup3, fcntl, fcntl64, ioctl |
@@ -23,8 +23,19 @@
 //!   moves on x86_64).
 //! - **Offload decision**: taken at bind, connect or the first sendto/sendmsg with an address,
 //!   by `OffloadPolicy::offloads`, and logged at debug level as
-//!   `sluice: fd N -> offload (dst A.B.C.D:P)` or `... -> kernel (...)`. Until the stack's data
-//!   path exists, an offloaded socket still moves its data through the kernel shadow.
+//!   `sluice: fd N -> offload (dst A.B.C.D:P)` or `... -> kernel (...)`.
+//! - **The stack** (`offload`): started lazily at the first offloaded socket (so a process that
+//!   never offloads maps no DPDK and starts no thread); if it cannot start, one error line and
+//!   everything stays in the kernel. An offloaded datagram socket gets a stack `UdpSocket` in
+//!   its entry, with the options already set on the shadow carried over.
+//! - **Datagram data path** (`dgram`): the socket calls translated onto `UdpSocket` with the
+//!   kernel's return values, errno and address formats. A socket bound to INADDR_ANY also binds
+//!   its shadow to the same port and receives from both; a destination the policy keeps in the
+//!   kernel (sendto, or connect) is served by the shadow. Stream sockets still move their data
+//!   through the shadow (later issue).
+//! - **Readiness** (`mux`): poll/select/epoll over kernel and offloaded fds in one real wait
+//!   that includes the stack's wakeup eventfd; offloaded fds' readiness and epoll registrations
+//!   live in user space.
 //! - **Re-entry and panics** (`guard`): hook bodies run with a thread-local flag set, so calls
 //!   made by our own code (logging, configuration, later the stack and DPDK's EAL) pass straight
 //!   to the kernel; a panic is caught, reported once per hook, and the call completes in the
@@ -45,6 +56,12 @@
 //! - Exec'd children get back `LD_PRELOAD` and the start-up `SLUICE_*` values even if the
 //!   program removed them on purpose: to run a child without sluice, run it outside sluice.
 //! - vfork costs what fork costs (see `hooks::process`).
+//! - Offloaded datagram sockets: no control messages (msg_control comes back empty, cmsgs
+//!   given to sendmsg are ignored); an ip_mreqn naming only an interface index is not mapped;
+//!   blocking waits end with EINTR on a signal only in their sleeping phase, and SA_RESTART is
+//!   not honoured; an fd added to an epoll set before it became offloaded stays in the
+//!   kernel's set (see `mux`); a socket bound to one data IP has an unbound shadow, so a
+//!   kernel-kept destination sees the shadow's own ephemeral port.
 //!
 //! Unit tests build without the hooks (a test executable exporting `read` would intercept its
 //! own harness); the hooks are exercised under LD_PRELOAD by `tests/preloaded.rs`.
@@ -52,6 +69,7 @@
 // Test builds leave the hooks out, and with them the only users of much of the rest.
 #![cfg_attr(test, allow(dead_code))]
 
+mod dgram;
 mod entry;
 mod exec_env;
 mod fdtable;
@@ -59,4 +77,6 @@ mod guard;
 #[cfg(not(test))]
 mod hooks;
 mod init;
+mod mux;
+mod offload;
 mod real;

@@ -9,8 +9,10 @@
 
 use std::os::raw::{c_int, c_uint, c_ulong};
 
-use super::fd_hooks;
-use crate::guard::{contain, Site};
+use std::sync::atomic::Ordering;
+
+use super::served;
+use crate::guard::{contain, guarded, Site};
 use crate::init::TABLE;
 use crate::real;
 
@@ -21,6 +23,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // Unmapped before the kernel close: once closed, the number can be handed to another
         // thread's socket() at once, and its new entry must survive.
         contain(&SITE, || drop(TABLE.remove(fd)));
+    }
+    if crate::mux::has_sets() {
+        static SET_SITE: Site = Site::new("close");
+        contain(&SET_SITE, || crate::mux::forget_set(fd));
     }
     // SAFETY: the caller's argument, passed on unchanged.
     unsafe { real::close(fd) }
@@ -93,13 +99,30 @@ fn is_dup(cmd: c_int) -> bool {
 // declaring it fixed is ABI-correct for every command that takes an argument, and a junk value
 // for those that take none is ignored by the real function just as it would be.
 
+/// After a successful F_SETFL or FIONBIO on `fd`: the stack socket follows O_NONBLOCK (the
+/// shadow, which got the call, keeps the flags that F_GETFL reads back).
+fn follow_nonblocking(site: &'static Site, fd: c_int, nonblocking: bool) {
+    if !TABLE.is_tracked(fd) {
+        return;
+    }
+    contain(site, || {
+        if let Some(entry) = served(fd) {
+            let o = entry.offloaded().expect("served");
+            o.nonblocking.store(nonblocking, Ordering::Release);
+            o.udp.set_nonblocking(nonblocking);
+        }
+    });
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { real::fcntl(fd, cmd, arg) };
+    static SITE: Site = Site::new("fcntl");
     if is_dup(cmd) {
-        static SITE: Site = Site::new("fcntl");
         follow_dup(&SITE, fd, r);
+    } else if cmd == libc::F_SETFL && r == 0 {
+        follow_nonblocking(&SITE, fd, arg as c_int & libc::O_NONBLOCK != 0);
     }
     r
 }
@@ -108,13 +131,49 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { real::fcntl64(fd, cmd, arg) };
+    static SITE: Site = Site::new("fcntl64");
     if is_dup(cmd) {
-        static SITE: Site = Site::new("fcntl64");
         follow_dup(&SITE, fd, r);
+    } else if cmd == libc::F_SETFL && r == 0 {
+        follow_nonblocking(&SITE, fd, arg as c_int & libc::O_NONBLOCK != 0);
     }
     r
 }
 
-fd_hooks! {
-    fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int;
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::ioctl(fd, request, arg) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("ioctl");
+    guarded(&SITE, kernel, |k| {
+        let Some(entry) = served(fd) else {
+            return k.call();
+        };
+        let o = entry.offloaded().expect("served");
+        match request {
+            libc::FIONREAD => {
+                if arg == 0 {
+                    return super::fail(libc::EFAULT);
+                }
+                let n = crate::dgram::next_datagram_len(fd, o);
+                // SAFETY: FIONREAD's argument is an int pointer.
+                unsafe { (arg as *mut c_int).write_unaligned(n) };
+                0
+            }
+            libc::FIONBIO => {
+                let r = k.call();
+                if r == 0 {
+                    // SAFETY: FIONBIO's argument is an int pointer (the kernel just read it).
+                    let on = unsafe { (arg as *const c_int).read_unaligned() } != 0;
+                    o.nonblocking.store(on, Ordering::Release);
+                    o.udp.set_nonblocking(on);
+                }
+                r
+            }
+            _ => k.call(),
+        }
+    })
 }

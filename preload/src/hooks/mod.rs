@@ -6,6 +6,24 @@ mod io;
 mod mux;
 mod process;
 mod socket;
+mod sockopt;
+
+use std::os::raw::c_int;
+use std::sync::Arc;
+
+use crate::entry::SocketEntry;
+pub(crate) use crate::guard::fail;
+
+/// The entry of `fd` if the stack serves it (its `offloaded()` is then `Some`).
+#[inline]
+pub(crate) fn served(fd: c_int) -> Option<Arc<SocketEntry>> {
+    let table = &crate::init::TABLE;
+    // The borrow-only look first: kernel-routed sockets pay no reference count.
+    if table.with(fd, |e| e.offloaded().is_some()) != Some(true) {
+        return None;
+    }
+    table.get(fd).filter(|e| e.offloaded().is_some())
+}
 
 /// Hooks whose first argument is an fd and that only need to know whether it is tracked:
 /// an untracked fd costs the table lookup and goes to the kernel.
@@ -19,8 +37,7 @@ macro_rules! fd_hooks {
                 return kernel();
             }
             static SITE: crate::guard::Site = crate::guard::Site::new(stringify!($name));
-            // Offloaded sockets will be served by the stack's data path here (later issue);
-            // until it exists the kernel shadow carries the data of every socket.
+            // Only the fd's shadow is concerned (these calls do not touch the stack's data).
             crate::guard::guarded(&SITE, kernel, |k| k.call())
         }
     )*};

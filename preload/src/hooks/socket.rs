@@ -9,16 +9,18 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::mem::size_of;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::os::raw::{c_int, c_uint, c_void};
 use std::sync::Arc;
 
-use libc::{mmsghdr, msghdr, size_t, sockaddr, sockaddr_in, socklen_t, ssize_t};
+use libc::{mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use super::fd_hooks;
-use crate::entry::{decision_line, Cause, Route, SocketEntry};
+use super::{fail, fd_hooks, served};
+use crate::dgram::{self, inet_addr, SendRoute};
+use crate::entry::{decision_line, Cause, Offloaded, Route, SocketEntry};
 use crate::guard::{guarded, Site};
 use crate::init::{sluice, Sluice, TABLE};
+use crate::offload::attach;
 use crate::real;
 
 /// Type bits of socket()'s `type` argument (the rest are SOCK_NONBLOCK / SOCK_CLOEXEC).
@@ -31,24 +33,6 @@ fn offloadable(kind: c_int, protocol: c_int) -> bool {
         libc::SOCK_DGRAM => protocol == 0 || protocol == libc::IPPROTO_UDP,
         _ => false,
     }
-}
-
-/// The IPv4 address at `addr`, if it is one.
-///
-/// # Safety
-/// `addr` is null or points to `len` readable bytes.
-unsafe fn inet_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
-    if addr.is_null() || (len as usize) < size_of::<sockaddr_in>() {
-        return None;
-    }
-    // SAFETY: at least sizeof(sockaddr_in) readable bytes; callers' buffers may be unaligned.
-    let sin = unsafe { std::ptr::read_unaligned(addr.cast::<sockaddr_in>()) };
-    (sin.sin_family == libc::AF_INET as libc::sa_family_t).then(|| {
-        SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-            u16::from_be(sin.sin_port),
-        )
-    })
 }
 
 fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
@@ -72,7 +56,7 @@ fn entry_or_adopt(fd: c_int) -> Option<Arc<SocketEntry>> {
     if domain != libc::AF_INET || !offloadable(kind, protocol) {
         return None;
     }
-    let entry = Arc::new(SocketEntry::new(Route::Undecided));
+    let entry = Arc::new(SocketEntry::new(Route::Undecided, kind == libc::SOCK_DGRAM));
     TABLE.insert(fd, Arc::clone(&entry)).ok()?;
     Some(entry)
 }
@@ -81,6 +65,25 @@ fn decide(sl: &Sluice, fd: c_int, entry: &SocketEntry, cause: Cause, addr: Socke
     let offload = sl.config.policy.offloads(addr);
     if entry.decide(cause, offload) {
         log::debug!(target: "sluice", "{}", decision_line(fd, entry.route(), cause, addr));
+    }
+}
+
+/// The stack socket of a datagram socket the policy offloads (made now if needed).
+fn offloaded_datagram(fd: c_int, entry: &SocketEntry) -> Option<&Offloaded> {
+    if let Some(o) = entry.offloaded() {
+        return Some(o);
+    }
+    if entry.route() != Route::Offload || !entry.is_datagram() {
+        return None;
+    }
+    attach(fd, entry)
+}
+
+/// The result of a call served by the stack, as C returns it.
+fn status(r: dgram::Res<()>) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
     }
 }
 
@@ -96,7 +99,8 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     guarded(&SITE, kernel, |k| {
         let fd = k.call();
         if fd >= 0 && sluice().is_some() {
-            let _ = TABLE.insert(fd, Arc::new(SocketEntry::new(Route::Undecided)));
+            let entry = SocketEntry::new(Route::Undecided, kind == libc::SOCK_DGRAM);
+            let _ = TABLE.insert(fd, Arc::new(entry));
         }
         fd
     })
@@ -112,12 +116,17 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     };
     static SITE: Site = Site::new("bind");
     guarded(&SITE, kernel, |k| {
-        if let Some(sl) = sluice() {
-            if let Some(entry) = entry_or_adopt(fd) {
-                decide(sl, fd, &entry, Cause::Bind, local);
-            }
+        let Some(sl) = sluice() else {
+            return k.call();
+        };
+        let Some(entry) = entry_or_adopt(fd) else {
+            return k.call();
+        };
+        decide(sl, fd, &entry, Cause::Bind, local);
+        match offloaded_datagram(fd, &entry) {
+            Some(o) => status(dgram::bind(fd, o, local, || k.call())),
+            None => k.call(),
         }
-        k.call()
     })
 }
 
@@ -127,16 +136,42 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let kernel = || unsafe { real::connect(fd, addr, len) };
     // SAFETY: the caller promises `len` readable bytes at `addr`.
     let Some(peer) = (unsafe { inet_addr(addr, len) }) else {
-        return kernel();
+        // AF_UNSPEC dissolves the association of an offloaded datagram socket.
+        // SAFETY: the family is the first field of every sockaddr.
+        let unspec = !addr.is_null()
+            && len as usize >= size_of::<libc::sa_family_t>()
+            && unsafe { (*addr).sa_family } == libc::AF_UNSPEC as libc::sa_family_t;
+        if !unspec || !TABLE.is_tracked(fd) {
+            return kernel();
+        }
+        static SITE: Site = Site::new("connect");
+        return guarded(&SITE, kernel, |k| match served(fd) {
+            Some(entry) => status(dgram::connect(
+                entry.offloaded().expect("served"),
+                None,
+                || k.call(),
+            )),
+            None => k.call(),
+        });
     };
     static SITE: Site = Site::new("connect");
     guarded(&SITE, kernel, |k| {
-        if let Some(sl) = sluice() {
-            if let Some(entry) = entry_or_adopt(fd) {
-                decide(sl, fd, &entry, Cause::Connect, peer);
-            }
+        let Some(sl) = sluice() else {
+            return k.call();
+        };
+        let Some(entry) = entry_or_adopt(fd) else {
+            return k.call();
+        };
+        if let Some(o) = entry.offloaded() {
+            // Once served by the stack, a socket stays there; a kernel-kept peer is reached
+            // through its shadow.
+            return status(dgram::connect(o, Some(peer), || k.call()));
         }
-        k.call()
+        decide(sl, fd, &entry, Cause::Connect, peer);
+        match offloaded_datagram(fd, &entry) {
+            Some(o) => status(dgram::connect(o, Some(peer), || k.call())),
+            None => k.call(),
+        }
     })
 }
 
@@ -145,7 +180,7 @@ fn track_accepted(listener: c_int, fd: c_int) {
     if fd < 0 || !TABLE.is_tracked(listener) {
         return;
     }
-    let _ = TABLE.insert(fd, Arc::new(SocketEntry::new(Route::Kernel)));
+    let _ = TABLE.insert(fd, Arc::new(SocketEntry::new(Route::Kernel, false)));
     log::debug!(target: "sluice", "sluice: fd {fd} -> kernel (accepted on fd {listener})");
 }
 
@@ -185,18 +220,23 @@ pub unsafe extern "C" fn accept4(
 }
 
 /// Decides a still undecided socket at its first send with an address.
-fn decide_at_send(fd: c_int, dst: Option<SocketAddrV4>) {
+fn decide_at_send(fd: c_int, entry: &SocketEntry, dst: Option<SocketAddrV4>) {
     let Some(dst) = dst else {
         return;
     };
-    TABLE.with(fd, |entry| {
-        if entry.route() != Route::Undecided {
-            return;
-        }
-        if let Some(sl) = sluice() {
-            decide(sl, fd, entry, Cause::SendTo, dst);
-        }
-    });
+    if entry.route() != Route::Undecided {
+        return;
+    }
+    if let Some(sl) = sluice() {
+        decide(sl, fd, entry, Cause::SendTo, dst);
+    }
+}
+
+fn sent(r: dgram::Res<usize>) -> ssize_t {
+    match r {
+        Ok(n) => n as ssize_t,
+        Err(e) => fail(e) as ssize_t,
+    }
 }
 
 #[no_mangle]
@@ -216,8 +256,30 @@ pub unsafe extern "C" fn sendto(
     static SITE: Site = Site::new("sendto");
     guarded(&SITE, kernel, |k| {
         // SAFETY: the caller promises `addrlen` readable bytes at `addr`.
-        decide_at_send(fd, unsafe { inet_addr(addr, addrlen) });
-        k.call()
+        let dst = unsafe { inet_addr(addr, addrlen) };
+        let Some(entry) = TABLE.get(fd) else {
+            return k.call();
+        };
+        decide_at_send(fd, &entry, dst);
+        let Some(o) = offloaded_datagram(fd, &entry) else {
+            return k.call();
+        };
+        // An address that is not IPv4: the kernel's answer (its errno) is the one to give.
+        if !addr.is_null() && dst.is_none() {
+            return k.call();
+        }
+        match dgram::send_route(o, dst) {
+            SendRoute::Shadow => k.call(),
+            SendRoute::Stack => {
+                let data: &[u8] = if len == 0 || buf.is_null() {
+                    &[]
+                } else {
+                    // SAFETY: the caller promises `len` readable bytes at `buf`.
+                    unsafe { std::slice::from_raw_parts(buf.cast(), len) }
+                };
+                sent(dgram::send(o, &[data], dst, flags))
+            }
+        }
     })
 }
 
@@ -232,18 +294,49 @@ unsafe fn msg_dst(msg: *const msghdr) -> Option<SocketAddrV4> {
     unsafe { inet_addr(msg.msg_name.cast(), msg.msg_namelen) }
 }
 
+/// One msghdr sent by the stack, or `None` when the kernel shadow must send it.
+///
+/// # Safety
+/// `msg` is a valid msghdr.
+unsafe fn stack_sendmsg(o: &Offloaded, msg: &msghdr, flags: c_int) -> Option<dgram::Res<usize>> {
+    // SAFETY: per the contract.
+    let dst = unsafe { inet_addr(msg.msg_name.cast(), msg.msg_namelen) };
+    if !msg.msg_name.is_null() && dst.is_none() {
+        return None;
+    }
+    if let SendRoute::Shadow = dgram::send_route(o, dst) {
+        return None;
+    }
+    if msg.msg_iovlen > 1024 {
+        return Some(Err(libc::EMSGSIZE));
+    }
+    // SAFETY: the msghdr's iovecs describe readable memory.
+    let bufs = unsafe { dgram::iov_ref(msg.msg_iov, msg.msg_iovlen) };
+    Some(dgram::send(o, &bufs, dst, flags))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller's arguments, passed on unchanged.
     let kernel = || unsafe { real::sendmsg(fd, msg, flags) };
-    if !TABLE.is_tracked(fd) {
+    if !TABLE.is_tracked(fd) || msg.is_null() {
         return kernel();
     }
     static SITE: Site = Site::new("sendmsg");
     guarded(&SITE, kernel, |k| {
-        // SAFETY: the caller passes a valid msghdr (the kernel will read it too).
-        decide_at_send(fd, unsafe { msg_dst(msg) });
-        k.call()
+        let Some(entry) = TABLE.get(fd) else {
+            return k.call();
+        };
+        // SAFETY: the caller passes a valid msghdr (the kernel would read it too).
+        decide_at_send(fd, &entry, unsafe { msg_dst(msg) });
+        let Some(o) = offloaded_datagram(fd, &entry) else {
+            return k.call();
+        };
+        // SAFETY: as above.
+        match unsafe { stack_sendmsg(o, &*msg, flags) } {
+            Some(r) => sent(r),
+            None => k.call(),
+        }
     })
 }
 
@@ -256,26 +349,170 @@ pub unsafe extern "C" fn sendmmsg(
 ) -> c_int {
     // SAFETY: the caller's arguments, passed on unchanged.
     let kernel = || unsafe { real::sendmmsg(fd, msgs, count, flags) };
-    if !TABLE.is_tracked(fd) {
+    if !TABLE.is_tracked(fd) || msgs.is_null() || count == 0 {
         return kernel();
     }
     static SITE: Site = Site::new("sendmmsg");
     guarded(&SITE, kernel, |k| {
-        if count > 0 && !msgs.is_null() {
-            // SAFETY: `msgs` holds `count` > 0 valid entries.
-            decide_at_send(fd, unsafe { msg_dst(&(*msgs).msg_hdr) });
+        let Some(entry) = TABLE.get(fd) else {
+            return k.call();
+        };
+        // SAFETY: `msgs` holds `count` > 0 valid entries.
+        decide_at_send(fd, &entry, unsafe { msg_dst(&(*msgs).msg_hdr) });
+        let Some(o) = offloaded_datagram(fd, &entry) else {
+            return k.call();
+        };
+        // The kernel caps a batch at UIO_MAXIOV messages.
+        let count = count.min(1024) as usize;
+        let mut done = 0;
+        while done < count {
+            // SAFETY: `msgs` holds `count` valid entries.
+            let m = unsafe { &mut *msgs.add(done) };
+            // SAFETY: a valid msghdr.
+            let r = match unsafe { stack_sendmsg(o, &m.msg_hdr, flags) } {
+                Some(r) => r,
+                None => {
+                    // SAFETY: the caller's msghdr, sent by the shadow.
+                    let n = unsafe { real::sendmsg(fd, &m.msg_hdr, flags) };
+                    if n < 0 {
+                        Err(crate::guard::errno())
+                    } else {
+                        Ok(n as usize)
+                    }
+                }
+            };
+            match r {
+                Ok(n) => {
+                    m.msg_len = n as c_uint;
+                    done += 1;
+                }
+                // As the kernel: an error after the first message ends the batch quietly.
+                Err(_) if done > 0 => break,
+                Err(e) => return fail(e),
+            }
         }
-        k.call()
+        done as c_int
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::getsockname(fd, addr, len) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("getsockname");
+    guarded(&SITE, kernel, |k| match served(fd) {
+        Some(entry) => {
+            let o = entry.offloaded().expect("served");
+            if o.kernel_peer.load(std::sync::atomic::Ordering::Acquire) {
+                return k.call();
+            }
+            if len.is_null() || addr.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: the caller's buffer of `*len` bytes.
+            status(unsafe { dgram::store_addr(dgram::local_addr(o), addr, len) })
+        }
+        None => k.call(),
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::getpeername(fd, addr, len) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("getpeername");
+    guarded(&SITE, kernel, |k| match served(fd) {
+        Some(entry) => {
+            let o = entry.offloaded().expect("served");
+            if o.kernel_peer.load(std::sync::atomic::Ordering::Acquire) {
+                return k.call();
+            }
+            let Some(peer) = o.udp.peer_addr() else {
+                return fail(libc::ENOTCONN);
+            };
+            if len.is_null() || addr.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: the caller's buffer of `*len` bytes.
+            status(unsafe { dgram::store_addr(peer, addr, len) })
+        }
+        None => k.call(),
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::getsockopt(fd, level, name, value, len) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("getsockopt");
+    guarded(&SITE, kernel, |k| {
+        let Some(entry) = served(fd) else {
+            return k.call();
+        };
+        let o = entry.offloaded().expect("served");
+        let v = match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_ERROR) => match o.udp.take_error() {
+                // Nothing pending in the stack: the shadow's own (kernel paths).
+                0 => return k.call(),
+                e => e,
+            },
+            (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
+                o.udp.recv_buffer().min(c_int::MAX as usize) as c_int
+            }
+            (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
+                o.udp.send_buffer().min(c_int::MAX as usize) as c_int
+            }
+            // Everything else is mirrored on the shadow by setsockopt (see there).
+            _ => return k.call(),
+        };
+        // SAFETY: the caller's buffer of `*len` bytes.
+        status(unsafe { dgram::store_int(v, value, len) })
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::setsockopt(fd, level, name, value, len) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("setsockopt");
+    guarded(&SITE, kernel, |k| {
+        let Some(entry) = served(fd) else {
+            return k.call();
+        };
+        let o = entry.offloaded().expect("served");
+        // SAFETY: the caller promises `len` readable bytes at `value`.
+        match unsafe { super::sockopt::set(fd, o, level, name, value, len, || k.call()) } {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        }
     })
 }
 
 fd_hooks! {
     fn listen(fd: c_int, backlog: c_int) -> c_int;
     fn shutdown(fd: c_int, how: c_int) -> c_int;
-    fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void,
-                  len: *mut socklen_t) -> c_int;
-    fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void,
-                  len: socklen_t) -> c_int;
-    fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
-    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
 }

@@ -1,0 +1,459 @@
+//! Offloaded datagram sockets: the C ABI of the socket calls translated onto the stack's
+//! `UdpSocket`, with the kernel's return values, errno and address formats.
+//!
+//! Routing inside an offloaded socket:
+//! - a destination the policy keeps in the kernel (sendto, or connect) goes through the
+//!   kernel shadow, from the shadow's own port;
+//! - a socket bound to INADDR_ANY has its shadow bound to the same port on INADDR_ANY, so a
+//!   receive takes from the stack's queue or from the shadow, whichever has a datagram, and a
+//!   blocking receive waits on both.
+//!
+//! Functions here return `Err(errno)`; the hooks turn that into -1 and errno.
+
+use std::mem::size_of;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use libc::{iovec, msghdr, sockaddr, sockaddr_in, socklen_t};
+use sluice_stack::socket::udp::{Received, RecvFlags};
+
+use crate::entry::Offloaded;
+use crate::init::sluice;
+use crate::offload::{duration, running, sockopt};
+use crate::real;
+
+pub type Res<T> = Result<T, c_int>;
+
+/// The IPv4 address at `addr`, if it is one.
+///
+/// # Safety
+/// `addr` is null or points to `len` readable bytes.
+pub unsafe fn inet_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
+    if addr.is_null() || (len as usize) < size_of::<sockaddr_in>() {
+        return None;
+    }
+    // SAFETY: at least sizeof(sockaddr_in) readable bytes; callers' buffers may be unaligned.
+    let sin = unsafe { std::ptr::read_unaligned(addr.cast::<sockaddr_in>()) };
+    (sin.sin_family == libc::AF_INET as libc::sa_family_t).then(|| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        )
+    })
+}
+
+fn sockaddr_of(a: SocketAddrV4) -> sockaddr_in {
+    sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Stores `a` the way the kernel does: at most `*len` bytes of it, and the full length in
+/// `*len`. A null `addr` or `len` stores nothing.
+///
+/// # Safety
+/// `addr` is null or has `*len` writable bytes; `len` is null or valid.
+pub unsafe fn store_addr(a: SocketAddrV4, addr: *mut sockaddr, len: *mut socklen_t) -> Res<()> {
+    if addr.is_null() || len.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per the contract.
+    let room = unsafe { *len };
+    if (room as c_int) < 0 {
+        return Err(libc::EINVAL);
+    }
+    let sin = sockaddr_of(a);
+    let n = (room as usize).min(size_of::<sockaddr_in>());
+    // SAFETY: `n` bytes fit in the caller's buffer and in `sin`.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&sin as *const sockaddr_in).cast::<u8>(), addr.cast(), n);
+        *len = size_of::<sockaddr_in>() as socklen_t;
+    }
+    Ok(())
+}
+
+/// Stores an int option the way the kernel does (truncated to `*len`, `*len` updated).
+///
+/// # Safety
+/// `value` has `*len` writable bytes; `len` is valid or null (EFAULT).
+pub unsafe fn store_int(v: c_int, value: *mut c_void, len: *mut socklen_t) -> Res<()> {
+    if len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: per the contract.
+    let room = unsafe { *len } as c_int;
+    if room < 0 {
+        return Err(libc::EINVAL);
+    }
+    let n = (room as usize).min(size_of::<c_int>());
+    if n > 0 && value.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: `n` bytes fit in both.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&v as *const c_int).cast::<u8>(), value.cast(), n);
+        *len = n as socklen_t;
+    }
+    Ok(())
+}
+
+/// The caller's iovecs as byte slices.
+///
+/// # Safety
+/// `iov` is null (with `count` 0) or holds `count` iovecs describing writable memory that
+/// outlives the result and is not aliased.
+pub unsafe fn iov_mut<'a>(iov: *const iovec, count: usize) -> Vec<&'a mut [u8]> {
+    if iov.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the contract.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, count) };
+    iovs.iter()
+        .filter(|v| v.iov_len > 0 && !v.iov_base.is_null())
+        // SAFETY: per the contract.
+        .map(|v| unsafe { std::slice::from_raw_parts_mut(v.iov_base.cast::<u8>(), v.iov_len) })
+        .collect()
+}
+
+/// # Safety
+/// As `iov_mut`, for readable memory.
+pub unsafe fn iov_ref<'a>(iov: *const iovec, count: usize) -> Vec<&'a [u8]> {
+    if iov.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the contract.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, count) };
+    iovs.iter()
+        .filter(|v| v.iov_len > 0 && !v.iov_base.is_null())
+        // SAFETY: per the contract.
+        .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) })
+        .collect()
+}
+
+/// A checked iovec count (the kernel's UIO_MAXIOV bound).
+pub fn iov_count(count: c_int) -> Res<usize> {
+    if !(0..=1024).contains(&count) {
+        return Err(libc::EINVAL);
+    }
+    Ok(count as usize)
+}
+
+fn policy_offloads(dst: SocketAddrV4) -> bool {
+    sluice().is_some_and(|sl| sl.config.policy.offloads(dst))
+}
+
+/// Where a send goes.
+pub enum SendRoute {
+    Stack,
+    /// Through the kernel shadow (the caller makes the real call).
+    Shadow,
+}
+
+/// Whether a send to `dst` (None: the connected peer) is the stack's or the shadow's.
+pub fn send_route(o: &Offloaded, dst: Option<SocketAddrV4>) -> SendRoute {
+    match dst {
+        Some(dst) if !policy_offloads(dst) => SendRoute::Shadow,
+        None if o.kernel_peer.load(Ordering::Acquire) => SendRoute::Shadow,
+        _ => SendRoute::Stack,
+    }
+}
+
+/// A send through the stack.
+pub fn send(o: &Offloaded, bufs: &[&[u8]], dst: Option<SocketAddrV4>, flags: c_int) -> Res<usize> {
+    o.touch();
+    o.udp.send_to(bufs, dst, flags & libc::MSG_DONTWAIT != 0)
+}
+
+/// What one receive produced.
+pub struct Got {
+    pub copied: usize,
+    pub len: usize,
+    pub from: SocketAddrV4,
+}
+
+impl From<Received> for Got {
+    fn from(r: Received) -> Got {
+        Got {
+            copied: r.copied,
+            len: r.len,
+            from: r.from,
+        }
+    }
+}
+
+fn recv_flags(flags: c_int, dontwait: bool) -> RecvFlags {
+    RecvFlags {
+        peek: flags & libc::MSG_PEEK != 0,
+        dontwait,
+        trunc: flags & libc::MSG_TRUNC != 0,
+    }
+}
+
+/// One datagram from the shadow without waiting.
+fn shadow_recv(fd: c_int, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
+    let mut iov: Vec<iovec> = bufs
+        .iter_mut()
+        .map(|b| iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: an all-zero msghdr and sockaddr_in are valid.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut sin: sockaddr_in = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut sin as *mut sockaddr_in).cast();
+    msg.msg_namelen = size_of::<sockaddr_in>() as socklen_t;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    let kflags = (flags & libc::MSG_PEEK) | libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    // SAFETY: msg describes live buffers.
+    let n = unsafe { real::recvmsg(fd, &mut msg, kflags) };
+    if n < 0 {
+        return Err(crate::guard::errno());
+    }
+    let len = n as usize;
+    let room: usize = bufs.iter().map(|b| b.len()).sum();
+    Ok(Got {
+        copied: len.min(room),
+        len,
+        from: SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        ),
+    })
+}
+
+/// One datagram for the application: from the stack, or for a socket on INADDR_ANY from the
+/// stack or the shadow. Blocks unless `flags` has MSG_DONTWAIT or the socket is non-blocking.
+pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
+    o.touch();
+    if o.kernel_peer.load(Ordering::Acquire) {
+        return shadow_recv_blocking(fd, o, bufs, flags);
+    }
+    let dontwait = flags & libc::MSG_DONTWAIT != 0;
+    if !o.shadow_receives.load(Ordering::Acquire) {
+        return o
+            .udp
+            .recv_from(bufs, recv_flags(flags, dontwait))
+            .map(Got::from);
+    }
+    let nonblocking = dontwait || o.nonblocking.load(Ordering::Acquire);
+    let deadline = if nonblocking {
+        None
+    } else {
+        sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO)
+            .and_then(duration)
+            .map(|d| Instant::now() + d)
+    };
+    loop {
+        match o.udp.recv_from(bufs, recv_flags(flags, true)) {
+            Err(libc::EAGAIN) => {}
+            other => return other.map(Got::from),
+        }
+        match shadow_recv(fd, bufs, flags) {
+            Err(libc::EAGAIN) => {}
+            other => return other,
+        }
+        if nonblocking {
+            return Err(libc::EAGAIN);
+        }
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(libc::EAGAIN),
+            },
+            None => None,
+        };
+        wait_readable(fd, o, left)?;
+    }
+}
+
+/// A socket connected to a kernel-kept peer receives through its shadow only.
+fn shadow_recv_blocking(
+    fd: c_int,
+    o: &Offloaded,
+    bufs: &mut [&mut [u8]],
+    flags: c_int,
+) -> Res<Got> {
+    loop {
+        match shadow_recv(fd, bufs, flags) {
+            Err(libc::EAGAIN)
+                if flags & libc::MSG_DONTWAIT == 0 && !o.nonblocking.load(Ordering::Acquire) =>
+            {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd. SO_RCVTIMEO is not applied on this path.
+                if unsafe { real::poll(&mut p, 1, -1) } < 0 {
+                    return Err(crate::guard::errno());
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Waits until the stack socket or the shadow may have a datagram, or `left` passes: spins
+/// on the stack for the configured budget, then sleeps in one real poll on the shadow and
+/// the stack's wakeup eventfd. Err(EINTR) when a signal interrupts the sleep.
+fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>) -> Res<()> {
+    let start = Instant::now();
+    let Some(stack) = running() else {
+        return Err(libc::EAGAIN);
+    };
+    let spin = sluice().map_or(Duration::ZERO, |sl| sl.config.spin_budget());
+    while start.elapsed() < spin.min(left.unwrap_or(spin)) {
+        stack.poll();
+        if o.udp.readiness().readable {
+            return Ok(());
+        }
+        std::hint::spin_loop();
+    }
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stack.wakeup_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    if o.udp.readiness().readable {
+        return Ok(());
+    }
+    let timeout = left.map_or(-1, |l| {
+        let l = l.saturating_sub(start.elapsed());
+        l.as_millis().clamp(1, c_int::MAX as u128) as c_int
+    });
+    // SAFETY: two valid pollfds.
+    let r = unsafe { real::poll(fds.as_mut_ptr(), 2, timeout) };
+    if r < 0 {
+        return Err(crate::guard::errno());
+    }
+    if fds[1].revents != 0 {
+        stack.drain_wakeup();
+    }
+    Ok(())
+}
+
+/// bind on an offloaded socket. On INADDR_ANY the shadow is bound first (on the same address,
+/// so the kernel's errors and ephemeral port choice are the answer), then the stack socket to
+/// the same port.
+pub fn bind(fd: c_int, o: &Offloaded, local: SocketAddrV4, kernel: impl Fn() -> c_int) -> Res<()> {
+    if local.ip().is_unspecified() {
+        if kernel() != 0 {
+            return Err(crate::guard::errno());
+        }
+        let port = sockname(fd).map_or(local.port(), |a| a.port());
+        o.udp.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+        o.shadow_receives.store(true, Ordering::Release);
+        return Ok(());
+    }
+    o.udp.bind(local)
+}
+
+/// The shadow's own address.
+fn sockname(fd: c_int) -> Option<SocketAddrV4> {
+    // SAFETY: all-zero sockaddr_in is valid.
+    let mut sin: sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<sockaddr_in>() as socklen_t;
+    // SAFETY: a sockaddr_in-sized buffer.
+    let r = unsafe { real::getsockname(fd, (&mut sin as *mut sockaddr_in).cast(), &mut len) };
+    // SAFETY: `len` bytes of a sockaddr_in were written.
+    (r == 0).then(|| unsafe { inet_addr((&sin as *const sockaddr_in).cast(), len) })?
+}
+
+/// connect (or, with `None`, the AF_UNSPEC disconnect) on an offloaded socket. A peer the
+/// policy keeps in the kernel is connected on the shadow, which then carries the socket.
+pub fn connect(o: &Offloaded, peer: Option<SocketAddrV4>, kernel: impl Fn() -> c_int) -> Res<()> {
+    match peer {
+        Some(p) if !policy_offloads(p) => {
+            if kernel() != 0 {
+                return Err(crate::guard::errno());
+            }
+            o.udp.connect(None)?;
+            o.kernel_peer.store(true, Ordering::Release);
+            Ok(())
+        }
+        Some(p) => {
+            o.udp.connect(Some(p))?;
+            o.kernel_peer.store(false, Ordering::Release);
+            Ok(())
+        }
+        None => {
+            // The shadow may be connected too (kernel peer): disconnect both.
+            kernel();
+            o.kernel_peer.store(false, Ordering::Release);
+            o.udp.connect(None)
+        }
+    }
+}
+
+pub fn local_addr(o: &Offloaded) -> SocketAddrV4 {
+    o.udp
+        .local_addr()
+        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+}
+
+/// FIONREAD: the size of the next datagram, 0 if none.
+pub fn next_datagram_len(fd: c_int, o: &Offloaded) -> c_int {
+    if let Some(stack) = running() {
+        stack.poll();
+    }
+    let n = o.udp.next_datagram_len();
+    if n > 0 || o.udp.readiness().readable {
+        return n.min(c_int::MAX as usize) as c_int;
+    }
+    if o.shadow_receives.load(Ordering::Acquire) || o.kernel_peer.load(Ordering::Acquire) {
+        let mut n: c_int = 0;
+        // SAFETY: FIONREAD writes an int.
+        if unsafe { real::ioctl(fd, libc::FIONREAD, (&mut n as *mut c_int) as libc::c_ulong) } == 0
+        {
+            return n;
+        }
+    }
+    0
+}
+
+/// Readiness as poll reports it (POLLIN/POLLOUT/POLLERR bits), for the events asked.
+pub fn poll_bits(o: &Offloaded, shadow_readable: bool) -> i16 {
+    let r = o.udp.readiness();
+    let mut bits = 0;
+    if r.readable || shadow_readable {
+        bits |= libc::POLLIN | libc::POLLRDNORM;
+    }
+    if r.writable {
+        bits |= libc::POLLOUT | libc::POLLWRNORM;
+    }
+    if r.error {
+        bits |= libc::POLLERR;
+    }
+    bits
+}
+
+/// Whether the shadow of a socket that receives through it has a datagram (one real poll).
+pub fn shadow_readable(fd: c_int, o: &Offloaded) -> bool {
+    if !o.shadow_receives.load(Ordering::Acquire) && !o.kernel_peer.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { real::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
+}

@@ -1,0 +1,509 @@
+//! Readiness over kernel fds and offloaded sockets together: poll/ppoll/select/pselect and
+//! epoll (minimal; the full story is issue 5).
+//!
+//! Offloaded sockets have no kernel readiness of their own (their shadows are idle), so their
+//! readiness comes from `UdpSocket::readiness()`. One real wait covers both kinds: the kernel
+//! part of the set plus the stack's wakeup eventfd, which the engine writes when a socket's
+//! queue becomes non-empty. A blocking call first spins on the stack for the configured budget,
+//! then sleeps in that real wait, in slices (a wakeup drained by another thread's wait is then
+//! only late, never lost), and loops until something is ready or the timeout passes.
+//!
+//! A socket bound to INADDR_ANY also receives through its shadow: the shadow stays in the
+//! kernel set for POLLIN (poll, select) or gets a private registration (epoll).
+//!
+//! epoll keeps offloaded fds in a user-space list per epoll fd (events, data, EPOLLET as
+//! "report again once the application has received or sent since", EPOLLONESHOT); the epoll fd
+//! gets the wakeup eventfd registered once with a private data value that is filtered out of
+//! the results. Known gap: an fd added to an epoll set while it was still a kernel socket is
+//! not moved to the user-space list when it becomes offloaded later (add it after bind or
+//! connect, as asyncio and most event loops do).
+
+use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use libc::{epoll_event, pollfd, sigset_t, timespec};
+use sluice_stack::engine::Stack;
+
+use crate::dgram::{self, Res};
+use crate::entry::{Offloaded, SocketEntry};
+use crate::init::{sluice, TABLE};
+use crate::offload::running;
+use crate::real;
+
+/// Longest single sleep of a mixed wait.
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
+/// epoll data of the wakeup eventfd's registration (filtered out of results).
+const WAKEUP_DATA: u64 = 0x5c1c_e000_0000_0001;
+/// epoll data tag of a shadow's private registration (low 32 bits: the fd).
+const SHADOW_TAG: u64 = 0x5c1c_e001_0000_0000;
+const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
+
+/// When a wait must end.
+#[derive(Clone, Copy)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    pub fn after(timeout: Option<Duration>) -> Deadline {
+        Deadline(timeout.map(|t| Instant::now() + t))
+    }
+    fn left(&self) -> Option<Duration> {
+        self.0
+            .map(|d| d.checked_duration_since(Instant::now()).unwrap_or_default())
+    }
+    fn passed(&self) -> bool {
+        self.left().is_some_and(|l| l.is_zero())
+    }
+    /// The next real sleep, in milliseconds.
+    fn slice_ms(&self) -> c_int {
+        let slice = self.left().map_or(SLEEP_SLICE, |l| l.min(SLEEP_SLICE));
+        slice.as_millis().max(1) as c_int
+    }
+}
+
+/// Whether any socket of this process is offloaded (else readiness calls are the kernel's).
+#[inline]
+pub fn any_offloaded() -> bool {
+    running().is_some()
+}
+
+fn spin_budget() -> Duration {
+    sluice().map_or(Duration::ZERO, |sl| sl.config.spin_budget())
+}
+
+/// Spins on the stack until `ready()` or the budget (bounded by the deadline) is spent.
+fn spin(stack: &Stack, deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
+    let budget = spin_budget();
+    let start = Instant::now();
+    while start.elapsed() < budget && !deadline.passed() {
+        stack.poll();
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
+
+/// The served entries among `fds` (index, entry), empty when none is offloaded.
+fn served_of(fds: &[pollfd]) -> Vec<(usize, Arc<SocketEntry>)> {
+    fds.iter()
+        .enumerate()
+        .filter(|(_, p)| TABLE.is_tracked(p.fd))
+        .filter_map(|(i, p)| {
+            TABLE
+                .get(p.fd)
+                .filter(|e| e.offloaded().is_some())
+                .map(|e| (i, e))
+        })
+        .collect()
+}
+
+fn off(e: &SocketEntry) -> &Offloaded {
+    e.offloaded().expect("served")
+}
+
+fn receives_via_shadow(o: &Offloaded) -> bool {
+    o.shadow_receives.load(Ordering::Acquire) || o.kernel_peer.load(Ordering::Acquire)
+}
+
+/// poll over `fds` when some are offloaded; `None` when none is (the caller makes the real
+/// call). `mask` is the signal mask of the real sleep (ppoll/pselect), null for none.
+pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Option<Res<c_int>> {
+    let served = served_of(fds);
+    if served.is_empty() {
+        return None;
+    }
+    let stack = running()?;
+    // The kernel's share: offloaded fds leave it (fd -1 is ignored) unless their shadow
+    // receives too; the wakeup eventfd joins it.
+    let mut kset: Vec<pollfd> = fds.to_vec();
+    for (i, e) in &served {
+        if receives_via_shadow(off(e)) {
+            kset[*i].events &= libc::POLLIN;
+        } else {
+            kset[*i].fd = -1;
+        }
+    }
+    kset.push(pollfd {
+        fd: stack.wakeup_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let wanted: Vec<i16> = served
+        .iter()
+        .map(|(i, _)| fds[*i].events | libc::POLLERR)
+        .collect();
+    let stack_ready = || {
+        served
+            .iter()
+            .zip(&wanted)
+            .any(|((_, e), w)| dgram::poll_bits(off(e), false) & w != 0)
+    };
+    let mut sleep_now = false;
+    loop {
+        let timeout_ms = if sleep_now { deadline.slice_ms() } else { 0 };
+        let ts = timespec {
+            tv_sec: (timeout_ms / 1000) as libc::time_t,
+            tv_nsec: (timeout_ms % 1000) as libc::c_long * 1_000_000,
+        };
+        // SAFETY: our own pollfd array; `mask` is the caller's.
+        let r = unsafe {
+            real::ppoll(
+                kset.as_mut_ptr(),
+                kset.len() as libc::nfds_t,
+                &ts,
+                if sleep_now { mask } else { std::ptr::null() },
+            )
+        };
+        if r < 0 {
+            return Some(Err(crate::guard::errno()));
+        }
+        if kset.last().is_some_and(|w| w.revents != 0) {
+            stack.drain_wakeup();
+        }
+        stack.poll();
+        let mut count = 0;
+        for (i, p) in fds.iter_mut().enumerate() {
+            p.revents = kset[i].revents;
+        }
+        for (i, e) in &served {
+            let p = &mut fds[*i];
+            let shadow = kset[*i].revents & libc::POLLIN != 0;
+            p.revents = dgram::poll_bits(off(e), shadow) & (p.events | libc::POLLERR);
+        }
+        count += fds.iter().filter(|p| p.revents != 0).count();
+        if count > 0 || deadline.passed() {
+            return Some(Ok(count as c_int));
+        }
+        if !sleep_now && spin(stack, deadline, stack_ready) {
+            continue;
+        }
+        sleep_now = true;
+    }
+}
+
+/// The epoll registrations of offloaded fds, per epoll fd.
+struct Registration {
+    fd: c_int,
+    entry: Weak<SocketEntry>,
+    events: u32,
+    data: u64,
+    /// EPOLLONESHOT fired: silent until EPOLL_CTL_MOD.
+    disarmed: bool,
+    /// EPOLLET: the socket's io_epoch when last reported.
+    reported_at: Option<u32>,
+}
+
+struct EpollSet {
+    epfd: c_int,
+    regs: Vec<Registration>,
+}
+
+static SETS: Mutex<Vec<EpollSet>> = Mutex::new(Vec::new());
+static HAS_SETS: AtomicBool = AtomicBool::new(false);
+
+/// Whether any epoll fd has offloaded registrations (close checks this before `forget_set`).
+#[inline]
+pub fn has_sets() -> bool {
+    HAS_SETS.load(Ordering::Relaxed)
+}
+
+/// An epoll fd was closed (or an fd number that might have been one).
+pub fn forget_set(fd: c_int) {
+    let mut sets = SETS.lock().unwrap_or_else(|p| p.into_inner());
+    sets.retain(|s| s.epfd != fd);
+    if sets.is_empty() {
+        HAS_SETS.store(false, Ordering::Relaxed);
+    }
+}
+
+fn kernel_ctl(epfd: c_int, op: c_int, fd: c_int, events: u32, data: u64) -> c_int {
+    let mut ev = epoll_event { events, u64: data };
+    // SAFETY: a valid event.
+    unsafe { real::epoll_ctl(epfd, op, fd, &mut ev) }
+}
+
+/// epoll_ctl on an offloaded fd. `None`: not offloaded, the kernel's call.
+///
+/// # Safety
+/// `event` is null or a valid epoll_event.
+pub unsafe fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut epoll_event,
+) -> Option<Res<()>> {
+    if !TABLE.is_tracked(fd) {
+        return None;
+    }
+    let entry = TABLE.get(fd).filter(|e| e.offloaded().is_some())?;
+    let stack = running()?;
+    let o = off(&entry);
+    if epfd == fd {
+        return Some(Err(libc::EINVAL));
+    }
+    let wanted = if op == libc::EPOLL_CTL_DEL {
+        None
+    } else {
+        // SAFETY: per the contract.
+        match unsafe { event.as_ref() } {
+            Some(ev) => Some((ev.events, ev.u64)),
+            None => return Some(Err(libc::EFAULT)),
+        }
+    };
+    let mut sets = SETS.lock().unwrap_or_else(|p| p.into_inner());
+    let at = sets.iter().position(|s| s.epfd == epfd);
+    let same =
+        |r: &Registration| r.fd == fd && r.entry.upgrade().is_some_and(|e| Arc::ptr_eq(&e, &entry));
+    let existing = at.and_then(|s| sets[s].regs.iter().position(same));
+    match op {
+        libc::EPOLL_CTL_ADD => {
+            if existing.is_some() {
+                return Some(Err(libc::EEXIST));
+            }
+            let at = match at {
+                Some(at) => at,
+                None => {
+                    // Registering the wakeup eventfd also checks that epfd is an epoll fd.
+                    let r = kernel_ctl(
+                        epfd,
+                        libc::EPOLL_CTL_ADD,
+                        stack.wakeup_fd(),
+                        libc::EPOLLIN as u32,
+                        WAKEUP_DATA,
+                    );
+                    if r != 0 && crate::guard::errno() != libc::EEXIST {
+                        return Some(Err(crate::guard::errno()));
+                    }
+                    sets.push(EpollSet {
+                        epfd,
+                        regs: Vec::new(),
+                    });
+                    HAS_SETS.store(true, Ordering::Relaxed);
+                    sets.len() - 1
+                }
+            };
+            let (events, data) = wanted.expect("ADD has an event");
+            if receives_via_shadow(o) {
+                kernel_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    libc::EPOLLIN as u32,
+                    SHADOW_TAG | fd as u32 as u64,
+                );
+            }
+            sets[at].regs.push(Registration {
+                fd,
+                entry: Arc::downgrade(&entry),
+                events,
+                data,
+                disarmed: false,
+                reported_at: None,
+            });
+            Some(Ok(()))
+        }
+        libc::EPOLL_CTL_MOD => {
+            let (Some(s), Some(r)) = (at, existing) else {
+                return Some(Err(libc::ENOENT));
+            };
+            let (events, data) = wanted.expect("MOD has an event");
+            let reg = &mut sets[s].regs[r];
+            reg.events = events;
+            reg.data = data;
+            reg.disarmed = false;
+            reg.reported_at = None;
+            Some(Ok(()))
+        }
+        libc::EPOLL_CTL_DEL => {
+            let (Some(s), Some(r)) = (at, existing) else {
+                return Some(Err(libc::ENOENT));
+            };
+            sets[s].regs.remove(r);
+            kernel_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
+            Some(Ok(()))
+        }
+        _ => Some(Err(libc::EINVAL)),
+    }
+}
+
+fn epoll_bits(o: &Offloaded, shadow: bool) -> u32 {
+    let bits = dgram::poll_bits(o, shadow);
+    let mut ev = 0;
+    if bits & libc::POLLIN != 0 {
+        ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+    }
+    if bits & libc::POLLOUT != 0 {
+        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
+    }
+    if bits & libc::POLLERR != 0 {
+        ev |= libc::EPOLLERR as u32;
+    }
+    ev
+}
+
+/// Ready registrations of `epfd` into `out` (at most `out.len()`); marks ET/ONESHOT ones.
+fn collect(epfd: c_int, out: &mut [epoll_event], consume: bool) -> usize {
+    let mut sets = SETS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(set) = sets.iter_mut().find(|s| s.epfd == epfd) else {
+        return 0;
+    };
+    // An fd whose last descriptor closed leaves every epoll set, as in the kernel.
+    set.regs.retain(|r| r.entry.strong_count() > 0);
+    let mut n = 0;
+    for reg in set.regs.iter_mut() {
+        if n == out.len() {
+            break;
+        }
+        if reg.disarmed {
+            continue;
+        }
+        let Some(entry) = reg.entry.upgrade() else {
+            continue;
+        };
+        let o = off(&entry);
+        let shadow = receives_via_shadow(o) && dgram::shadow_readable(reg.fd, o);
+        let ready =
+            epoll_bits(o, shadow) & (reg.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
+        if ready == 0 {
+            continue;
+        }
+        let epoch = o.io_epoch.load(Ordering::Relaxed);
+        if reg.events & libc::EPOLLET as u32 != 0 && reg.reported_at == Some(epoch) {
+            continue;
+        }
+        if consume {
+            if reg.events & libc::EPOLLET as u32 != 0 {
+                reg.reported_at = Some(epoch);
+            }
+            if reg.events & libc::EPOLLONESHOT as u32 != 0 {
+                reg.disarmed = true;
+            }
+        }
+        out[n] = epoll_event {
+            events: ready,
+            u64: reg.data,
+        };
+        n += 1;
+    }
+    n
+}
+
+/// Drops our private entries (wakeup, shadows) from real results; returns the kept count and
+/// whether the wakeup fired.
+fn filter_private(events: &mut [epoll_event]) -> (usize, bool) {
+    let mut kept = 0;
+    let mut woke = false;
+    for i in 0..events.len() {
+        let data = events[i].u64;
+        if data == WAKEUP_DATA {
+            woke = true;
+            continue;
+        }
+        if data & TAG_MASK == SHADOW_TAG {
+            continue;
+        }
+        events[kept] = events[i];
+        kept += 1;
+    }
+    (kept, woke)
+}
+
+fn has_set(epfd: c_int) -> bool {
+    has_sets()
+        && SETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s.epfd == epfd)
+}
+
+/// epoll_wait over an epoll fd that has offloaded registrations; `None` when it has none.
+///
+/// # Safety
+/// `events` has room for `max` entries.
+pub unsafe fn epoll_wait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    deadline: Deadline,
+    mask: *const sigset_t,
+) -> Option<Res<c_int>> {
+    if !has_set(epfd) || max <= 0 || events.is_null() {
+        return None;
+    }
+    let stack = running()?;
+    // SAFETY: per the contract.
+    let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
+    let mut sleep_now = false;
+    loop {
+        stack.poll();
+        let mut n = collect(epfd, out, true);
+        if n < out.len() {
+            let timeout = if sleep_now && n == 0 {
+                deadline.slice_ms()
+            } else {
+                0
+            };
+            let rest = &mut out[n..];
+            // SAFETY: `rest` has room for its length.
+            let r = unsafe {
+                real::epoll_pwait(
+                    epfd,
+                    rest.as_mut_ptr(),
+                    rest.len() as c_int,
+                    timeout,
+                    if timeout > 0 { mask } else { std::ptr::null() },
+                )
+            };
+            if r < 0 {
+                if n > 0 {
+                    return Some(Ok(n as c_int));
+                }
+                return Some(Err(crate::guard::errno()));
+            }
+            let (kept, woke) = filter_private(&mut rest[..r as usize]);
+            if woke {
+                stack.drain_wakeup();
+            }
+            n += kept;
+            if n == 0 && timeout > 0 {
+                // Woken by the stack or a shadow: look again at once.
+                stack.poll();
+                n = collect(epfd, out, true);
+            }
+        }
+        if n > 0 || deadline.passed() {
+            return Some(Ok(n as c_int));
+        }
+        if !sleep_now {
+            let mut probe = [epoll_event { events: 0, u64: 0 }];
+            if spin(stack, deadline, || collect(epfd, &mut probe, false) > 0) {
+                continue;
+            }
+        }
+        sleep_now = true;
+    }
+}
+
+/// A poll-style timeout in ms (negative: none) as a duration.
+pub fn ms(timeout: c_int) -> Option<Duration> {
+    (timeout >= 0).then(|| Duration::from_millis(timeout as u64))
+}
+
+/// A timespec timeout (null: none) as a duration; Err(EINVAL) if malformed.
+///
+/// # Safety
+/// `ts` is null or valid.
+pub unsafe fn ts(ts: *const timespec) -> Res<Option<Duration>> {
+    // SAFETY: per the contract.
+    let Some(t) = (unsafe { ts.as_ref() }) else {
+        return Ok(None);
+    };
+    if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+        return Err(libc::EINVAL);
+    }
+    Ok(Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32)))
+}
