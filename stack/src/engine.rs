@@ -31,6 +31,10 @@ use crate::link::kernel_udp::KernelUdpLink;
 use crate::link::{Link, MacAddr};
 use crate::socket::udp::{SocketShared, UdpSocket};
 use crate::udp::SocketId;
+use crate::wire::{
+    multicast_mac, EtherType, EthernetHeader, Ipv4Header, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
+    PROTO_IGMP,
+};
 
 /// Frames taken from a link per poll.
 const RX_BURST: usize = 64;
@@ -85,6 +89,8 @@ pub struct PortCounters {
     pub socket_queue_drops: u64,
     pub rx_udp_datagrams: u64,
     pub tx_udp_datagrams: u64,
+    /// IGMP membership reports and leaves sent.
+    pub igmp_sent: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,6 +111,7 @@ pub(crate) struct Port {
     tx_drops: u64,
     socket_queue_drops: u64,
     delivered_seen: u64,
+    igmp_sent: u64,
 }
 
 impl Port {
@@ -116,6 +123,7 @@ impl Port {
             tx_drops: 0,
             socket_queue_drops: 0,
             delivered_seen: 0,
+            igmp_sent: 0,
         }
     }
 
@@ -141,6 +149,19 @@ impl Port {
                 }
             }
         }
+    }
+
+    /// Sends an IGMPv2 membership report (join) or leave for `group` on this port.
+    pub(crate) fn send_igmp(&mut self, group: Ipv4Addr, join: bool) {
+        let frame = igmp_frame(
+            self.iface.config().mac,
+            self.iface.config().addr,
+            group,
+            join,
+        );
+        self.backlog.push_back(frame);
+        self.flush();
+        self.igmp_sent += 1;
     }
 
     pub(crate) fn backlog_full(&self) -> bool {
@@ -434,6 +455,7 @@ impl Stack {
                     + port.iface.sockets().counters().queue_full_drops,
                 rx_udp_datagrams: c.rx_udp_datagrams,
                 tx_udp_datagrams: c.tx_udp_datagrams,
+                igmp_sent: port.igmp_sent,
             });
         }
         if let Some(k) = &engine.kernel_udp {
@@ -598,6 +620,57 @@ fn helper_loop(stack: Weak<Stack>) {
 pub fn stack_mac(addr: Ipv4Addr) -> MacAddr {
     let o = addr.octets();
     MacAddr::local([0x02, 0x5c, o[0], o[1], o[2], o[3]])
+}
+
+/// An IGMPv2 message in an Ethernet frame (RFC 2236): a membership report
+/// to the group itself, or a leave to all-routers (224.0.0.2). TTL 1, and no
+/// Router Alert option (the interface's IPv4 writer has no options; Linux
+/// bridges and common snooping switches accept reports without it).
+fn igmp_frame(mac: MacAddr, src: Ipv4Addr, group: Ipv4Addr, join: bool) -> Vec<u8> {
+    const IGMP_LEN: usize = 8;
+    let dst = if join {
+        group
+    } else {
+        Ipv4Addr::new(224, 0, 0, 2)
+    };
+    let mut frame = vec![0u8; ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + IGMP_LEN];
+    EthernetHeader {
+        dst: multicast_mac(dst),
+        src: mac,
+        ethertype: EtherType::Ipv4,
+    }
+    .write(&mut frame);
+    Ipv4Header {
+        src,
+        dst,
+        protocol: PROTO_IGMP,
+        ttl: 1,
+        ident: 0,
+        dont_fragment: true,
+        more_fragments: false,
+        fragment_offset: 0,
+        header_len: IPV4_HEADER_LEN,
+        total_len: IPV4_HEADER_LEN + IGMP_LEN,
+    }
+    .write(&mut frame[ETHERNET_HEADER_LEN..]);
+    let igmp = &mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
+    igmp[0] = if join { 0x16 } else { 0x17 };
+    igmp[4..8].copy_from_slice(&group.octets());
+    let checksum = internet_checksum(igmp);
+    igmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
+/// RFC 1071 one's-complement sum of 16-bit words.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 fn process_seed() -> u16 {

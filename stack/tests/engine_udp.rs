@@ -470,3 +470,110 @@ fn connect_filters_peers_and_disconnect_forgets() {
         Err(libc::EDESTADDRREQ)
     );
 }
+
+#[test]
+fn multicast_reaches_every_member_until_they_leave() {
+    let (a, b, _) = pair();
+    let group = Ipv4Addr::new(239, 1, 2, 3);
+    let members: Vec<_> = (0..2)
+        .map(|_| {
+            let s = b.udp_socket().unwrap();
+            s.set_reuse_addr(true).unwrap();
+            s.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7200))
+                .unwrap();
+            s.join_group(group, Ipv4Addr::UNSPECIFIED).unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(
+        members[0].join_group(group, Ipv4Addr::UNSPECIFIED),
+        Err(libc::EADDRINUSE),
+        "joined twice"
+    );
+    let sender = bound(&a, A_IP, 7201);
+    sender
+        .send_to(&[b"to all"], Some(SocketAddrV4::new(group, 7200)), false)
+        .unwrap();
+    for member in &members {
+        assert_eq!(
+            recv(member),
+            (b"to all".to_vec(), SocketAddrV4::new(A_IP, 7201))
+        );
+    }
+    for member in &members {
+        member.leave_group(group, Ipv4Addr::UNSPECIFIED).unwrap();
+    }
+    assert_eq!(
+        members[0].leave_group(group, Ipv4Addr::UNSPECIFIED),
+        Err(libc::EADDRNOTAVAIL)
+    );
+    // After the group, a unicast marker (it goes to one of the two, Linux's
+    // SO_REUSEADDR rule): the marker must be all that arrives.
+    sender
+        .send_to(&[b"nobody"], Some(SocketAddrV4::new(group, 7200)), false)
+        .unwrap();
+    sender
+        .send_to(&[b"marker"], Some(SocketAddrV4::new(B_IP, 7200)), false)
+        .unwrap();
+    wait_until("the marker", &[&a, &b], || {
+        members.iter().any(|m| m.readiness().readable)
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for member in &members {
+        while let Ok(r) = member.recv_from(&mut [&mut buf], dontwait()) {
+            got.push(buf[..r.copied].to_vec());
+        }
+    }
+    assert_eq!(got, vec![b"marker".to_vec()]);
+}
+
+/// IGMP messages a stack put on the wire, as (type, IP destination, group).
+fn igmp_messages(raw: &mut MemoryLink) -> Vec<(u8, Ipv4Addr, Ipv4Addr)> {
+    let mut out = Vec::new();
+    raw.recv_frames(usize::MAX, &mut |f| {
+        if f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 2 {
+            let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+            let group = Ipv4Addr::new(f[38], f[39], f[40], f[41]);
+            out.push((f[34], dst, group));
+        }
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn joining_and_leaving_a_group_sends_igmp_reports_once_per_port() {
+    let (stack_end, mut raw, _) = MemoryLink::pair(
+        stack_mac(B_IP),
+        stack_mac(A_IP),
+        Impairment::default(),
+        Impairment::default(),
+    );
+    let config = InterfaceConfig::new(stack_end.mac(), B_IP, 24);
+    let b = Stack::with_links(
+        vec![(Box::new(stack_end) as _, config)],
+        Duration::ZERO,
+        no_op,
+    )
+    .unwrap();
+    let group = Ipv4Addr::new(239, 9, 9, 9);
+    let first = b.udp_socket().unwrap();
+    let second = b.udp_socket().unwrap();
+    first.join_group(group, B_IP).unwrap();
+    second.join_group(group, Ipv4Addr::UNSPECIFIED).unwrap();
+    assert_eq!(igmp_messages(&mut raw), vec![(0x16, group, group)]);
+    first.leave_group(group, B_IP).unwrap();
+    assert!(igmp_messages(&mut raw).is_empty(), "still one member");
+    // Closing the last member leaves the group.
+    second.close();
+    assert_eq!(
+        igmp_messages(&mut raw),
+        vec![(0x17, Ipv4Addr::new(224, 0, 0, 2), group)]
+    );
+    assert_eq!(b.counters().ports[0].igmp_sent, 2);
+    assert_eq!(
+        first.join_group(Ipv4Addr::new(10, 0, 0, 1), B_IP),
+        Err(libc::EINVAL)
+    );
+}

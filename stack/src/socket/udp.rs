@@ -227,7 +227,10 @@ impl UdpSocket {
 
     /// connect(): `None` (AF_UNSPEC) disconnects.
     pub fn connect(&self, peer: Option<SocketAddrV4>) -> Result<(), i32> {
-        let options = self.options.lock().unwrap().bind;
+        let (options, multicast_if) = {
+            let o = self.options.lock().unwrap();
+            (o.bind, o.multicast_if)
+        };
         self.with_engine(|engine, ids| {
             let Some(peer) = peer else {
                 for (port, id) in engine.ports.iter_mut().zip(ids) {
@@ -235,7 +238,7 @@ impl UdpSocket {
                 }
                 return Ok(());
             };
-            let route = sending_port(engine, ids, *peer.ip());
+            let route = sending_port(engine, ids, *peer.ip(), multicast_if);
             ensure_bound_everywhere(engine, ids, options)?;
             engine.ports[route]
                 .iface
@@ -307,9 +310,14 @@ impl UdpSocket {
                 &gathered
             }
         };
-        let (nonblocking, timeout, options) = {
+        let (nonblocking, timeout, options, multicast_if) = {
             let o = self.options.lock().unwrap();
-            (o.nonblocking || dontwait, o.send_timeout, o.bind)
+            (
+                o.nonblocking || dontwait,
+                o.send_timeout,
+                o.bind,
+                o.multicast_if,
+            )
         };
         let start = Instant::now();
         loop {
@@ -321,7 +329,7 @@ impl UdpSocket {
                         .map(|peer| *peer.ip())
                         .ok_or(libc::EDESTADDRREQ)?,
                 };
-                let port = sending_port(engine, ids, target);
+                let port = sending_port(engine, ids, target, multicast_if);
                 if engine.ports[port].backlog_full() {
                     return Ok(None);
                 }
@@ -574,7 +582,7 @@ impl Engine {
         *count += 1;
         if *count == 1 {
             self.ports[port].iface.join_group(group);
-            self.ports[port].flush();
+            self.ports[port].send_igmp(group, true);
         }
     }
 
@@ -584,7 +592,7 @@ impl Engine {
             if *count == 0 {
                 self.memberships.remove(&(port, group));
                 self.ports[port].iface.leave_group(group);
-                self.ports[port].flush();
+                self.ports[port].send_igmp(group, false);
             }
         }
     }
@@ -613,7 +621,18 @@ fn primary(engine: &Engine, ids: &[crate::udp::SocketId]) -> Option<usize> {
 
 /// The port a datagram to `dst` leaves by: the port of a socket bound to a
 /// data IP, else the route's.
-fn sending_port(engine: &Engine, ids: &[crate::udp::SocketId], dst: Ipv4Addr) -> usize {
+fn sending_port(
+    engine: &Engine,
+    ids: &[crate::udp::SocketId],
+    dst: Ipv4Addr,
+    multicast_if: Option<Ipv4Addr>,
+) -> usize {
+    if let Some(port) = multicast_if
+        .filter(|_| dst.is_multicast())
+        .and_then(|a| engine.port_of(a))
+    {
+        return port;
+    }
     let bound = primary(engine, ids).and_then(|p| {
         let local = engine.ports[p].iface.sockets().local_addr(ids[p]).ok()??;
         (!local.ip().is_unspecified() && !local.ip().is_multicast()).then_some(p)
