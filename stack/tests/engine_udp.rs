@@ -577,3 +577,66 @@ fn joining_and_leaving_a_group_sends_igmp_reports_once_per_port() {
         Err(libc::EINVAL)
     );
 }
+
+#[test]
+fn a_socket_on_inaddr_any_works_on_every_port_and_sends_by_route() {
+    let a_ips = [A_IP, Ipv4Addr::new(10, 77, 3, 1)];
+    let b_ips = [B_IP, Ipv4Addr::new(10, 77, 3, 2)];
+    let mut a_links = Vec::new();
+    let mut b_links = Vec::new();
+    for (a_ip, b_ip) in a_ips.iter().zip(&b_ips) {
+        let (a, b, _) = MemoryLink::pair(
+            stack_mac(*a_ip),
+            stack_mac(*b_ip),
+            Impairment::default(),
+            Impairment::default(),
+        );
+        let a_config = InterfaceConfig::new(a.mac(), *a_ip, 24);
+        let b_config = InterfaceConfig::new(b.mac(), *b_ip, 24);
+        a_links.push((Box::new(a) as _, a_config));
+        b_links.push((Box::new(b) as _, b_config));
+    }
+    let spin = Duration::from_micros(50);
+    let a = Stack::with_links(a_links, spin, no_op).unwrap();
+    let b = Stack::with_links(b_links, spin, no_op).unwrap();
+    let server = bound(&b, Ipv4Addr::UNSPECIFIED, 7300);
+    let client = a.udp_socket().unwrap();
+    for (i, b_ip) in b_ips.iter().enumerate() {
+        let before = a.counters().ports[i].tx_udp_datagrams;
+        client
+            .send_to(&[&[i as u8]], Some(SocketAddrV4::new(*b_ip, 7300)), false)
+            .unwrap();
+        let (data, from) = recv(&server);
+        assert_eq!(data, [i as u8]);
+        // The route picks the port on the peer's subnet, and its address is the source.
+        assert_eq!(*from.ip(), a_ips[i]);
+        assert_eq!(a.counters().ports[i].tx_udp_datagrams, before + 1);
+        server.send_to(&[b"back"], Some(from), false).unwrap();
+        assert_eq!(
+            recv(&client),
+            (b"back".to_vec(), SocketAddrV4::new(*b_ip, 7300))
+        );
+    }
+    // A socket bound to one data IP hears that port only.
+    let only_second = bound(&b, b_ips[1], 7301);
+    assert_eq!(
+        only_second.local_addr(),
+        Some(SocketAddrV4::new(b_ips[1], 7301))
+    );
+    client
+        .send_to(
+            &[b"wrong port"],
+            Some(SocketAddrV4::new(b_ips[0], 7301)),
+            false,
+        )
+        .unwrap();
+    client
+        .send_to(
+            &[b"right port"],
+            Some(SocketAddrV4::new(b_ips[1], 7301)),
+            false,
+        )
+        .unwrap();
+    assert_eq!(recv(&only_second).0, b"right port");
+    assert_eq!(only_second.next_datagram_len(), 0);
+}
