@@ -265,8 +265,7 @@ impl Stack {
                         ))
                     })?;
                     let mut iface_config =
-                        InterfaceConfig::new(link.mac(), data.addr, data.prefix_len);
-                    iface_config.gateway = config.gateway;
+                        InterfaceConfig::for_port(data, config.gateway, link.mac());
                     iface_config.seed = process_seed();
                     ports.push((Box::new(link) as Box<dyn Link + Send>, iface_config));
                 }

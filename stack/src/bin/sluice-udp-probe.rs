@@ -4,6 +4,7 @@
 //! ```text
 //! sluice-udp-probe echo PORT COUNT SECONDS      echo COUNT datagrams back, then exit
 //! sluice-udp-probe ping IP PORT COUNT SIZE      COUNT ping-pongs of SIZE bytes; prints latency
+//! sluice-udp-probe kernel-ping IP PORT COUNT SIZE   the same over a kernel socket (no stack)
 //! ```
 //!
 //! Prints `ready` once the stack is up (echo), and a summary line with the
@@ -20,12 +21,99 @@ use sluice_stack::socket::udp::RecvFlags;
 fn no_op() {}
 
 fn usage() -> ExitCode {
-    eprintln!("usage: sluice-udp-probe echo PORT COUNT SECONDS | ping IP PORT COUNT SIZE");
+    eprintln!("usage: sluice-udp-probe echo PORT COUNT SECONDS | ping IP PORT COUNT SIZE | kernel-ping IP PORT COUNT SIZE");
     ExitCode::from(2)
+}
+
+/// `ping` arguments: peer, count, size.
+fn ping_args(ip: &str, port: &str, count: &str, size: &str) -> Option<(SocketAddrV4, u32, usize)> {
+    Some((
+        SocketAddrV4::new(ip.parse().ok()?, port.parse().ok()?),
+        count.parse().ok()?,
+        size.parse().ok()?,
+    ))
+}
+
+/// `count` exchanges of `size` bytes, each waiting for its own echo (stale
+/// echoes of timed-out rounds are skipped); the one-way times (RTT / 2) of
+/// the rounds that came back intact.
+fn ping_pong(
+    count: u32,
+    size: usize,
+    mut send: impl FnMut(&[u8]) -> bool,
+    mut recv: impl FnMut(&mut [u8]) -> Option<usize>,
+) -> Vec<u64> {
+    let mut buf = vec![0u8; 65536];
+    let mut one_way_ns = Vec::new();
+    let mut payload = vec![0u8; size.max(4)];
+    for seq in 0..count {
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        let start = Instant::now();
+        if !send(&payload) {
+            continue;
+        }
+        while let Some(n) = recv(&mut buf) {
+            if n >= 4 && buf[..4] == payload[..4] {
+                if buf[..n] == payload[..] {
+                    one_way_ns.push(start.elapsed().as_nanos() as u64 / 2);
+                }
+                break;
+            }
+        }
+    }
+    one_way_ns
+}
+
+/// Prints `sent= received= one_way_p50_us= one_way_p99_us=`; true if nothing was lost.
+fn summary(count: u32, one_way_ns: &[u64]) -> bool {
+    // The first exchanges include ARP resolution: leave them out of the figures.
+    let mut steady: Vec<u64> = one_way_ns.iter().skip(10).copied().collect();
+    steady.sort_unstable();
+    let pct = |p: usize| {
+        steady
+            .get((steady.len() * p / 100).min(steady.len().saturating_sub(1)))
+            .map(|ns| *ns as f64 / 1000.0)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "sent={count} received={} one_way_p50_us={:.1} one_way_p99_us={:.1}",
+        one_way_ns.len(),
+        pct(50),
+        pct(99)
+    );
+    one_way_ns.len() == count as usize
+}
+
+/// The same ping-pong over a plain kernel socket, for side-by-side figures.
+fn kernel_ping(args: &[&str]) -> ExitCode {
+    let Some((peer, count, size)) = (match args {
+        [ip, port, count, size] => ping_args(ip, port, count, size),
+        _ => None,
+    }) else {
+        return usage();
+    };
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("kernel UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let one_way_ns = ping_pong(
+        count,
+        size,
+        |payload| socket.send_to(payload, peer).is_ok(),
+        |buf| socket.recv(buf).ok(),
+    );
+    if summary(count, &one_way_ns) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("kernel-ping", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        return kernel_ping(&rest.iter().map(String::as_str).collect::<Vec<_>>());
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -89,54 +177,22 @@ fn main() -> ExitCode {
             echoed == count
         }
         ["ping", ip, port, count, size] => {
-            let (Ok(ip), Ok(port), Ok(count), Ok(size)) = (
-                ip.parse::<Ipv4Addr>(),
-                port.parse::<u16>(),
-                count.parse::<u32>(),
-                size.parse::<usize>(),
-            ) else {
+            let Some((peer, count, size)) = ping_args(ip, port, count, size) else {
                 return usage();
             };
-            let peer = SocketAddrV4::new(ip, port);
             socket.set_recv_timeout(Some(Duration::from_secs(2)));
-            let mut one_way_ns = Vec::new();
-            let mut payload = vec![0u8; size.max(4)];
-            for seq in 0..count {
-                payload[..4].copy_from_slice(&seq.to_be_bytes());
-                let start = Instant::now();
-                if socket.send_to(&[&payload], Some(peer), false).is_err() {
-                    continue;
-                }
-                // Skip stale echoes of earlier (timed-out) rounds.
-                loop {
-                    match socket.recv_from(&mut [&mut buf], RecvFlags::default()) {
-                        Ok(got) if got.copied >= 4 && buf[..4] == payload[..4] => {
-                            if got.len == payload.len() && buf[..got.len] == payload[..] {
-                                one_way_ns.push(start.elapsed().as_nanos() as u64 / 2);
-                            }
-                            break;
-                        }
-                        Ok(_) => continue,
-                        Err(_) => break,
-                    }
-                }
-            }
-            let received = one_way_ns.len();
-            // The first exchanges include ARP resolution: leave them out of the figures.
-            let mut steady: Vec<u64> = one_way_ns.iter().skip(10).copied().collect();
-            steady.sort_unstable();
-            let pct = |p: usize| {
-                steady
-                    .get((steady.len() * p / 100).min(steady.len().saturating_sub(1)))
-                    .map(|ns| *ns as f64 / 1000.0)
-                    .unwrap_or(0.0)
-            };
-            println!(
-                "sent={count} received={received} one_way_p50_us={:.1} one_way_p99_us={:.1}",
-                pct(50),
-                pct(99)
+            let one_way_ns = ping_pong(
+                count,
+                size,
+                |payload| socket.send_to(&[payload], Some(peer), false).is_ok(),
+                |buf| {
+                    socket
+                        .recv_from(&mut [buf], RecvFlags::default())
+                        .ok()
+                        .map(|got| got.copied)
+                },
             );
-            received == count as usize
+            summary(count, &one_way_ns)
         }
         _ => return usage(),
     };
