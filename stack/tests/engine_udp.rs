@@ -640,3 +640,65 @@ fn a_socket_on_inaddr_any_works_on_every_port_and_sends_by_route() {
     assert_eq!(recv(&only_second).0, b"right port");
     assert_eq!(only_second.next_datagram_len(), 0);
 }
+
+#[test]
+fn a_lossy_duplicating_reordering_wire_delivers_only_whole_datagrams() {
+    let (a, b, wire) = pair();
+    let server = bound(&b, B_IP, 7400);
+    server.set_recv_buffer(1 << 20);
+    let client = bound(&a, A_IP, 7401);
+    let to = SocketAddrV4::new(B_IP, 7400);
+    // Resolve ARP on a clean wire, then impair it.
+    client.send_to(&[b"warm"], Some(to), false).unwrap();
+    assert_eq!(recv(&server).0, b"warm");
+    let faults = Impairment {
+        seed: 7,
+        drop_per_mille: 50,
+        duplicate_per_mille: 50,
+        reorder_per_mille: 50,
+    };
+    wire.set_impairment(faults, Impairment::default());
+    let sent = 400u32;
+    for seq in 0..sent {
+        // Every other datagram is fragmented: a lost fragment loses the whole datagram.
+        let len = if seq % 2 == 0 { 200 } else { 3000 };
+        let mut payload = vec![(seq % 251) as u8; len];
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        client.send_to(&[&payload], Some(to), false).unwrap();
+    }
+    // Past the last: a marker on a clean wire.
+    wire.set_impairment(Impairment::default(), Impairment::default());
+    client.send_to(&[b"end"], Some(to), false).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let (data, _) = recv(&server);
+        if data == b"end" {
+            break;
+        }
+        let seq = u32::from_be_bytes(data[..4].try_into().unwrap());
+        let len = if seq % 2 == 0 { 200 } else { 3000 };
+        assert_eq!(data.len(), len, "datagram {seq} arrived cut");
+        assert!(
+            data[4..].iter().all(|b| *b == (seq % 251) as u8),
+            "datagram {seq} mixed up"
+        );
+        got.push(seq);
+    }
+    let (a_to_b, _) = wire.counters();
+    assert!(a_to_b.dropped > 0 && a_to_b.duplicated > 0 && a_to_b.reordered > 0);
+    let mut distinct = got.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() < sent as usize, "losses show");
+    assert!(
+        distinct.len() > sent as usize / 2,
+        "most arrive: {}",
+        distinct.len()
+    );
+    assert!(
+        got.len() > distinct.len(),
+        "duplicates are delivered twice, as UDP does"
+    );
+    assert!(got.windows(2).any(|w| w[0] > w[1]), "reordering shows");
+    assert_eq!(server.drops(), 0);
+}
