@@ -3,7 +3,7 @@
 use std::net::SocketAddrV4;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sluice_stack::socket::udp::UdpSocket;
 
@@ -98,6 +98,9 @@ pub struct SocketEntry {
     /// SOCK_DGRAM (only those are served by the stack so far).
     datagram: bool,
     offloaded: OnceLock<Offloaded>,
+    /// Kernel epoll registrations (epfd, events, data) made while the socket could still
+    /// become offloaded: moved to user space when it does.
+    epoll_regs: Mutex<Vec<(c_int, u32, u64)>>,
 }
 
 impl std::fmt::Debug for SocketEntry {
@@ -116,7 +119,27 @@ impl SocketEntry {
             route: AtomicU8::new(route as u8),
             datagram,
             offloaded: OnceLock::new(),
+            epoll_regs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether epoll registrations must be remembered for a later offload.
+    pub fn may_become_offloaded(&self) -> bool {
+        self.datagram && self.offloaded.get().is_none() && self.route() != Route::Kernel
+    }
+
+    /// Follows a successful kernel epoll_ctl on this (not yet offloaded) socket.
+    pub fn note_epoll(&self, epfd: c_int, op: c_int, events: u32, data: u64) {
+        let mut regs = self.epoll_regs.lock().unwrap_or_else(|p| p.into_inner());
+        regs.retain(|r| r.0 != epfd);
+        if op != libc::EPOLL_CTL_DEL {
+            regs.push((epfd, events, data));
+        }
+    }
+
+    /// The remembered registrations, emptied.
+    pub fn take_epoll_regs(&self) -> Vec<(c_int, u32, u64)> {
+        std::mem::take(&mut *self.epoll_regs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn is_datagram(&self) -> bool {

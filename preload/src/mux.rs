@@ -14,9 +14,9 @@
 //! epoll keeps offloaded fds in a user-space list per epoll fd (events, data, EPOLLET as
 //! "report again once the application has received or sent since", EPOLLONESHOT); the epoll fd
 //! gets the wakeup eventfd registered once with a private data value that is filtered out of
-//! the results. Known gap: an fd added to an epoll set while it was still a kernel socket is
-//! not moved to the user-space list when it becomes offloaded later (add it after bind or
-//! connect, as asyncio and most event loops do).
+//! the results. An fd added to an epoll set while it was still undecided is moved from the
+//! kernel's set to the user-space list when it becomes offloaded (`migrate`); only epoll sets
+//! it was added to through this process's hooks are known.
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,6 +223,74 @@ fn kernel_ctl(epfd: c_int, op: c_int, fd: c_int, events: u32, data: u64) -> c_in
     let mut ev = epoll_event { events, u64: data };
     // SAFETY: a valid event.
     unsafe { real::epoll_ctl(epfd, op, fd, &mut ev) }
+}
+
+/// Moves the kernel epoll registrations of `fd`, made while it was a kernel socket, to the
+/// user-space lists now that it is offloaded.
+pub fn migrate(fd: c_int, entry: &Arc<SocketEntry>) {
+    let regs = entry.take_epoll_regs();
+    if regs.is_empty() {
+        return;
+    }
+    let Some(stack) = running() else {
+        return;
+    };
+    let o = off(entry);
+    let mut sets = SETS.lock().unwrap_or_else(|p| p.into_inner());
+    for (epfd, events, data) in regs {
+        kernel_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        let at = match sets.iter().position(|s| s.epfd == epfd) {
+            Some(at) => at,
+            None => {
+                kernel_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_ADD,
+                    stack.wakeup_fd(),
+                    libc::EPOLLIN as u32,
+                    WAKEUP_DATA,
+                );
+                sets.push(EpollSet {
+                    epfd,
+                    regs: Vec::new(),
+                });
+                HAS_SETS.store(true, Ordering::Relaxed);
+                sets.len() - 1
+            }
+        };
+        if receives_via_shadow(o) {
+            kernel_ctl(
+                epfd,
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+                SHADOW_TAG | fd as u32 as u64,
+            );
+        }
+        sets[at].regs.push(Registration {
+            fd,
+            entry: Arc::downgrade(entry),
+            events,
+            data,
+            disarmed: false,
+            reported_at: None,
+        });
+    }
+}
+
+/// Remembers a kernel epoll registration of a socket that may become offloaded later.
+///
+/// # Safety
+/// `event` is null or a valid epoll_event.
+pub unsafe fn note_kernel_ctl(epfd: c_int, op: c_int, fd: c_int, event: *const epoll_event) {
+    let Some(entry) = TABLE.get(fd) else {
+        return;
+    };
+    if !entry.may_become_offloaded() {
+        return;
+    }
+    // SAFETY: per the contract.
+    let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
+    entry.note_epoll(epfd, op, events, data);
 }
 
 /// epoll_ctl on an offloaded fd. `None`: not offloaded, the kernel's call.

@@ -266,7 +266,7 @@ pub unsafe extern "C" fn epoll_ctl(
     event: *mut epoll_event,
 ) -> c_int {
     let kernel = || unsafe { real::epoll_ctl(epfd, op, fd, event) };
-    if !mux::any_offloaded() {
+    if !crate::init::TABLE.is_tracked(fd) {
         return kernel();
     }
     static SITE: Site = Site::new("epoll_ctl");
@@ -275,7 +275,14 @@ pub unsafe extern "C" fn epoll_ctl(
         match unsafe { mux::epoll_ctl(epfd, op, fd, event) } {
             Some(Ok(())) => 0,
             Some(Err(e)) => fail(e),
-            None => k.call(),
+            None => {
+                let r = k.call();
+                if r == 0 {
+                    // SAFETY: the caller's event, just read by the kernel.
+                    unsafe { mux::note_kernel_ctl(epfd, op, fd, event) };
+                }
+                r
+            }
         }
     })
 }

@@ -69,14 +69,16 @@ fn decide(sl: &Sluice, fd: c_int, entry: &SocketEntry, cause: Cause, addr: Socke
 }
 
 /// The stack socket of a datagram socket the policy offloads (made now if needed).
-fn offloaded_datagram(fd: c_int, entry: &SocketEntry) -> Option<&Offloaded> {
+fn offloaded_datagram(fd: c_int, entry: &Arc<SocketEntry>) -> Option<&Offloaded> {
     if let Some(o) = entry.offloaded() {
         return Some(o);
     }
     if entry.route() != Route::Offload || !entry.is_datagram() {
         return None;
     }
-    attach(fd, entry)
+    let o = attach(fd, entry)?;
+    crate::mux::migrate(fd, entry);
+    Some(o)
 }
 
 /// The result of a call served by the stack, as C returns it.

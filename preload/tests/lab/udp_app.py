@@ -1,0 +1,309 @@
+# The application side of tests/offloaded_udp.rs: runs in sl-h1 under libsluice.so with the
+# data port p0=10.77.2.1/24 in DPDK mode, against the kernel echo peer (udp_peer.py) in
+# sl-h3. Each check prints "ok NAME"; the first failure raises (non-zero exit).
+import errno
+import fcntl
+import os
+import select
+import socket
+import struct
+import sys
+import termios
+import threading
+import time
+
+PEER = (sys.argv[1], int(sys.argv[2]))
+CLOSED = (sys.argv[1], int(sys.argv[3]))  # nothing listens there
+DATA_IP = sys.argv[4]
+WHAT = sys.argv[5]  # "semantics" or "fragments"
+
+
+def ok(name):
+    print("ok " + name, flush=True)
+
+
+def udp():
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def wait_readable(s, timeout=5.0):
+    r, _, _ = select.select([s], [], [], timeout)
+    assert r == [s], "no datagram within %.1f s" % timeout
+
+
+if WHAT == "fragments":
+    # Datagrams larger than the MTU go out and come back in fragments.
+    f = udp()
+    f.bind((DATA_IP, 0))
+    f.settimeout(5)
+    for size in (1473, 2000, 4000, 9000):
+        big = bytes(i * 7 % 251 for i in range(size))
+        f.sendto(big, PEER)
+        data, sender = f.recvfrom(65535)
+        assert data == big and sender == PEER, (size, len(data), sender)
+        ok("%d-byte datagram (fragmented both ways)" % size)
+    f.sendto(b"quit", PEER)
+    print("all done", flush=True)
+    sys.exit(0)
+
+# Options set on the kernel socket before the offload decision carry over.
+s = udp()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((DATA_IP, 0))
+host, port = s.getsockname()
+assert host == DATA_IP and port != 0, s.getsockname()
+ok("explicit bind, getsockname %s:%d" % (host, port))
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 131072, \
+    s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_DGRAM
+ok("options carried over (SO_RCVBUF 131072, SO_REUSEADDR)")
+
+# Blocking sendto/recvfrom through the stack.
+s.sendto(b"hello", PEER)
+data, sender = s.recvfrom(100)
+assert (data, sender) == (b"hello", PEER), (data, sender)
+ok("sendto/recvfrom")
+
+# MSG_DONTWAIT on an empty queue.
+try:
+    s.recv(100, socket.MSG_DONTWAIT)
+    raise AssertionError("MSG_DONTWAIT on an empty queue returned data")
+except BlockingIOError:
+    pass
+ok("MSG_DONTWAIT -> EAGAIN")
+
+# MSG_PEEK leaves the datagram; FIONREAD gives its size.
+s.sendto(b"x" * 100, PEER)
+wait_readable(s)
+buf = bytearray(4)
+fcntl.ioctl(s, termios.FIONREAD, buf)
+assert struct.unpack("i", buf)[0] == 100, struct.unpack("i", buf)
+ok("FIONREAD")
+assert s.recv(10, socket.MSG_PEEK) == b"x" * 10
+assert s.recv(1000) == b"x" * 100
+ok("MSG_PEEK")
+
+# Truncation: MSG_TRUNC in msg_flags, and the MSG_TRUNC flag returns the real length.
+s.sendto(b"y" * 100, PEER)
+wait_readable(s)
+data, anc, flags, sender = s.recvmsg(10)
+assert data == b"y" * 10 and flags & socket.MSG_TRUNC and sender == PEER, (data, flags, sender)
+s.sendto(b"z" * 100, PEER)
+wait_readable(s)
+small = bytearray(10)
+n = s.recv_into(small, 10, socket.MSG_TRUNC)
+assert n == 100 and bytes(small) == b"z" * 10, n
+ok("MSG_TRUNC (msg_flags and return value)")
+
+# connect, send/recv, getpeername; then AF_UNSPEC disconnect.
+c = udp()
+c.connect(PEER)
+assert c.getpeername() == PEER
+assert c.getsockname()[0] == DATA_IP, c.getsockname()
+c.send(b"connected")
+assert c.recv(100) == b"connected"
+os.write(c.fileno(), b"via write")
+assert os.read(c.fileno(), 100) == b"via write"
+ok("connect, send/recv, write/read, getpeername")
+
+# connect(AF_UNSPEC) dissolves the association (Python cannot say it: through libc).
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+unspec = ctypes.create_string_buffer(struct.pack("=H14x", socket.AF_UNSPEC), 16)
+assert libc.connect(c.fileno(), unspec, 16) == 0, ctypes.get_errno()
+try:
+    c.getpeername()
+    raise AssertionError("getpeername after AF_UNSPEC")
+except OSError as err:
+    assert err.errno == errno.ENOTCONN, err
+try:
+    c.send(b"nowhere")
+    raise AssertionError("send without a peer")
+except OSError as err:
+    assert err.errno == errno.EDESTADDRREQ, err
+ok("connect(AF_UNSPEC) disconnects (ENOTCONN, EDESTADDRREQ)")
+
+# A send to a closed port: ICMP port unreachable becomes ECONNREFUSED.
+e = udp()
+e.connect(CLOSED)
+e.send(b"anyone?")
+deadline = time.monotonic() + 5
+err = 0
+while time.monotonic() < deadline and err == 0:
+    select.select([e], [], [], 0.2)
+    err = e.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+assert err == errno.ECONNREFUSED, err
+ok("SO_ERROR ECONNREFUSED after a send to a closed port")
+
+# Readiness mixed with a pipe: select, poll, epoll.
+rp, wp = os.pipe()
+r, w, x = select.select([s, rp], [], [], 0)
+assert (r, w, x) == ([], [], []), r
+os.write(wp, b"p")
+r, _, _ = select.select([s, rp], [], [], 0)
+assert r == [rp], r
+os.read(rp, 1)
+s.sendto(b"ready?", PEER)
+r, _, _ = select.select([s, rp], [], [], 5)
+assert r == [s], r
+assert s.recv(100) == b"ready?"
+ok("select with a pipe")
+
+p = select.poll()
+p.register(s, select.POLLIN)
+p.register(rp, select.POLLIN)
+assert p.poll(0) == []
+s.sendto(b"poll", PEER)
+events = p.poll(5000)
+assert events == [(s.fileno(), select.POLLIN)], events
+assert s.recv(100) == b"poll"
+os.write(wp, b"p")
+assert p.poll(0) == [(rp, select.POLLIN)], p.poll(0)
+os.read(rp, 1)
+ok("poll with a pipe")
+
+ep = select.epoll()
+ep.register(s, select.EPOLLIN)
+ep.register(rp, select.EPOLLIN)
+try:
+    ep.register(s, select.EPOLLIN)
+    raise AssertionError("a second EPOLL_CTL_ADD did not fail")
+except FileExistsError:
+    pass
+assert ep.poll(0) == []
+s.sendto(b"epoll", PEER)
+events = ep.poll(5)
+assert events == [(s.fileno(), select.EPOLLIN)], events
+assert s.recv(100) == b"epoll"
+os.write(wp, b"p")
+assert ep.poll(0) == [(rp, select.EPOLLIN)], ep.poll(0)
+os.read(rp, 1)
+ep.modify(s, select.EPOLLIN | select.EPOLLOUT)
+assert ep.poll(0) == [(s.fileno(), select.EPOLLOUT)], ep.poll(0)
+ep.unregister(s)
+try:
+    ep.unregister(s)
+    raise AssertionError("a second EPOLL_CTL_DEL did not fail")
+except FileNotFoundError:
+    pass
+try:
+    ep.modify(s, select.EPOLLIN)
+    raise AssertionError("EPOLL_CTL_MOD of an unregistered fd did not fail")
+except FileNotFoundError:
+    pass
+ep.close()
+ok("epoll with a pipe (ADD/MOD/DEL, EEXIST/ENOENT)")
+
+# An fd added to epoll before it was offloaded moves with it.
+m = udp()
+ep = select.epoll()
+ep.register(m, select.EPOLLIN)
+m.bind((DATA_IP, 0))
+assert ep.poll(0) == []
+m.sendto(b"migrated", PEER)
+assert ep.poll(5) == [(m.fileno(), select.EPOLLIN)]
+assert m.recv(100) == b"migrated"
+ep.close()
+ok("epoll registration made before the offload follows it")
+
+# asyncio (epoll selector) with a datagram endpoint.
+import asyncio
+
+
+class Client(asyncio.DatagramProtocol):
+    def __init__(self, fut):
+        self.fut = fut
+
+    def connection_made(self, transport):
+        transport.sendto(b"asyncio")
+
+    def datagram_received(self, data, addr):
+        self.fut.set_result((data, addr))
+
+
+async def echo_once():
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: Client(fut), local_addr=(DATA_IP, 0), remote_addr=PEER)
+    try:
+        return await asyncio.wait_for(fut, 5)
+    finally:
+        transport.close()
+
+
+assert asyncio.run(echo_once()) == (b"asyncio", PEER)
+ok("asyncio datagram endpoint")
+
+# Non-blocking mode set before the decision is kept.
+n = udp()
+n.setblocking(False)
+n.bind((DATA_IP, 0))
+try:
+    n.recv(10)
+    raise AssertionError("non-blocking recv returned data")
+except BlockingIOError:
+    pass
+ok("O_NONBLOCK carried over")
+
+# A timeout (Python waits with poll() on a non-blocking fd).
+t = udp()
+t.bind((DATA_IP, 0))
+t.settimeout(0.2)
+try:
+    t.recv(10)
+    raise AssertionError("recv with a timeout returned data")
+except socket.timeout:
+    pass
+t.sendto(b"timeout", PEER)
+assert t.recv(100) == b"timeout"
+ok("settimeout (poll-based wait)")
+
+# INADDR_ANY: offloaded paths and kernel paths (loopback) both arrive on one socket.
+a = udp()
+a.bind(("0.0.0.0", 0))
+any_port = a.getsockname()[1]
+assert a.getsockname() == ("0.0.0.0", any_port), a.getsockname()
+a.sendto(b"from the stack", PEER)
+data, sender = a.recvfrom(100)
+assert (data, sender) == (b"from the stack", PEER), (data, sender)
+k = udp()
+k.sendto(b"from loopback", ("127.0.0.1", any_port))
+data, sender = a.recvfrom(100)
+assert data == b"from loopback" and sender[0] == "127.0.0.1", (data, sender)
+ok("INADDR_ANY receives from the stack and from the kernel")
+
+
+def later(sock, payload, dst):
+    time.sleep(0.3)
+    sock.sendto(payload, dst)
+
+
+threading.Thread(target=later, args=(k, b"late loopback", ("127.0.0.1", any_port))).start()
+data, sender = a.recvfrom(100)
+assert data == b"late loopback", data
+threading.Thread(target=later, args=(a, b"late echo", PEER)).start()
+data, sender = a.recvfrom(100)
+assert (data, sender) == (b"late echo", PEER), (data, sender)
+ok("INADDR_ANY blocking recv wakes for either path")
+
+ep = select.epoll()
+ep.register(a, select.EPOLLIN)
+assert ep.poll(0) == []
+k.sendto(b"kernel side", ("127.0.0.1", any_port))
+assert ep.poll(5) == [(a.fileno(), select.EPOLLIN)]
+assert a.recv(100) == b"kernel side"
+a.sendto(b"stack side", PEER)
+assert ep.poll(5) == [(a.fileno(), select.EPOLLIN)]
+assert a.recv(100) == b"stack side"
+ep.close()
+ok("INADDR_ANY in epoll")
+
+maps = open("/proc/self/maps").read()
+assert "libsluice_dpdk.so" in maps, "the DPDK port library is not mapped: nothing was offloaded"
+ok("libsluice_dpdk.so mapped")
+
+s.sendto(b"quit", PEER)
+print("all done", flush=True)

@@ -1,0 +1,21 @@
+# A plain kernel UDP peer for tests/offloaded_udp.rs (runs in sl-h3, never under sluice).
+# Echoes every datagram back to its sender; b"quit" ends it. Bounded: exits after
+# `lifetime` seconds whatever happens.
+import socket
+import sys
+import time
+
+addr, port, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, port))
+print("peer ready", flush=True)
+end = time.monotonic() + lifetime
+while time.monotonic() < end:
+    s.settimeout(max(0.01, end - time.monotonic()))
+    try:
+        data, sender = s.recvfrom(65535)
+    except socket.timeout:
+        break
+    if data == b"quit":
+        break
+    s.sendto(data, sender)

@@ -1,0 +1,264 @@
+//! Offloaded datagram sockets in the lab: a python3 program under libsluice.so in sl-h1 (DPDK
+//! mode, data port p0=10.77.2.1/24) talks to a plain kernel python3 peer in sl-h3
+//! (10.77.2.3). The program (tests/lab/udp_app.py) checks the kernel's semantics call by call
+//! and prints one `ok` line per check; this side checks that it finished, that every check
+//! ran, and that the sockets really were offloaded (the decision log line, and the program
+//! itself checks that libsluice_dpdk.so is mapped).
+//!
+//! Needs root, the lab (`tools/sluice-lab up`, run here when sl-h1/sl-h3 are missing),
+//! python3 and flock; fails with a message saying which is missing. DPDK use of p0 is
+//! serialised with the other suites through /run/sluice-lab/dpdk-p0.lock.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const H1: &str = "sl-h1";
+const H3: &str = "sl-h3";
+const H1_DATA: &str = "10.77.2.1";
+const H3_DATA: &str = "10.77.2.3";
+const P0_LOCK: &str = "/run/sluice-lab/dpdk-p0.lock";
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>/libsluice.so and libsluice_dpdk.so beside it, (re)built first: cargo does
+/// not build cdylibs for the integration tests of a package.
+fn library() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current_exe");
+            let dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("test binary lives in target/<profile>/deps");
+            if let Some(cargo) = std::env::var_os("CARGO") {
+                let mut build = Command::new(cargo);
+                build.args([
+                    "build",
+                    "-j1",
+                    "-q",
+                    "-p",
+                    "sluice-preload",
+                    "-p",
+                    "sluice-dpdk",
+                ]);
+                build
+                    .arg("--manifest-path")
+                    .arg(manifest_dir().join("Cargo.toml"));
+                if dir.ends_with("release") {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("cannot run cargo build");
+                assert!(
+                    status.success(),
+                    "cargo build of libsluice.so/libsluice_dpdk.so failed"
+                );
+            }
+            for lib in ["libsluice.so", "libsluice_dpdk.so"] {
+                assert!(
+                    dir.join(lib).exists(),
+                    "{} not found: build it first (cargo build -p sluice-preload -p sluice-dpdk)",
+                    dir.join(lib).display()
+                );
+            }
+            dir.join("libsluice.so")
+        })
+        .clone()
+}
+
+fn has_port(ns: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "link", "show", "p0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Root and the lab, brought up if missing.
+fn ensure_lab() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (network namespaces, AF_PACKET, DPDK): run it as root"
+    );
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        if has_port(H1) && has_port(H3) {
+            return;
+        }
+        let script = manifest_dir().join("../tools/sluice-lab");
+        let status = Command::new(&script).arg("up").status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "the lab is not up and `{} up` failed: {status:?}",
+            script.display()
+        );
+        assert!(
+            has_port(H1) && has_port(H3),
+            "sluice-lab up did not create p0 in {H1} and {H3}"
+        );
+    });
+    std::fs::create_dir_all("/run/sluice-lab").expect("cannot create /run/sluice-lab");
+    for tool in ["python3", "flock"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "{tool} is needed by this test and is not installed");
+    }
+}
+
+/// The kernel echo peer in sl-h3, killed (by PID) and reaped on drop.
+struct Peer(Child);
+
+impl Peer {
+    fn start(port: u16) -> Peer {
+        let script = manifest_dir().join("tests/lab/udp_peer.py");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", H3, "python3"])
+            .arg(&script)
+            .args([H3_DATA, &port.to_string(), "120"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start the kernel peer in sl-h3");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the peer's first line");
+        assert_eq!(line.trim(), "peer ready", "the kernel peer did not start");
+        Peer(child)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs udp_app.py in `what` mode under sluice in sl-h1 against a fresh peer.
+fn run_app(what: &str, peer_port: u16) -> Output {
+    ensure_lab();
+    let lib = library();
+    let _peer = Peer::start(peer_port);
+    let app = manifest_dir().join("tests/lab/udp_app.py");
+    let mut cmd = Command::new("flock");
+    cmd.args([P0_LOCK, "ip", "netns", "exec", H1, "env"]);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SLUICE_") || name == "LD_PRELOAD" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.arg(format!("LD_PRELOAD={}", lib.display()))
+        .args([
+            "SLUICE_MODE=dpdk",
+            &format!("SLUICE_IFACES=p0={H1_DATA}/24"),
+            "SLUICE_HUGEPAGES=off",
+            "SLUICE_LOG=sluice=debug",
+            "timeout",
+            "120",
+            "python3",
+        ])
+        .arg(&app)
+        .args([
+            H3_DATA,
+            &peer_port.to_string(),
+            &(peer_port + 1).to_string(),
+            H1_DATA,
+            what,
+        ]);
+    let out = cmd.output().expect("cannot run the application in sl-h1");
+    std::thread::sleep(Duration::from_millis(10));
+    out
+}
+
+fn check(out: &Output, expected: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = format!(
+        "status {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(out.status.success(), "the application failed\n{report}");
+    assert!(
+        stdout.contains("all done"),
+        "the application stopped early\n{report}"
+    );
+    for ok in expected {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains(ok)),
+            "check `{ok}` did not pass\n{report}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("-> offload (bind {H1_DATA}:0)")),
+        "no offload decision was logged\n{report}"
+    );
+    assert!(
+        stderr.contains("stack started (dpdk mode)"),
+        "the stack did not start in DPDK mode\n{report}"
+    );
+}
+
+/// A peer port per test process, so that concurrent runs (other checkouts) do not collide.
+fn peer_port(offset: u16) -> u16 {
+    40000 + (std::process::id() % 5000) as u16 * 4 + offset
+}
+
+#[test]
+fn offloaded_udp_sockets_behave_like_the_kernel_s() {
+    let out = run_app("semantics", peer_port(0));
+    check(
+        &out,
+        &[
+            "explicit bind, getsockname",
+            "options carried over",
+            "sendto/recvfrom",
+            "MSG_DONTWAIT -> EAGAIN",
+            "FIONREAD",
+            "MSG_PEEK",
+            "MSG_TRUNC (msg_flags and return value)",
+            "connect, send/recv, write/read, getpeername",
+            "connect(AF_UNSPEC) disconnects",
+            "SO_ERROR ECONNREFUSED",
+            "select with a pipe",
+            "poll with a pipe",
+            "epoll with a pipe",
+            "epoll registration made before the offload follows it",
+            "asyncio datagram endpoint",
+            "O_NONBLOCK carried over",
+            "settimeout (poll-based wait)",
+            "INADDR_ANY receives from the stack and from the kernel",
+            "INADDR_ANY blocking recv wakes for either path",
+            "INADDR_ANY in epoll",
+            "libsluice_dpdk.so mapped",
+        ],
+    );
+}
+
+#[test]
+fn datagrams_larger_than_the_mtu_cross_in_fragments() {
+    let out = run_app("fragments", peer_port(2));
+    check(
+        &out,
+        &[
+            "1473-byte datagram",
+            "2000-byte datagram",
+            "4000-byte datagram",
+            "9000-byte datagram",
+        ],
+    );
+}
