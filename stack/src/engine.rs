@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -70,9 +71,36 @@ impl std::error::Error for StackError {}
 /// What [`Stack::start_with`] needs beyond the [`Config`].
 #[derive(Clone, Debug, Default)]
 pub struct StackOptions {
-    /// libsluice_dpdk.so, when `Config::dpdk_lib` is None (the preload
-    /// passes the directory it was loaded from).
+    /// libsluice_dpdk.so, when `Config::dpdk_lib` is None. Without either,
+    /// the stack looks next to the object it is linked into (libsluice.so,
+    /// or a binary such as sluice-udp-probe): see [`default_dpdk_lib`].
     pub dpdk_lib: Option<PathBuf>,
+}
+
+/// `libsluice_dpdk.so` in the directory of the shared object (or
+/// executable) that contains this code: for the preload, the directory
+/// libsluice.so was loaded from, as `SLUICE_DPDK_LIB`'s default promises.
+pub fn default_dpdk_lib() -> Option<PathBuf> {
+    // SAFETY: Dl_info is plain data; zeroed is a valid "nothing found" value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = default_dpdk_lib as *const libc::c_void;
+    // SAFETY: dladdr only reads the address and fills `info`; a code address
+    // of this object is always mapped.
+    let found = unsafe { libc::dladdr(here, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr returned a NUL-terminated path owned by the loader,
+    // valid while the object stays loaded (for ever, for this one).
+    let object = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let object = PathBuf::from(std::ffi::OsStr::from_bytes(object.to_bytes()));
+    // A bare name (the main program, found through PATH) says nothing of its directory.
+    let object = if object.is_absolute() {
+        object
+    } else {
+        std::env::current_exe().ok()?
+    };
+    Some(object.parent()?.join("libsluice_dpdk.so"))
 }
 
 /// Counters of one data port.
@@ -245,6 +273,7 @@ impl Stack {
                     .dpdk_lib
                     .clone()
                     .or_else(|| options.dpdk_lib.clone())
+                    .or_else(default_dpdk_lib)
                     .ok_or_else(|| {
                         StackError("no path for libsluice_dpdk.so: set SLUICE_DPDK_LIB".into())
                     })?;

@@ -97,7 +97,9 @@ struct Probe {
 }
 
 impl Probe {
+    /// SLUICE_DPDK_LIB stays unset: the stack finds the library next to the probe.
     fn start(backend: &str, args: &[&str]) -> Probe {
+        dpdk_lib();
         let mut child = Command::new("ip")
             .args(["netns", "exec", H1, probe_bin()])
             .args(args)
@@ -106,7 +108,6 @@ impl Probe {
             .env("SLUICE_MODE", "dpdk")
             .env("SLUICE_IFACES", "p0=10.77.2.1/24")
             .env("SLUICE_DPDK_BACKEND", backend)
-            .env("SLUICE_DPDK_LIB", dpdk_lib())
             .env("SLUICE_HUGEPAGES", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

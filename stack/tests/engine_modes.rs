@@ -124,3 +124,13 @@ fn an_idle_stack_uses_little_cpu() {
     }
     drop((a, b));
 }
+
+#[test]
+fn the_dpdk_library_is_looked_for_next_to_the_object_holding_the_stack() {
+    let _serial = serial();
+    // Linked into this test executable, the stack looks in its directory
+    // (in libsluice.so, it looks next to libsluice.so).
+    let lib = sluice_stack::engine::default_dpdk_lib().expect("dladdr finds this executable");
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(lib, exe.with_file_name("libsluice_dpdk.so"));
+}
