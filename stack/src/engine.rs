@@ -395,7 +395,8 @@ impl Stack {
         self.mode
     }
 
-    /// A new UDP socket. Mode udp: `Err(EOPNOTSUPP)`, datagram sockets stay
+    /// A new UDP socket. Mode udp: `Err(EOPNOTSUPP)`; a stack without ports:
+    /// `Err(ENODEV)`. In mode udp datagram sockets stay
     /// in the kernel there (the kernel is as fast as anything we could do
     /// over kernel UDP).
     pub fn udp_socket(self: &Arc<Self>) -> Result<Arc<UdpSocket>, i32> {
@@ -403,6 +404,10 @@ impl Stack {
             return Err(libc::EOPNOTSUPP);
         }
         let mut engine = self.engine.lock().unwrap();
+        if engine.ports.is_empty() {
+            // Only a stack built by hand can lack ports; start() refuses that.
+            return Err(libc::ENODEV);
+        }
         let key = engine.next_socket;
         engine.next_socket += 1;
         let ids = engine

@@ -134,3 +134,29 @@ fn the_dpdk_library_is_looked_for_next_to_the_object_holding_the_stack() {
     let exe = std::env::current_exe().unwrap();
     assert_eq!(lib, exe.with_file_name("libsluice_dpdk.so"));
 }
+
+static HELPER_STARTED_AS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_thread() {
+    let name = std::thread::current().name().unwrap_or("").to_string();
+    HELPER_STARTED_AS.lock().unwrap().push(name);
+}
+
+#[test]
+fn on_thread_start_runs_on_the_helper_thread_and_portless_stacks_refuse_sockets() {
+    let _serial = serial();
+    let stack = Stack::with_links(Vec::new(), Duration::ZERO, record_thread).unwrap();
+    let start = std::time::Instant::now();
+    while HELPER_STARTED_AS.lock().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "helper never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        *HELPER_STARTED_AS.lock().unwrap(),
+        vec!["sluice-helper".to_string()]
+    );
+    assert_eq!(stack.udp_socket().err(), Some(libc::ENODEV));
+}
