@@ -5,6 +5,7 @@
 //! sluice-udp-probe echo PORT COUNT SECONDS      echo COUNT datagrams back, then exit
 //! sluice-udp-probe ping IP PORT COUNT SIZE      COUNT ping-pongs of SIZE bytes; prints latency
 //! sluice-udp-probe kernel-ping IP PORT COUNT SIZE   the same over a kernel socket (no stack)
+//! sluice-udp-probe kernel-echo IP PORT COUNT SECONDS echo over a kernel socket bound to IP:PORT
 //! ```
 //!
 //! Prints `ready` once the stack is up (echo), and a summary line with the
@@ -21,7 +22,7 @@ use sluice_stack::socket::udp::RecvFlags;
 fn no_op() {}
 
 fn usage() -> ExitCode {
-    eprintln!("usage: sluice-udp-probe echo PORT COUNT SECONDS | ping IP PORT COUNT SIZE | kernel-ping IP PORT COUNT SIZE");
+    eprintln!("usage: sluice-udp-probe echo PORT COUNT SECONDS | ping IP PORT COUNT SIZE | kernel-ping IP PORT COUNT SIZE | kernel-echo IP PORT COUNT SECONDS");
     ExitCode::from(2)
 }
 
@@ -109,10 +110,54 @@ fn kernel_ping(args: &[&str]) -> ExitCode {
     }
 }
 
+/// An echo server on a plain kernel socket, the counterpart of `echo`.
+fn kernel_echo(args: &[&str]) -> ExitCode {
+    let [ip, port, count, seconds] = args else {
+        return usage();
+    };
+    let (Ok(ip), Ok(port), Ok(count), Ok(seconds)) = (
+        ip.parse::<Ipv4Addr>(),
+        port.parse::<u16>(),
+        count.parse::<u32>(),
+        seconds.parse::<u64>(),
+    ) else {
+        return usage();
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddrV4::new(ip, port)).expect("bind");
+    println!("ready");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut buf = vec![0u8; 65536];
+    let mut echoed = 0;
+    while echoed < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            break;
+        };
+        if socket.send_to(&buf[..n], from).is_ok() {
+            echoed += 1;
+        }
+    }
+    println!("echoed={echoed}");
+    if echoed == count {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(("kernel-ping", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
-        return kernel_ping(&rest.iter().map(String::as_str).collect::<Vec<_>>());
+    match args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        Some(("kernel-ping", rest)) => {
+            return kernel_ping(&rest.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        Some(("kernel-echo", rest)) => {
+            return kernel_echo(&rest.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(c) => c,
