@@ -298,7 +298,7 @@ impl Stack {
                     iface_config.seed = process_seed();
                     ports.push((Box::new(link) as Box<dyn Link + Send>, iface_config));
                 }
-                let stack = Self::build(Mode::Dpdk, ports, None, spin);
+                let stack = Self::build(Mode::Dpdk, ports, None, spin)?;
                 log::info!(
                     "sluice stack: mode dpdk, ports [{}], backend {}, hugepages {}, spin {} us",
                     describe_ports(config),
@@ -323,7 +323,7 @@ impl Stack {
                     describe_ports(config),
                     config.spin_us
                 );
-                let stack = Self::build(Mode::Udp, Vec::new(), Some(transport), spin);
+                let stack = Self::build(Mode::Udp, Vec::new(), Some(transport), spin)?;
                 Self::spawn_helper(&stack, on_thread_start)?;
                 Ok(stack)
             }
@@ -336,7 +336,7 @@ impl Stack {
         spin: Duration,
         on_thread_start: fn(),
     ) -> Result<Arc<Stack>, StackError> {
-        let stack = Self::build(Mode::Dpdk, links, None, spin);
+        let stack = Self::build(Mode::Dpdk, links, None, spin)?;
         Self::spawn_helper(&stack, on_thread_start)?;
         Ok(stack)
     }
@@ -346,7 +346,7 @@ impl Stack {
         links: Vec<(Box<dyn Link + Send>, InterfaceConfig)>,
         kernel_udp: Option<KernelUdpLink>,
         spin: Duration,
-    ) -> Arc<Stack> {
+    ) -> Result<Arc<Stack>, StackError> {
         let mut ports: Vec<Port> = links
             .into_iter()
             .map(|(link, config)| Port::new(link, Interface::new(config)))
@@ -357,8 +357,13 @@ impl Stack {
         }
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
-        Arc::new(Stack {
+        if fd < 0 {
+            return Err(StackError(format!(
+                "cannot create the stack's wakeup eventfd: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(Arc::new(Stack {
             mode,
             engine: Mutex::new(Engine {
                 ports,
@@ -376,7 +381,7 @@ impl Stack {
             last_traffic: AtomicU64::new(0),
             helper_progress: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
-        })
+        }))
     }
 
     fn spawn_helper(stack: &Arc<Stack>, on_thread_start: fn()) -> Result<(), StackError> {
