@@ -244,6 +244,8 @@ pub struct Stack {
     last_traffic: AtomicU64,
     helper_progress: AtomicU64,
     shutdown: AtomicBool,
+    /// Some port's transmit backlog is full: sockets are not writable.
+    tx_congested: AtomicBool,
 }
 
 impl Stack {
@@ -381,6 +383,7 @@ impl Stack {
             last_traffic: AtomicU64::new(0),
             helper_progress: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
+            tx_congested: AtomicBool::new(false),
         }))
     }
 
@@ -542,7 +545,19 @@ impl Stack {
             }
         }
         self.deliver(engine);
+        self.note_tx_state(engine);
         busy
+    }
+
+    /// Records whether any port's transmit backlog is full (for writability).
+    pub(crate) fn note_tx_state(&self, engine: &Engine) {
+        let full = engine.ports.iter().any(Port::backlog_full);
+        self.tx_congested.store(full, Ordering::Relaxed);
+    }
+
+    /// Whether sends would have to wait for room in a transmit backlog.
+    pub(crate) fn tx_congested(&self) -> bool {
+        self.tx_congested.load(Ordering::Relaxed)
     }
 
     /// Moves datagrams and errors from the interfaces to the sockets' own queues.

@@ -702,3 +702,55 @@ fn a_lossy_duplicating_reordering_wire_delivers_only_whole_datagrams() {
     assert!(got.windows(2).any(|w| w[0] > w[1]), "reordering shows");
     assert_eq!(server.drops(), 0);
 }
+
+#[test]
+fn a_full_transmit_path_makes_sends_wait_or_fail_with_eagain() {
+    // Nobody reads the far end: the wire fills, then the port's backlog.
+    let (stack_end, mut far_end, _) = MemoryLink::pair(
+        stack_mac(A_IP),
+        stack_mac(B_IP),
+        Impairment::default(),
+        Impairment::default(),
+    );
+    let config = InterfaceConfig::new(stack_end.mac(), A_IP, 24);
+    let a = Stack::with_links(
+        vec![(Box::new(stack_end) as _, config)],
+        Duration::ZERO,
+        no_op,
+    )
+    .unwrap();
+    let socket = a.udp_socket().unwrap();
+    socket.set_nonblocking(true);
+    // Subnet broadcast needs no ARP, so every frame heads straight for the wire.
+    let to = SocketAddrV4::new(Ipv4Addr::new(10, 77, 2, 255), 9);
+    let mut sent = 0;
+    let refused = loop {
+        match socket.send_to(&[&[0u8; 64]], Some(to), false) {
+            Ok(_) => sent += 1,
+            Err(errno) => break errno,
+        }
+        assert!(sent < 100_000, "sends never pushed back");
+    };
+    assert_eq!(refused, libc::EAGAIN);
+    assert!(!socket.readiness().writable);
+    // A blocking send waits, then gives up after SO_SNDTIMEO.
+    socket.set_nonblocking(false);
+    socket.set_send_timeout(Some(Duration::from_millis(50)));
+    assert_eq!(
+        socket.send_to(&[&[0u8; 64]], Some(to), false),
+        Err(libc::EAGAIN)
+    );
+    // The far end reads: room again.
+    let mut drained = 0;
+    far_end
+        .recv_frames(usize::MAX, &mut |_| drained += 1)
+        .unwrap();
+    assert!(drained > 0);
+    wait_until("writable again", &[&a], || socket.readiness().writable);
+    socket.send_to(&[&[0u8; 64]], Some(to), false).unwrap();
+    assert_eq!(
+        a.counters().ports[0].tx_drops,
+        0,
+        "nothing dropped: senders waited"
+    );
+}

@@ -340,6 +340,7 @@ impl UdpSocket {
                     .send_udp(now, ids[port], dst, data)
                     .map_err(|e| e.errno())?;
                 engine.ports[port].flush();
+                self.stack.note_tx_state(engine);
                 // Our own address or a multicast loop may have queued datagrams here.
                 self.stack.deliver(engine);
                 Ok(Some(n))
@@ -416,7 +417,7 @@ impl UdpSocket {
         let error = self.shared.error.load(Ordering::Acquire) != 0;
         Readiness {
             readable: self.shared.readable() || closed,
-            writable: !closed,
+            writable: !closed && !self.stack.tx_congested(),
             error,
         }
     }
