@@ -113,6 +113,11 @@ fn default_dpdk_lib() -> Option<PathBuf> {
 /// the entry is turned back to the kernel.
 pub fn attach(fd: c_int, entry: &SocketEntry) -> Option<&Offloaded> {
     let attached = entry.offload_with(|| {
+        // Kernel-UDP mode: datagram sockets stay in the kernel (nothing to gain), so they
+        // start no stack either.
+        if sluice()?.config.mode == sluice_stack::config::Mode::Udp {
+            return None;
+        }
         let stack = stack()?;
         let udp = match stack.udp_socket() {
             Ok(udp) => udp,

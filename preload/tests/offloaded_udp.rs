@@ -233,6 +233,7 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
             "MSG_TRUNC (msg_flags and return value)",
             "connect, send/recv, write/read, getpeername",
             "connect(AF_UNSPEC) disconnects",
+            "sendmmsg, recvmmsg with MSG_WAITFORONE",
             "SO_ERROR ECONNREFUSED",
             "select with a pipe",
             "poll with a pipe",

@@ -125,6 +125,61 @@ except OSError as err:
     assert err.errno == errno.EDESTADDRREQ, err
 ok("connect(AF_UNSPEC) disconnects (ENOTCONN, EDESTADDRREQ)")
 
+# sendmmsg and recvmmsg (MSG_WAITFORONE), through libc as Python has neither.
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class Msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(Iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
+
+
+def sockaddr_in(addr):
+    return struct.pack("=HH4s8x", socket.AF_INET, socket.htons(addr[1]), socket.inet_aton(addr[0]))
+
+
+MSG_WAITFORONE = 0x10000  # not in Python's socket module
+mm = udp()
+mm.bind((DATA_IP, 0))
+dst = ctypes.create_string_buffer(sockaddr_in(PEER), 16)
+payloads = [b"first", b"second!", b"third datagram"]
+bufs = [ctypes.create_string_buffer(p, len(p)) for p in payloads]
+iovs = [Iovec(ctypes.cast(b, ctypes.c_void_p), len(p)) for b, p in zip(bufs, payloads)]
+msgs = (Mmsghdr * 3)()
+for i in range(3):
+    msgs[i].hdr.name = ctypes.cast(dst, ctypes.c_void_p)
+    msgs[i].hdr.namelen = 16
+    msgs[i].hdr.iov = ctypes.pointer(iovs[i])
+    msgs[i].hdr.iovlen = 1
+assert libc.sendmmsg(mm.fileno(), msgs, 3, 0) == 3, ctypes.get_errno()
+assert [msgs[i].len for i in range(3)] == [len(p) for p in payloads]
+got = []
+deadline = time.monotonic() + 5
+while len(got) < 3 and time.monotonic() < deadline:
+    rbufs = [ctypes.create_string_buffer(100) for _ in range(4)]
+    riovs = [Iovec(ctypes.cast(b, ctypes.c_void_p), 100) for b in rbufs]
+    names = [ctypes.create_string_buffer(16) for _ in range(4)]
+    rmsgs = (Mmsghdr * 4)()
+    for i in range(4):
+        rmsgs[i].hdr.name = ctypes.cast(names[i], ctypes.c_void_p)
+        rmsgs[i].hdr.namelen = 16
+        rmsgs[i].hdr.iov = ctypes.pointer(riovs[i])
+        rmsgs[i].hdr.iovlen = 1
+    n = libc.recvmmsg(mm.fileno(), rmsgs, 4, MSG_WAITFORONE, None)
+    assert n >= 1, ctypes.get_errno()
+    for i in range(n):
+        assert rmsgs[i].hdr.namelen == 16 and names[i].raw == sockaddr_in(PEER)
+        got.append(rbufs[i].raw[:rmsgs[i].len])
+assert got == payloads, got
+ok("sendmmsg, recvmmsg with MSG_WAITFORONE")
+
 # A send to a closed port: ICMP port unreachable becomes ECONNREFUSED.
 e = udp()
 e.connect(CLOSED)
