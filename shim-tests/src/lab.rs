@@ -131,17 +131,49 @@ impl Stack {
     fn env(&self) -> Vec<(String, String)> {
         match self {
             Stack::Kernel => Vec::new(),
-            Stack::Dpdk { iface, backend } => vec![
-                (
-                    "LD_PRELOAD".to_string(),
-                    artefacts().preload.display().to_string(),
-                ),
-                ("SLUICE_MODE".to_string(), "dpdk".to_string()),
-                ("SLUICE_IFACES".to_string(), iface.clone()),
-                ("SLUICE_DPDK_BACKEND".to_string(), backend.clone()),
-            ],
+            Stack::Dpdk { iface, backend } => {
+                dpdk_port_lib();
+                vec![
+                    (
+                        "LD_PRELOAD".to_string(),
+                        artefacts().preload.display().to_string(),
+                    ),
+                    ("SLUICE_MODE".to_string(), "dpdk".to_string()),
+                    ("SLUICE_IFACES".to_string(), iface.clone()),
+                    ("SLUICE_DPDK_BACKEND".to_string(), backend.clone()),
+                ]
+            }
         }
     }
+}
+
+/// libsluice_dpdk.so beside libsluice.so (where the preload looks for it),
+/// built in release mode once per test process unless `SHIM_TESTS_NO_BUILD`.
+pub fn dpdk_port_lib() -> &'static std::path::Path {
+    static LIB: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let lib = artefacts().preload.with_file_name("libsluice_dpdk.so");
+        if std::env::var_os("SHIM_TESTS_NO_BUILD").is_none() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            // -j1: two cores, other builds beside the tests.
+            let out = Command::new(&cargo)
+                .current_dir(crate::workspace_root())
+                .args(["build", "--release", "-j1", "-p", "sluice-dpdk"])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run `{cargo}` to build libsluice_dpdk.so: {e}"));
+            assert!(
+                out.status.success(),
+                "`cargo build --release -p sluice-dpdk` failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            lib.is_file(),
+            "{} is missing: run `cargo build --release -p sluice-dpdk`",
+            lib.display()
+        );
+        lib
+    })
 }
 
 /// `ip netns exec NS [taskset -c CPU] env VARS... program args...`. Every
