@@ -163,6 +163,13 @@ pub enum Event {
     HostUnreachable(Ipv4Addr),
 }
 
+/// A socket's multicast sending options (IP_MULTICAST_TTL, IP_MULTICAST_LOOP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MulticastSend {
+    pub ttl: u8,
+    pub loop_back: bool,
+}
+
 /// Why a datagram could not be sent, with the errno the kernel returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
@@ -455,6 +462,20 @@ impl Interface {
         dst: Option<SocketAddrV4>,
         data: &[u8],
     ) -> Result<usize, SendError> {
+        self.send_udp_with(now, id, dst, data, None)
+    }
+
+    /// [`Interface::send_udp`] with the sending socket's IP_MULTICAST_TTL
+    /// and IP_MULTICAST_LOOP (None: the interface's defaults, TTL
+    /// `multicast_ttl` and loop on).
+    pub fn send_udp_with(
+        &mut self,
+        now: u64,
+        id: SocketId,
+        dst: Option<SocketAddrV4>,
+        data: &[u8],
+        multicast: Option<MulticastSend>,
+    ) -> Result<usize, SendError> {
         if let Some(errno) = self.udp.take_error(id).map_err(SendError::Socket)? {
             return Err(SendError::Pending(errno));
         }
@@ -478,7 +499,7 @@ impl Interface {
         };
         let src = SocketAddrV4::new(src_ip, local.port());
         let ttl = if dst.ip().is_multicast() {
-            self.config.multicast_ttl
+            multicast.map_or(self.config.multicast_ttl, |m| m.ttl)
         } else {
             self.config.ttl
         };
@@ -501,8 +522,8 @@ impl Interface {
             self.dispatch(now, next_hop, &header, &segment);
         }
         if let NextHop::Multicast(group) = next_hop {
-            // IP_MULTICAST_LOOP's default: our own members of the group hear it too.
-            if self.groups.contains(&group) {
+            // IP_MULTICAST_LOOP (on by default): our own members of the group hear it too.
+            if self.groups.contains(&group) && multicast.is_none_or(|m| m.loop_back) {
                 self.udp.deliver(src, dst, Addressed::Multicast, data);
             }
         }
