@@ -754,3 +754,56 @@ fn a_full_transmit_path_makes_sends_wait_or_fail_with_eagain() {
         "nothing dropped: senders waited"
     );
 }
+
+#[test]
+fn multicast_ttl_and_loop_are_per_socket() {
+    let (stack_end, mut far_end, _) = MemoryLink::pair(
+        stack_mac(A_IP),
+        stack_mac(B_IP),
+        Impairment::default(),
+        Impairment::default(),
+    );
+    let config = InterfaceConfig::new(stack_end.mac(), A_IP, 24);
+    let a = Stack::with_links(
+        vec![(Box::new(stack_end) as _, config)],
+        Duration::from_micros(50),
+        no_op,
+    )
+    .unwrap();
+    let group = Ipv4Addr::new(239, 4, 4, 4);
+    let member = bound(&a, Ipv4Addr::UNSPECIFIED, 7500);
+    member.join_group(group, A_IP).unwrap();
+    let sender = a.udp_socket().unwrap();
+    sender.set_multicast_if(A_IP).unwrap();
+    assert_eq!(
+        sender.set_multicast_if(Ipv4Addr::new(10, 1, 1, 1)),
+        Err(libc::EADDRNOTAVAIL)
+    );
+    let to = SocketAddrV4::new(group, 7500);
+    // UDP frames on the wire, as (TTL, payload).
+    let mut wire_udp = || {
+        let mut out = Vec::new();
+        far_end
+            .recv_frames(usize::MAX, &mut |f| {
+                if f.len() > 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
+                    out.push((f[22], f[42..].to_vec()));
+                }
+            })
+            .unwrap();
+        out
+    };
+    // Defaults: TTL 1, looped back to our own member.
+    sender.send_to(&[b"default"], Some(to), false).unwrap();
+    assert_eq!(recv(&member).0, b"default");
+    assert_eq!(wire_udp(), vec![(1, b"default".to_vec())]);
+    // TTL 9, loop off: on the wire with TTL 9, and not heard here.
+    sender.set_multicast_ttl(9);
+    sender.set_multicast_loop(false);
+    sender.send_to(&[b"quiet"], Some(to), false).unwrap();
+    assert_eq!(wire_udp(), vec![(9, b"quiet".to_vec())]);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        member.recv_from(&mut [&mut buf], dontwait()),
+        Err(libc::EAGAIN)
+    );
+}

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, Stack};
+use crate::iface::MulticastSend;
 use crate::udp::{BindOptions, Datagram, DATAGRAM_OVERHEAD, DEFAULT_RCVBUF};
 
 /// Longest single sleep of a blocked call: it re-checks its deadline and the
@@ -310,13 +311,17 @@ impl UdpSocket {
                 &gathered
             }
         };
-        let (nonblocking, timeout, options, multicast_if) = {
+        let (nonblocking, timeout, options, multicast_if, multicast) = {
             let o = self.options.lock().unwrap();
             (
                 o.nonblocking || dontwait,
                 o.send_timeout,
                 o.bind,
                 o.multicast_if,
+                MulticastSend {
+                    ttl: o.multicast_ttl,
+                    loop_back: o.multicast_loop,
+                },
             )
         };
         let start = Instant::now();
@@ -337,7 +342,7 @@ impl UdpSocket {
                 let now = self.stack.now();
                 let n = engine.ports[port]
                     .iface
-                    .send_udp(now, ids[port], dst, data)
+                    .send_udp_with(now, ids[port], dst, data, Some(multicast))
                     .map_err(|e| e.errno())?;
                 engine.ports[port].flush();
                 self.stack.note_tx_state(engine);
@@ -539,12 +544,13 @@ impl UdpSocket {
         Ok(())
     }
 
-    /// IP_MULTICAST_TTL (recorded; the interface sends with its own multicast TTL for now).
+    /// IP_MULTICAST_TTL of this socket's multicast datagrams (default 1).
     pub fn set_multicast_ttl(&self, t: u8) {
         self.options.lock().unwrap().multicast_ttl = t;
     }
 
-    /// IP_MULTICAST_LOOP (recorded; the interface loops back to its members for now).
+    /// IP_MULTICAST_LOOP: whether this host's own members of a group hear
+    /// this socket's multicast (default on).
     pub fn set_multicast_loop(&self, on: bool) {
         self.options.lock().unwrap().multicast_loop = on;
     }
