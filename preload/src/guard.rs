@@ -251,6 +251,37 @@ mod tests {
     }
 
     #[test]
+    fn a_call_served_without_the_kernel_sets_errno_only_when_it_fails() {
+        static SITE: Site = Site::new("test_served");
+        set_errno(1234);
+        let r: c_int = guarded(
+            &SITE,
+            || panic!("the kernel is not called"),
+            |_k| {
+                set_errno(libc::EAGAIN); // an internal call that failed on the way
+                0
+            },
+        );
+        assert_eq!((r, errno()), (0, 1234), "success leaves the caller's errno");
+        let r: c_int = guarded(
+            &SITE,
+            || panic!("the kernel is not called"),
+            |_k| {
+                let r = fail(libc::ECONNREFUSED);
+                set_errno(0); // bookkeeping after the failure
+                r
+            },
+        );
+        assert_eq!((r, errno()), (-1, libc::ECONNREFUSED));
+        let r: c_int = guarded(&SITE, || 0, |k| k.call());
+        assert_eq!(
+            (r, errno()),
+            (0, libc::ECONNREFUSED),
+            "a stale failure does not leak"
+        );
+    }
+
+    #[test]
     fn re_entered_calls_pass_straight_through() {
         static SITE: Site = Site::new("test_reentry");
         let r = guarded(
