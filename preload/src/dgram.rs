@@ -26,6 +26,9 @@ use crate::real;
 
 pub type Res<T> = Result<T, c_int>;
 
+/// Longest single sleep of a blocking receive that also watches the shadow.
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
+
 /// The IPv4 address at `addr`, if it is one.
 ///
 /// # Safety
@@ -235,11 +238,11 @@ fn shadow_recv(fd: c_int, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
 /// stack or the shadow. Blocks unless `flags` has MSG_DONTWAIT or the socket is non-blocking.
 pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
     o.touch();
-    if o.kernel_peer.load(Ordering::Acquire) {
-        return shadow_recv_blocking(fd, o, bufs, flags);
-    }
     let dontwait = flags & libc::MSG_DONTWAIT != 0;
-    if !o.shadow_receives.load(Ordering::Acquire) {
+    // Connected to a kernel-kept peer: only the shadow receives.
+    let via_stack = !o.kernel_peer.load(Ordering::Acquire);
+    let via_shadow = !via_stack || o.shadow_receives.load(Ordering::Acquire);
+    if !via_shadow {
         return o
             .udp
             .recv_from(bufs, recv_flags(flags, dontwait))
@@ -254,9 +257,11 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             .map(|d| Instant::now() + d)
     };
     loop {
-        match o.udp.recv_from(bufs, recv_flags(flags, true)) {
-            Err(libc::EAGAIN) => {}
-            other => return other.map(Got::from),
+        if via_stack {
+            match o.udp.recv_from(bufs, recv_flags(flags, true)) {
+                Err(libc::EAGAIN) => {}
+                other => return other.map(Got::from),
+            }
         }
         match shadow_recv(fd, bufs, flags) {
             Err(libc::EAGAIN) => {}
@@ -272,41 +277,14 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             },
             None => None,
         };
-        wait_readable(fd, o, left)?;
-    }
-}
-
-/// A socket connected to a kernel-kept peer receives through its shadow only.
-fn shadow_recv_blocking(
-    fd: c_int,
-    o: &Offloaded,
-    bufs: &mut [&mut [u8]],
-    flags: c_int,
-) -> Res<Got> {
-    loop {
-        match shadow_recv(fd, bufs, flags) {
-            Err(libc::EAGAIN)
-                if flags & libc::MSG_DONTWAIT == 0 && !o.nonblocking.load(Ordering::Acquire) =>
-            {
-                let mut p = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd. SO_RCVTIMEO is not applied on this path.
-                if unsafe { real::poll(&mut p, 1, -1) } < 0 {
-                    return Err(crate::guard::errno());
-                }
-            }
-            other => return other,
-        }
+        wait_readable(fd, o, left, via_stack)?;
     }
 }
 
 /// Waits until the stack socket or the shadow may have a datagram, or `left` passes: spins
 /// on the stack for the configured budget, then sleeps in one real poll on the shadow and
 /// the stack's wakeup eventfd. Err(EINTR) when a signal interrupts the sleep.
-fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>) -> Res<()> {
+fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>, watch_stack: bool) -> Res<()> {
     let start = Instant::now();
     let Some(stack) = running() else {
         return Err(libc::EAGAIN);
@@ -314,7 +292,7 @@ fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>) -> Res<()> {
     let spin = sluice().map_or(Duration::ZERO, |sl| sl.config.spin_budget());
     while start.elapsed() < spin.min(left.unwrap_or(spin)) {
         stack.poll();
-        if o.udp.readiness().readable {
+        if watch_stack && o.udp.readiness().readable {
             return Ok(());
         }
         std::hint::spin_loop();
@@ -331,13 +309,14 @@ fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>) -> Res<()> {
             revents: 0,
         },
     ];
-    if o.udp.readiness().readable {
+    if watch_stack && o.udp.readiness().readable {
         return Ok(());
     }
-    let timeout = left.map_or(-1, |l| {
-        let l = l.saturating_sub(start.elapsed());
-        l.as_millis().clamp(1, c_int::MAX as u128) as c_int
+    // In slices: a wakeup drained by another thread's wait makes this one late, not stuck.
+    let slice = left.map_or(SLEEP_SLICE, |l| {
+        l.saturating_sub(start.elapsed()).min(SLEEP_SLICE)
     });
+    let timeout = slice.as_millis().max(1) as c_int;
     // SAFETY: two valid pollfds.
     let r = unsafe { real::poll(fds.as_mut_ptr(), 2, timeout) };
     if r < 0 {
@@ -431,8 +410,10 @@ pub fn next_datagram_len(fd: c_int, o: &Offloaded) -> c_int {
 /// Readiness as poll reports it (POLLIN/POLLOUT/POLLERR bits), for the events asked.
 pub fn poll_bits(o: &Offloaded, shadow_readable: bool) -> i16 {
     let r = o.udp.readiness();
+    // Connected to a kernel-kept peer, the socket receives through its shadow only.
+    let stack_readable = r.readable && !o.kernel_peer.load(Ordering::Acquire);
     let mut bits = 0;
-    if r.readable || shadow_readable {
+    if stack_readable || shadow_readable {
         bits |= libc::POLLIN | libc::POLLRDNORM;
     }
     if r.writable {

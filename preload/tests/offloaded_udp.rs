@@ -19,6 +19,8 @@ const H1: &str = "sl-h1";
 const H3: &str = "sl-h3";
 const H1_DATA: &str = "10.77.2.1";
 const H3_DATA: &str = "10.77.2.3";
+/// sl-h3's management address: the policy keeps it in the kernel.
+const H3_MGMT: &str = "10.77.1.3";
 const P0_LOCK: &str = "/run/sluice-lab/dpdk-p0.lock";
 
 fn manifest_dir() -> &'static Path {
@@ -125,7 +127,7 @@ impl Peer {
         let mut child = Command::new("ip")
             .args(["netns", "exec", H3, "python3"])
             .arg(&script)
-            .args([H3_DATA, &port.to_string(), "120"])
+            .args([&port.to_string(), "120"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("cannot start the kernel peer in sl-h3");
@@ -177,6 +179,7 @@ fn run_app(what: &str, peer_port: u16) -> Output {
             &(peer_port + 1).to_string(),
             H1_DATA,
             what,
+            H3_MGMT,
         ]);
     let out = cmd.output().expect("cannot run the application in sl-h1");
     std::thread::sleep(Duration::from_millis(10));
@@ -244,6 +247,8 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
             "settimeout (poll-based wait)",
             "INADDR_ANY receives from the stack and from the kernel",
             "INADDR_ANY blocking recv wakes for either path",
+            "sendto a kernel-kept destination goes through the shadow",
+            "connect to a kernel-kept peer is served by the shadow",
             "INADDR_ANY in epoll",
             "libsluice_dpdk.so mapped",
         ],

@@ -16,6 +16,8 @@ PEER = (sys.argv[1], int(sys.argv[2]))
 CLOSED = (sys.argv[1], int(sys.argv[3]))  # nothing listens there
 DATA_IP = sys.argv[4]
 WHAT = sys.argv[5]  # "semantics" or "fragments"
+# The same peer through its management address, which the policy keeps in the kernel.
+KERNEL_PEER = (sys.argv[6], PEER[1])
 
 
 def ok(name):
@@ -343,6 +345,19 @@ threading.Thread(target=later, args=(a, b"late echo", PEER)).start()
 data, sender = a.recvfrom(100)
 assert (data, sender) == (b"late echo", PEER), (data, sender)
 ok("INADDR_ANY blocking recv wakes for either path")
+
+a.sendto(b"via the kernel", KERNEL_PEER)
+data, sender = a.recvfrom(100)
+assert (data, sender) == (b"via the kernel", KERNEL_PEER), (data, sender)
+ok("sendto a kernel-kept destination goes through the shadow")
+
+kc = udp()
+kc.bind((DATA_IP, 0))
+kc.connect(KERNEL_PEER)
+assert kc.getpeername() == KERNEL_PEER, kc.getpeername()
+kc.send(b"kernel peer")
+assert kc.recv(100) == b"kernel peer"
+ok("connect to a kernel-kept peer is served by the shadow")
 
 ep = select.epoll()
 ep.register(a, select.EPOLLIN)

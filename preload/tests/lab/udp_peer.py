@@ -1,13 +1,14 @@
 # A plain kernel UDP peer for tests/offloaded_udp.rs (runs in sl-h3, never under sluice).
-# Echoes every datagram back to its sender; b"quit" ends it. Bounded: exits after
+# Bound to INADDR_ANY (the data address and the management address), it echoes every
+# datagram back to its sender; b"quit" ends it. Bounded: exits after
 # `lifetime` seconds whatever happens.
 import socket
 import sys
 import time
 
-addr, port, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+port, lifetime = int(sys.argv[1]), float(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((addr, port))
+s.bind(("0.0.0.0", port))
 print("peer ready", flush=True)
 end = time.monotonic() + lifetime
 while time.monotonic() < end:
