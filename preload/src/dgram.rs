@@ -235,27 +235,18 @@ fn shadow_recv(fd: c_int, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
 }
 
 /// One datagram for the application: from the stack, or for a socket on INADDR_ANY from the
-/// stack or the shadow. Blocks unless `flags` has MSG_DONTWAIT or the socket is non-blocking.
+/// stack or the shadow. Blocks unless `flags` has MSG_DONTWAIT or the socket is non-blocking:
+/// the wait is ours (not the stack's), so that a signal ends it with EINTR as in the kernel
+/// (SA_RESTART is not honoured: the caller sees EINTR), and SO_RCVTIMEO, mirrored on the
+/// shadow, bounds it.
 pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
     o.touch();
-    let dontwait = flags & libc::MSG_DONTWAIT != 0;
     // Connected to a kernel-kept peer: only the shadow receives.
     let via_stack = !o.kernel_peer.load(Ordering::Acquire);
     let via_shadow = !via_stack || o.shadow_receives.load(Ordering::Acquire);
-    if !via_shadow {
-        return o
-            .udp
-            .recv_from(bufs, recv_flags(flags, dontwait))
-            .map(Got::from);
-    }
-    let nonblocking = dontwait || o.nonblocking.load(Ordering::Acquire);
-    let deadline = if nonblocking {
-        None
-    } else {
-        sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO)
-            .and_then(duration)
-            .map(|d| Instant::now() + d)
-    };
+    let nonblocking = flags & libc::MSG_DONTWAIT != 0 || o.nonblocking.load(Ordering::Acquire);
+    // Read (one system call) only once the first attempt found nothing.
+    let mut deadline: Option<Option<Instant>> = None;
     loop {
         if via_stack {
             match o.udp.recv_from(bufs, recv_flags(flags, true)) {
@@ -263,13 +254,20 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
                 other => return other.map(Got::from),
             }
         }
-        match shadow_recv(fd, bufs, flags) {
-            Err(libc::EAGAIN) => {}
-            other => return other,
+        if via_shadow {
+            match shadow_recv(fd, bufs, flags) {
+                Err(libc::EAGAIN) => {}
+                other => return other,
+            }
         }
         if nonblocking {
             return Err(libc::EAGAIN);
         }
+        let deadline = *deadline.get_or_insert_with(|| {
+            sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO)
+                .and_then(duration)
+                .map(|d| Instant::now() + d)
+        });
         let left = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
@@ -277,14 +275,20 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             },
             None => None,
         };
-        wait_readable(fd, o, left, via_stack)?;
+        wait_readable(fd, o, left, via_stack, via_shadow)?;
     }
 }
 
 /// Waits until the stack socket or the shadow may have a datagram, or `left` passes: spins
 /// on the stack for the configured budget, then sleeps in one real poll on the shadow and
 /// the stack's wakeup eventfd. Err(EINTR) when a signal interrupts the sleep.
-fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>, watch_stack: bool) -> Res<()> {
+fn wait_readable(
+    fd: c_int,
+    o: &Offloaded,
+    left: Option<Duration>,
+    watch_stack: bool,
+    watch_shadow: bool,
+) -> Res<()> {
     let start = Instant::now();
     let Some(stack) = running() else {
         return Err(libc::EAGAIN);
@@ -299,7 +303,8 @@ fn wait_readable(fd: c_int, o: &Offloaded, left: Option<Duration>, watch_stack: 
     }
     let mut fds = [
         libc::pollfd {
-            fd,
+            // A negative fd is ignored by poll.
+            fd: if watch_shadow { fd } else { -1 },
             events: libc::POLLIN,
             revents: 0,
         },

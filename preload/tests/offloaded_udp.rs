@@ -241,6 +241,7 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
             "select with a pipe",
             "poll with a pipe",
             "epoll with a pipe",
+            "a signal interrupts a blocking recv",
             "epoll registration made before the offload follows it",
             "asyncio datagram endpoint",
             "O_NONBLOCK carried over",

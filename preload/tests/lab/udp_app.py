@@ -253,6 +253,33 @@ except FileNotFoundError:
 ep.close()
 ok("epoll with a pipe (ADD/MOD/DEL, EEXIST/ENOENT)")
 
+# A signal interrupts a blocking receive (SO_RCVTIMEO bounds the check if it does not).
+import signal
+
+
+class Interrupted(Exception):
+    pass
+
+
+def on_alarm(signum, frame):
+    raise Interrupted()
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+q = udp()
+q.bind((DATA_IP, 0))
+q.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 5, 0))
+signal.setitimer(signal.ITIMER_REAL, 0.2)
+try:
+    q.recv(10)
+    raise AssertionError("recv returned data")
+except Interrupted:
+    pass
+except BlockingIOError:
+    raise AssertionError("the signal did not interrupt recv (SO_RCVTIMEO ended it)")
+signal.signal(signal.SIGALRM, signal.SIG_DFL)
+ok("a signal interrupts a blocking recv")
+
 # An fd added to epoll before it was offloaded moves with it.
 m = udp()
 ep = select.epoll()
