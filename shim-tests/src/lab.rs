@@ -291,18 +291,30 @@ impl LabProcess {
         self.status.expect("exited")
     }
 
-    /// SIGINT (sockperf prints its totals then), then SIGKILL after `grace`.
-    pub fn interrupt(&mut self, grace: Duration) {
+    /// SIGINT (sockperf prints its totals then), then SIGKILL after `grace`,
+    /// or shortly after one of `printed` appears in its output. Returns true
+    /// if it exited by itself.
+    pub fn interrupt(&mut self, grace: Duration, printed: &[&str]) -> bool {
         if !self.running() {
-            return;
+            return true;
         }
         // SAFETY: kill(2) on the PID of our own child, not yet reaped.
         unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + grace;
+        let mut deadline = Instant::now() + grace;
+        let mut seen = false;
         while self.running() && Instant::now() < deadline {
+            if !seen {
+                let text = format!("{}{}", self.stdout(), self.stderr());
+                if printed.iter().any(|p| text.contains(p)) {
+                    seen = true;
+                    deadline = deadline.min(Instant::now() + Duration::from_millis(300));
+                }
+            }
             thread::sleep(Duration::from_millis(20));
         }
+        let exited = !self.running();
         self.kill();
+        exited
     }
 
     pub fn kill(&mut self) {

@@ -144,7 +144,8 @@ fn assert_ping_pong(run: &ClientRun, server: &LabProcess) -> (f64, u64) {
 /// says it received.
 fn server_received(server: &mut LabProcess) -> f64 {
     server.assert_running();
-    server.interrupt(Duration::from_secs(5));
+    // Whether it also exits by itself is sockperf_server_exits_on_sigint's concern.
+    server.interrupt(Duration::from_secs(5), &["messages received"]);
     let text = format!("{}\n{}", server.stdout(), server.stderr());
     number_after(&text, "Total")
         .filter(|_| text.contains("messages received"))
@@ -299,6 +300,29 @@ fn ping_data_ip_from_kernel_host() {
         server.logs()
     );
     server.assert_running();
+}
+
+/// Ctrl-C ends a sockperf server under sluice as it ends a kernel one: the
+/// handler's flag is seen because the blocking recvfrom returns EINTR.
+#[test]
+fn sockperf_server_exits_on_sigint() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let port = lab_port(2);
+    let mut server = sockperf_server(H1, &Stack::dpdk(H1_DATA), H1_DATA, port);
+    let exited = server.interrupt(Duration::from_secs(10), &[]);
+    assert!(
+        exited,
+        "sockperf server under sluice did not exit within 10 s of SIGINT (a kernel one \
+         exits at once): a blocking recvfrom on an offloaded socket was not interrupted \
+         by the signal (EINTR).\n{}",
+        server.logs()
+    );
+    assert!(
+        format!("{}{}", server.stdout(), server.stderr()).contains("interrupted by user"),
+        "sockperf did not see the SIGINT.\n{}",
+        server.logs()
+    );
 }
 
 /// A UDP echo: what arrives goes back to its sender, byte for byte.
