@@ -443,3 +443,84 @@ pub fn shadow_readable(fd: c_int, o: &Offloaded) -> bool {
     // SAFETY: one valid pollfd, no wait.
     unsafe { real::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddrV4 {
+        "10.77.2.1:9000".parse().unwrap()
+    }
+
+    #[test]
+    fn an_address_is_stored_truncated_with_its_full_length() {
+        let mut buf = [0xaa_u8; 32];
+        let mut len: socklen_t = 32;
+        // SAFETY: a 32-byte buffer.
+        unsafe { store_addr(addr(), buf.as_mut_ptr().cast(), &mut len) }.unwrap();
+        assert_eq!(len, 16);
+        // SAFETY: 16 bytes of a sockaddr_in were written.
+        let back = unsafe { inet_addr(buf.as_ptr().cast(), len) };
+        assert_eq!(back, Some(addr()));
+        assert_eq!(buf[16..], [0xaa; 16], "nothing past sizeof(sockaddr_in)");
+
+        let mut short = [0xaa_u8; 8];
+        let mut len: socklen_t = 4;
+        // SAFETY: 4 writable bytes asked for.
+        unsafe { store_addr(addr(), short.as_mut_ptr().cast(), &mut len) }.unwrap();
+        assert_eq!(len, 16, "the full length is reported");
+        assert_eq!(short[..2], (libc::AF_INET as u16).to_ne_bytes());
+        assert_eq!(short[2..4], 9000_u16.to_be_bytes());
+        assert_eq!(short[4..], [0xaa; 4], "only `len` bytes are written");
+
+        let mut len: socklen_t = u32::MAX;
+        // SAFETY: a negative length is refused before any write.
+        let r = unsafe { store_addr(addr(), short.as_mut_ptr().cast(), &mut len) };
+        assert_eq!(r, Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn an_int_option_is_stored_like_the_kernel_does() {
+        let mut v: [u8; 8] = [0xaa; 8];
+        let mut len: socklen_t = 8;
+        // SAFETY: an 8-byte buffer.
+        unsafe { store_int(111, v.as_mut_ptr().cast(), &mut len) }.unwrap();
+        assert_eq!(len, 4);
+        assert_eq!(v[..4], 111_i32.to_ne_bytes());
+        let mut len: socklen_t = 1;
+        // SAFETY: one byte asked for.
+        unsafe { store_int(0x0102, v.as_mut_ptr().cast(), &mut len) }.unwrap();
+        assert_eq!(len, 1);
+        assert_eq!(v[0], 0x02);
+        // SAFETY: a null length is refused.
+        let r = unsafe { store_int(1, v.as_mut_ptr().cast(), std::ptr::null_mut()) };
+        assert_eq!(r, Err(libc::EFAULT));
+    }
+
+    #[test]
+    fn iovec_counts_follow_uio_maxiov() {
+        assert_eq!(iov_count(0), Ok(0));
+        assert_eq!(iov_count(1024), Ok(1024));
+        assert_eq!(iov_count(1025), Err(libc::EINVAL));
+        assert_eq!(iov_count(-1), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn empty_and_null_iovecs_are_skipped() {
+        let mut a = [0u8; 4];
+        let iov = [
+            iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: a.len(),
+            },
+        ];
+        // SAFETY: two iovecs over live memory (or empty).
+        let bufs = unsafe { iov_mut(iov.as_ptr(), iov.len()) };
+        assert_eq!(bufs.len(), 1);
+        assert_eq!(bufs[0].len(), 4);
+    }
+}
