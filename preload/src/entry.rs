@@ -1,5 +1,6 @@
 //! What sluice knows about one tracked socket (one entry shared by all fds dup'd from it).
 
+use std::mem::ManuallyDrop;
 use std::net::SocketAddrV4;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
@@ -58,7 +59,8 @@ impl Cause {
 /// open: it keeps the fd number, carries kernel-only destinations, and, for a socket bound to
 /// INADDR_ANY, receives what arrives through the kernel on the same port.
 pub struct Offloaded {
-    pub udp: Arc<UdpSocket>,
+    /// Dropped only in the process that started the stack (see `Drop`).
+    pub udp: ManuallyDrop<Arc<UdpSocket>>,
     /// The shadow is bound to the stack socket's port on INADDR_ANY: receive from both.
     pub shadow_receives: AtomicBool,
     /// Connected to a destination the policy keeps in the kernel: the shadow carries it all.
@@ -73,7 +75,7 @@ pub struct Offloaded {
 impl Offloaded {
     pub fn new(udp: Arc<UdpSocket>, nonblocking: bool) -> Offloaded {
         Offloaded {
-            udp,
+            udp: ManuallyDrop::new(udp),
             shadow_receives: AtomicBool::new(false),
             kernel_peer: AtomicBool::new(false),
             nonblocking: AtomicBool::new(nonblocking),
@@ -87,9 +89,17 @@ impl Offloaded {
 }
 
 impl Drop for Offloaded {
-    /// The last fd of the socket is gone (entries are shared by dup'd fds).
+    /// The last fd of the socket is gone (entries are shared by dup'd fds). A forked child
+    /// leaves the stack alone: its copy of the engine may be locked forever (a lock held by a
+    /// parent thread at fork time), and closing inherited sockets, or exiting, is the common
+    /// thing such a child does (daemons, subprocess with close_fds).
     fn drop(&mut self) {
+        if !crate::offload::owns_stack() {
+            return;
+        }
         self.udp.close();
+        // SAFETY: dropped once, here; `self` is never used again.
+        unsafe { ManuallyDrop::drop(&mut self.udp) };
     }
 }
 

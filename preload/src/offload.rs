@@ -28,11 +28,27 @@ const UNSTARTED: u8 = 0;
 const STARTING: u8 = 1;
 const STARTED: u8 = 2;
 const FAILED: u8 = 3;
+/// A forked child of a process with a stack: it keeps the kernel for everything new.
+const CHILD: u8 = 4;
 
 static STATE: AtomicU8 = AtomicU8::new(UNSTARTED);
 /// The process that is starting the stack: a child forked meanwhile must not wait for it.
 static STARTER: AtomicU32 = AtomicU32::new(0);
 static STACK: OnceLock<Arc<Stack>> = OnceLock::new();
+
+/// In a forked child: the parent's stack is not ours (no threads, maybe locks held forever).
+/// Later offload decisions in the child stay in the kernel; readiness calls see no stack.
+pub fn forked_child() {
+    if STATE.load(Ordering::Acquire) != UNSTARTED {
+        STATE.store(CHILD, Ordering::Release);
+    }
+}
+
+/// Whether this process started the stack (false in a forked child, whose copy of it has no
+/// threads and may hold locks forever).
+pub fn owns_stack() -> bool {
+    STARTER.load(Ordering::Acquire) == std::process::id()
+}
 
 /// The running stack, if it was started already (never starts it).
 #[inline]
@@ -47,7 +63,7 @@ pub fn stack() -> Option<&'static Arc<Stack>> {
     loop {
         match STATE.load(Ordering::Acquire) {
             STARTED => return STACK.get(),
-            FAILED => return None,
+            FAILED | CHILD => return None,
             STARTING => {
                 if STARTER.load(Ordering::Acquire) != std::process::id() {
                     return None;

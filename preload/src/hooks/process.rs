@@ -1,6 +1,10 @@
 //! Processes: fork, vfork, and the exec family.
 //!
 //! fork passes through: the child inherits the fds and a copy of the table, which stay in step.
+//! A child of a process whose stack runs does not use that stack (its copy has no threads and
+//! may hold locks forever): new sockets stay in the kernel, closing inherited offloaded sockets
+//! (or exiting) is safe and leaves the parent's sockets intact, and using them is not supported
+//! yet (issue 5).
 //!
 //! vfork is turned into fork. The child of a real vfork runs on the parent's stack and memory
 //! until it execs or exits; returning through this hook's frame in the child would clobber the
@@ -42,7 +46,11 @@ fn process_environment() -> *const *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> pid_t {
     // SAFETY: no arguments; the real fork runs glibc's atfork handlers.
-    unsafe { real::fork() }
+    let pid = unsafe { real::fork() };
+    if pid == 0 {
+        crate::offload::forked_child();
+    }
+    pid
 }
 
 #[no_mangle]

@@ -398,6 +398,24 @@ assert a.recv(100) == b"stack side"
 ep.close()
 ok("INADDR_ANY in epoll")
 
+# fork: a child that closes an inherited offloaded socket leaves the parent's intact; so
+# does a subprocess (fork + close_fds + exec).
+import subprocess
+
+fs = udp()
+fs.bind((DATA_IP, 0))
+pid = os.fork()
+if pid == 0:
+    fs.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+subprocess.run(["/bin/true"], check=True)
+fs.settimeout(5)
+fs.sendto(b"after fork", PEER)
+assert fs.recv(100) == b"after fork"
+ok("fork: a child closing inherited offloaded sockets leaves the parent's intact")
+
 maps = open("/proc/self/maps").read()
 assert "libsluice_dpdk.so" in maps, "the DPDK port library is not mapped: nothing was offloaded"
 ok("libsluice_dpdk.so mapped")
