@@ -251,6 +251,7 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
             "sendto a kernel-kept destination goes through the shadow",
             "connect to a kernel-kept peer is served by the shadow",
             "INADDR_ANY in epoll",
+            "multicast membership (ip_mreq, ip_mreqn; EADDRINUSE, EADDRNOTAVAIL)",
             "fork: a child closing inherited offloaded sockets leaves the parent's intact",
             "libsluice_dpdk.so mapped",
         ],

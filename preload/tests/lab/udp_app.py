@@ -398,6 +398,35 @@ assert a.recv(100) == b"stack side"
 ep.close()
 ok("INADDR_ANY in epoll")
 
+# Multicast: IP_ADD_MEMBERSHIP (ip_mreq, then ip_mreqn) on the data port, a kernel sender.
+GROUP = "239.77.0.1"
+g = udp()
+g.bind(("0.0.0.0", 0))
+gport = g.getsockname()[1]
+mreq = struct.pack("4s4s", socket.inet_aton(GROUP), socket.inet_aton(DATA_IP))
+g.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+try:
+    g.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    raise AssertionError("joining twice did not fail")
+except OSError as err:
+    assert err.errno == errno.EADDRINUSE, err
+g.settimeout(5)
+s.sendto(("mcast %s %d %s" % (GROUP, gport, PEER[0])).encode(), PEER)
+data, sender = g.recvfrom(100)
+assert data == b"to the group" and sender[0] == PEER[0], (data, sender)
+g.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, mreq)
+try:
+    g.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, mreq)
+    raise AssertionError("leaving twice did not fail")
+except OSError as err:
+    assert err.errno == errno.EADDRNOTAVAIL, err
+mreqn = struct.pack("4s4si", socket.inet_aton(GROUP), socket.inet_aton(DATA_IP), 0)
+g.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+s.sendto(("mcast %s %d %s" % (GROUP, gport, PEER[0])).encode(), PEER)
+data, sender = g.recvfrom(100)
+assert data == b"to the group", data
+ok("multicast membership (ip_mreq, ip_mreqn; EADDRINUSE, EADDRNOTAVAIL)")
+
 # fork: a child that closes an inherited offloaded socket leaves the parent's intact; so
 # does a subprocess (fork + close_fds + exec).
 import subprocess
