@@ -326,8 +326,10 @@ impl LabProcess {
 }
 
 impl Drop for LabProcess {
+    /// SIGINT first, so that a DPDK port is closed by its exit hook (an af_xdp
+    /// port killed outright leaves its XDP program on the interface), then SIGKILL.
     fn drop(&mut self) {
-        self.kill();
+        self.interrupt(Duration::from_secs(2), &[]);
     }
 }
 
