@@ -258,6 +258,9 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
     );
 }
 
+/// Over DPDK's af_packet port, the kernel's packet fanout (PACKET_FANOUT_FLAG_DEFRAG, set by
+/// the PMD) reassembles incoming fragments before the stack sees them, so the received side
+/// arrives as one frame longer than the MTU: this checks that path too.
 #[test]
 fn datagrams_larger_than_the_mtu_cross_in_fragments() {
     let out = run_app("fragments", peer_port(2));
