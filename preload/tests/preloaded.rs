@@ -545,6 +545,42 @@ fn errno_role() {
 
 // ---------------------------------------------------------------- harness
 
+const UDP_MODE: &str = r#"
+import socket
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.bind(("0.0.0.0", 0))
+a.sendto(b"still the kernel", ("127.0.0.1", a.getsockname()[1]))
+assert a.recv(100) == b"still the kernel"
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+b.connect(("10.77.9.9", 7000))
+status = open("/proc/self/status").read()
+maps = open("/proc/self/maps").read()
+print([l for l in status.splitlines() if l.startswith("Threads:")][0])
+print("dpdk mapped" if "dpdk" in maps or "librte_" in maps else "no dpdk")
+"#;
+
+/// Kernel-UDP mode (the default): datagram sockets the policy offloads stay in the kernel,
+/// and starting a stack for them would cost a thread for nothing.
+fn kernel_udp_mode_keeps_datagram_sockets_in_the_kernel() {
+    let (out, err) = python(
+        UDP_MODE,
+        &[("SLUICE_LOG", "debug"), ("SLUICE_OFFLOAD", "10.77.9.0/24")],
+    );
+    assert!(
+        err.contains("-> offload (bind 0.0.0.0:0)"),
+        "the policy did not offload the wildcard bind:\n{err}"
+    );
+    assert!(
+        out.contains("Threads:\t1"),
+        "a stack thread was started:\n{out}\n{err}"
+    );
+    assert!(out.contains("no dpdk"), "DPDK was mapped:\n{out}");
+    assert!(
+        !err.contains("stack started"),
+        "a stack was started:\n{err}"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(name) = args.get(1).filter(|a| !a.starts_with('-')) {
@@ -566,6 +602,10 @@ fn main() {
         (
             "offload_decisions_are_taken_when_the_address_is_known",
             offload_decisions_are_taken_when_the_address_is_known,
+        ),
+        (
+            "kernel_udp_mode_keeps_datagram_sockets_in_the_kernel",
+            kernel_udp_mode_keeps_datagram_sockets_in_the_kernel,
         ),
         (
             "inherited_sockets_are_adopted_at_connect",
