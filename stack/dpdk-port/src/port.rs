@@ -18,6 +18,27 @@ use crate::error::DpdkError;
 /// 2^n - 1 is the mempool's most efficient size.
 const MBUFS_PER_PORT: u32 = 4095;
 const MBUF_CACHE: u32 = 128;
+
+/// DPDK 22.11's af_packet PMD joins a fanout group with
+/// PACKET_FANOUT_FLAG_DEFRAG, so the kernel hands it IPv4 datagrams that
+/// arrived in fragments already reassembled, as one frame of up to 64 KiB.
+/// Its default 2 KiB ring frames would truncate those, so its frames are
+/// nearly as large as one mbuf can hold (a u16 of data room): 15 pages, of
+/// which the kernel fills up to 66 bytes less, enough for UDP payloads of up
+/// to 61332 bytes. Larger fragmented datagrams arrive truncated and are
+/// dropped. (The PMD lays frames out as if contiguous, so a block must be a
+/// whole number of frames as well as of pages.)
+const AF_PACKET_FRAME: u32 = 15 * 4096;
+const AF_PACKET_BLOCK: u32 = AF_PACKET_FRAME;
+/// Frames in each of the socket's rx and tx rings (15 MiB each).
+const AF_PACKET_FRAMES: u32 = 256;
+/// What the PMD copies into one receive mbuf at most: a frame less the
+/// part of its tpacket2 header it does not count.
+const AF_PACKET_RX_DATA: u32 = AF_PACKET_FRAME - 32;
+/// Receive mbufs of an af_packet port: each frame is copied out and its mbuf
+/// freed within one burst, so a few bursts' worth is enough.
+const AF_PACKET_RX_MBUFS: u32 = 255;
+const AF_PACKET_RX_CACHE: u32 = 32;
 /// Frames moved per driver call.
 pub const BURST: usize = 32;
 
@@ -39,7 +60,7 @@ pub struct Port {
     vdev: Option<String>,
     /// The kernel interface under an af_packet or af_xdp port.
     netdev: Option<String>,
-    pool: NonNull<sys::rte_mempool>,
+    pools: Pools,
     mac: MacAddr,
     max_frame: usize,
     counters: std::cell::Cell<PortCounters>,
@@ -81,7 +102,10 @@ impl Port {
                 match config.backend {
                     DpdkBackend::AfPacket => Attach::Vdev {
                         name: format!("net_af_packet{n}"),
-                        args: format!("iface={name},qpairs=1"),
+                        args: format!(
+                            "iface={name},qpairs=1,blocksz={AF_PACKET_BLOCK},\
+                             framesz={AF_PACKET_FRAME},framecnt={AF_PACKET_FRAMES}"
+                        ),
                     },
                     DpdkBackend::AfXdp => Attach::Vdev {
                         name: format!("net_af_xdp{n}"),
@@ -128,8 +152,12 @@ impl Port {
                 });
             }
         };
-        let pool = match create_pool(id, &shown) {
-            Ok(pool) => pool,
+        let large_rx = matches!(
+            (&device, config.backend),
+            (Device::Netdev(_), DpdkBackend::AfPacket)
+        );
+        let pools = match Pools::create(id, &shown, large_rx) {
+            Ok(pools) => pools,
             Err(e) => {
                 close_port(id, vdev.as_deref());
                 return Err(e);
@@ -139,10 +167,9 @@ impl Port {
             Device::Netdev(name) if mac != device_mac => PromiscuousNetdev::join(name).map(Some),
             _ => Ok(None),
         };
-        let ready =
-            setup(id, &shown, config.mac, pool, queues).and_then(|(mac, device_mac, max_frame)| {
-                Ok((mac, max_frame, promiscuous(mac, device_mac)?))
-            });
+        let ready = setup(id, &shown, config.mac, pools.rx(), queues).and_then(
+            |(mac, device_mac, max_frame)| Ok((mac, max_frame, promiscuous(mac, device_mac)?)),
+        );
         match ready {
             Ok((mac, max_frame, promiscuous)) => {
                 let gate = Arc::new(PortGate::default());
@@ -160,7 +187,7 @@ impl Port {
                         Device::Netdev(name) => Some(name.clone()),
                         Device::Pci(_) => None,
                     },
-                    pool,
+                    pools,
                     mac,
                     max_frame,
                     counters: Default::default(),
@@ -172,9 +199,8 @@ impl Port {
             }
             Err(e) => {
                 close_port(id, vdev.as_deref());
-                // SAFETY: the port is closed, so its queues hold no mbufs of
-                // the pool any more.
-                unsafe { sys::rte_mempool_free(pool.as_ptr()) };
+                // The port is closed, so its queues hold no mbufs any more.
+                pools.free();
                 Err(e)
             }
         }
@@ -239,7 +265,7 @@ impl Port {
     pub fn alloc(&self) -> Option<Mbuf<'_>> {
         let _inside = self.gate.enter()?;
         // SAFETY: the pool lives as long as the port.
-        let m = unsafe { sys::sluice_rte_pktmbuf_alloc(self.pool.as_ptr()) };
+        let m = unsafe { sys::sluice_rte_pktmbuf_alloc(self.pools.tx.as_ptr()) };
         NonNull::new(m).map(|ptr| Mbuf {
             ptr,
             _port: PhantomData,
@@ -350,9 +376,9 @@ impl Port {
         control.open_ports.retain(|p| p.id != self.id);
         close_port(self.id, self.vdev.as_deref());
         self.promiscuous = None;
-        // SAFETY: the port is closed, its queues released their mbufs, and no
-        // `Mbuf` outlives `&self`; the pool is freed exactly once.
-        unsafe { sys::rte_mempool_free(self.pool.as_ptr()) };
+        // The port is closed, its queues released their mbufs, no `Mbuf`
+        // outlives `&self`, and the gate makes this run once.
+        self.pools.free();
         log::info!("DPDK port {} on {} closed", self.id, self.device);
     }
 
@@ -492,8 +518,68 @@ fn port_by_name(name: &str) -> Option<u16> {
     (rc == 0).then_some(id)
 }
 
-/// The port's mbuf pool, on the port's NUMA socket.
-fn create_pool(id: u16, device: &str) -> Result<NonNull<sys::rte_mempool>, DpdkError> {
+/// A port's mbuf pools, on the port's NUMA socket: one for frames to send
+/// (and to receive, unless the port needs larger receive buffers).
+struct Pools {
+    tx: NonNull<sys::rte_mempool>,
+    /// Receive buffers when they must be larger than `tx`'s.
+    large_rx: Option<NonNull<sys::rte_mempool>>,
+}
+
+impl Pools {
+    fn create(id: u16, device: &str, large_rx: bool) -> Result<Pools, DpdkError> {
+        let tx = create_pool(
+            id,
+            device,
+            MBUFS_PER_PORT,
+            MBUF_CACHE,
+            sys::RTE_MBUF_DEFAULT_BUF_SIZE,
+        )?;
+        let large_rx = match large_rx {
+            false => None,
+            true => match create_pool(
+                id,
+                device,
+                AF_PACKET_RX_MBUFS,
+                AF_PACKET_RX_CACHE,
+                AF_PACKET_RX_DATA + sys::RTE_PKTMBUF_HEADROOM,
+            ) {
+                Ok(pool) => Some(pool),
+                Err(e) => {
+                    // SAFETY: just created, never given to a queue.
+                    unsafe { sys::rte_mempool_free(tx.as_ptr()) };
+                    return Err(e);
+                }
+            },
+        };
+        Ok(Pools { tx, large_rx })
+    }
+
+    /// The pool the receive queues take their buffers from.
+    fn rx(&self) -> NonNull<sys::rte_mempool> {
+        self.large_rx.unwrap_or(self.tx)
+    }
+
+    /// Frees both pools. Call once, when no queue and no `Mbuf` holds their
+    /// buffers any more (the port is closed).
+    fn free(&self) {
+        // SAFETY: per the contract above, nothing uses the pools any more.
+        unsafe {
+            sys::rte_mempool_free(self.tx.as_ptr());
+            if let Some(rx) = self.large_rx {
+                sys::rte_mempool_free(rx.as_ptr());
+            }
+        }
+    }
+}
+
+fn create_pool(
+    id: u16,
+    device: &str,
+    mbufs: u32,
+    cache: u32,
+    data_room: u32,
+) -> Result<NonNull<sys::rte_mempool>, DpdkError> {
     // SAFETY: plain query of a probed port.
     let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
     let name = CString::new(format!(
@@ -501,17 +587,10 @@ fn create_pool(id: u16, device: &str) -> Result<NonNull<sys::rte_mempool>, DpdkE
         NEXT_POOL.fetch_add(1, Ordering::Relaxed)
     ))
     .unwrap();
+    let data_room = u16::try_from(data_room).expect("mbuf data room fits u16");
     // SAFETY: NUL-terminated name; the EAL is running.
-    let pool = unsafe {
-        sys::rte_pktmbuf_pool_create(
-            name.as_ptr(),
-            MBUFS_PER_PORT,
-            MBUF_CACHE,
-            0,
-            sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
-            socket,
-        )
-    };
+    let pool =
+        unsafe { sys::rte_pktmbuf_pool_create(name.as_ptr(), mbufs, cache, 0, data_room, socket) };
     NonNull::new(pool).ok_or_else(|| DpdkError::Call {
         device: device.to_string(),
         call: "rte_pktmbuf_pool_create",
