@@ -389,6 +389,9 @@ impl Stack {
 
     fn spawn_helper(stack: &Arc<Stack>, on_thread_start: fn()) -> Result<(), StackError> {
         let weak = Arc::downgrade(stack);
+        // The helper inherits this mask: signals sent to the process go to
+        // the application's threads, where they interrupt blocking calls.
+        let _mask = crate::signals::AsyncSignalsBlocked::new();
         std::thread::Builder::new()
             .name("sluice-helper".into())
             .spawn(move || {

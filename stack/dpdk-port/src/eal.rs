@@ -231,9 +231,14 @@ fn init(attach: &Attach, hugepages: Hugepages, extra_args: &[String]) -> Result<
     let argv: &'static mut [*mut c_char] = Box::leak(argv.into_boxed_slice());
 
     log_to_stderr();
+    // The EAL's threads (interrupts, multi-process) inherit this mask: with
+    // the application's signals blocked there, a Ctrl-C reaches a thread of
+    // the application, where it interrupts a blocking call as it should.
+    let mask = sluice_stack::signals::AsyncSignalsBlocked::new();
     // SAFETY: argv holds argc NUL-terminated strings and a null, all leaked
     // so they outlive the EAL; this runs once per process under the lock.
     let rc = unsafe { sys::rte_eal_init((argv.len() - 1) as i32, argv.as_mut_ptr()) };
+    drop(mask);
     // EAL pinned this thread to its lcore: give the application its CPUs back.
     affinity.restore();
     if rc < 0 {
