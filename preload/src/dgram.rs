@@ -22,7 +22,7 @@ use sluice_stack::socket::udp::{Received, RecvFlags};
 use crate::entry::Offloaded;
 use crate::init::sluice;
 use crate::offload::{duration, running, sockopt};
-use crate::real;
+use crate::{real, signals};
 
 pub type Res<T> = Result<T, c_int>;
 
@@ -247,6 +247,8 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
     let nonblocking = flags & libc::MSG_DONTWAIT != 0 || o.nonblocking.load(Ordering::Acquire);
     // Read (one system call) only once the first attempt found nothing.
     let mut deadline: Option<Option<Instant>> = None;
+    // Handlers that run while this call waits end it (EINTR) or restart it, as in the kernel.
+    let mark = signals::Mark::now();
     loop {
         if via_stack {
             match o.udp.recv_from(bufs, recv_flags(flags, true)) {
@@ -275,19 +277,30 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             },
             None => None,
         };
-        wait_readable(fd, o, left, via_stack, via_shadow)?;
+        let waited = wait_readable(fd, o, left, via_stack, via_shadow, &mark);
+        match (waited, mark.seen()) {
+            (Err(e), _) if e != libc::EINTR => return Err(e),
+            (_, signals::Seen::Interrupting) => return Err(libc::EINTR),
+            // Not restarted when SO_RCVTIMEO is set.
+            (_, signals::Seen::Restartable) if deadline.is_some() => return Err(libc::EINTR),
+            // The sleep was interrupted by a handler we do not relay.
+            (Err(_), signals::Seen::Nothing) => return Err(libc::EINTR),
+            _ => {}
+        }
     }
 }
 
 /// Waits until the stack socket or the shadow may have a datagram, or `left` passes: spins
 /// on the stack for the configured budget, then sleeps in one real poll on the shadow and
 /// the stack's wakeup eventfd. Err(EINTR) when a signal interrupts the sleep.
+/// Returns at once, without sleeping, when a signal handler ran since `mark`.
 fn wait_readable(
     fd: c_int,
     o: &Offloaded,
     left: Option<Duration>,
     watch_stack: bool,
     watch_shadow: bool,
+    mark: &signals::Mark,
 ) -> Res<()> {
     let start = Instant::now();
     let Some(stack) = running() else {
@@ -314,7 +327,7 @@ fn wait_readable(
             revents: 0,
         },
     ];
-    if watch_stack && o.udp.readiness().readable {
+    if watch_stack && o.udp.readiness().readable || mark.seen() != signals::Seen::Nothing {
         return Ok(());
     }
     // In slices: a wakeup drained by another thread's wait makes this one late, not stuck.

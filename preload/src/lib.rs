@@ -80,3 +80,4 @@ mod init;
 mod mux;
 mod offload;
 mod real;
+mod signals;

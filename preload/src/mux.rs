@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::signals::{self, Seen};
 use libc::{epoll_event, pollfd, sigset_t, timespec};
 use sluice_stack::engine::Stack;
 
@@ -142,6 +143,7 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
             .any(|((_, e), w)| dgram::poll_bits(off(e), false) & w != 0)
     };
     let mut sleep_now = false;
+    let mark = signals::Mark::now();
     loop {
         let timeout_ms = if sleep_now { deadline.slice_ms() } else { 0 };
         let ts = timespec {
@@ -179,6 +181,10 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
         }
         if !sleep_now && spin(stack, deadline, stack_ready) {
             continue;
+        }
+        // poll is never restarted after a handler, whatever its SA_RESTART.
+        if mark.seen() != Seen::Nothing {
+            return Some(Err(libc::EINTR));
         }
         sleep_now = true;
     }
@@ -506,6 +512,7 @@ pub unsafe fn epoll_wait(
     // SAFETY: per the contract.
     let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
     let mut sleep_now = false;
+    let mark = signals::Mark::now();
     loop {
         stack.poll();
         let mut n = collect(epfd, out, true);
@@ -551,6 +558,10 @@ pub unsafe fn epoll_wait(
             if spin(stack, deadline, || collect(epfd, &mut probe, false) > 0) {
                 continue;
             }
+        }
+        // epoll_wait is never restarted after a handler, whatever its SA_RESTART.
+        if mark.seen() != Seen::Nothing {
+            return Some(Err(libc::EINTR));
         }
         sleep_now = true;
     }

@@ -194,6 +194,9 @@ next! {
     fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int,
                     timeout: *const timespec, mask: *const sigset_t) -> c_int =
         sys!(libc::SYS_epoll_pwait2, epfd, events, max, timeout, mask, KERNEL_SIGSET) as c_int;
+    // The raw system call needs glibc's restorer: without libc's sigaction there is none.
+    fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int =
+        no_such_function();
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int =
         sys!(libc::SYS_close_range, first, last, flags) as c_int;
     fn closefrom(low: c_int) -> () = {

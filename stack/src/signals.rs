@@ -25,14 +25,6 @@ impl AsyncSignalsBlocked {
     }
 }
 
-impl AsyncSignalsBlocked {
-    /// The mask the thread had before: the one to sleep with (ppoll,
-    /// epoll_pwait), so that signals held meanwhile interrupt the sleep.
-    pub fn saved(&self) -> *const libc::sigset_t {
-        &self.0
-    }
-}
-
 impl Default for AsyncSignalsBlocked {
     fn default() -> Self {
         Self::new()

@@ -5,6 +5,7 @@ mod fd;
 mod io;
 mod mux;
 mod process;
+mod signal;
 mod socket;
 mod sockopt;
 

@@ -15,7 +15,7 @@ import time
 PEER = (sys.argv[1], int(sys.argv[2]))
 CLOSED = (sys.argv[1], int(sys.argv[3]))  # nothing listens there
 DATA_IP = sys.argv[4]
-WHAT = sys.argv[5]  # "semantics" or "fragments"
+WHAT = sys.argv[5]  # "semantics", "fragments" or "signals"
 # The same peer through its management address, which the policy keeps in the kernel.
 KERNEL_PEER = (sys.argv[6], PEER[1])
 
@@ -33,12 +33,82 @@ def wait_readable(s, timeout=5.0):
     assert r == [s], "no datagram within %.1f s" % timeout
 
 
+if WHAT == "signals":
+    # Every signal interrupts a blocking wait, whenever it comes: during the spin on the stack,
+    # in a sleep, or between two sleeps (run with a long SLUICE_SPIN_US, so that most of the
+    # wait is spent in user space). SO_RCVTIMEO (2 s) ends a wait the signal failed to end.
+    import random
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Interrupted()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    rng = random.Random(7)
+    s = udp()
+    s.bind((DATA_IP, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 2, 0))
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN)
+    waits = {
+        "recv": lambda: s.recv(10),
+        "poll": lambda: p.poll(2000),
+        "epoll": lambda: ep.poll(2),
+        "select": lambda: select.select([s], [], [], 2),
+    }
+    for name, wait in waits.items():
+        for i in range(40):
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.0005, 0.045))
+            start = time.monotonic()
+            try:
+                got = wait()
+                raise AssertionError("%s returned %r, not EINTR (alarm %d)" % (name, got, i))
+            except Interrupted:
+                pass
+            except BlockingIOError:
+                raise AssertionError("alarm %d did not interrupt %s (SO_RCVTIMEO ended it)" % (i, name))
+            assert time.monotonic() - start < 1.0, (name, i, time.monotonic() - start)
+        ok("40 alarms at random moments each interrupt a blocking %s" % name)
+
+    # SA_RESTART: a receive restarts after the handler, unless SO_RCVTIMEO is set; poll
+    # never restarts. (The handler raises, so the time it is seen tells which happened.)
+    signal.siginterrupt(signal.SIGALRM, False)
+
+    def interrupted_after(wait):
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        start = time.monotonic()
+        try:
+            wait()
+        except Interrupted:
+            return time.monotonic() - start
+        raise AssertionError("the handler never ran")
+
+    r = udp()
+    r.bind((DATA_IP, 0))
+    threading.Timer(0.4, lambda: r.sendto(b"late", PEER)).start()
+    took = interrupted_after(lambda: r.recv(10))
+    assert took >= 0.3, "recv was not restarted under SA_RESTART (ended after %.3f s)" % took
+    ok("SA_RESTART restarts a blocking recv")
+    took = interrupted_after(lambda: s.recv(10))
+    assert took < 0.3, "recv with SO_RCVTIMEO restarted under SA_RESTART (%.3f s)" % took
+    took = interrupted_after(lambda: p.poll(2000))
+    assert took < 0.3, "poll restarted under SA_RESTART (%.3f s)" % took
+    ok("SA_RESTART does not restart recv with SO_RCVTIMEO, nor poll")
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    print("all done", flush=True)
+    sys.exit(0)
+
 if WHAT == "fragments":
     # Datagrams larger than the MTU go out and come back in fragments.
     f = udp()
     f.bind((DATA_IP, 0))
     f.settimeout(5)
-    for size in (1473, 2000, 4000, 9000):
+    for size in (1473, 2000, 4000, 9000, 30000, 61332):
         big = bytes(i * 7 % 251 for i in range(size))
         f.sendto(big, PEER)
         data, sender = f.recvfrom(65535)
