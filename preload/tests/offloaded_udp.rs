@@ -222,7 +222,7 @@ fn check(out: &Output, expected: &[&str]) {
 
 /// A peer port per test process, so that concurrent runs (other checkouts) do not collide.
 fn peer_port(offset: u16) -> u16 {
-    40000 + (std::process::id() % 4000) as u16 * 6 + offset
+    40000 + (std::process::id() % 3000) as u16 * 8 + offset
 }
 
 #[test]
@@ -262,13 +262,38 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
     );
 }
 
+/// Several sockets of one process and another process under sluice (its own stack and data
+/// IP on the same port) are members of one group: one datagram from a kernel sender reaches
+/// them all.
+#[test]
+fn multicast_reaches_sockets_and_processes_on_one_group() {
+    let out = run_app("mcast-procs", peer_port(4));
+    check(
+        &out,
+        &[
+            "a second process with its own stack joined the group",
+            "reached two sockets here and the other process",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stacks = stderr
+        .lines()
+        .filter(|l| l.contains("stack started (dpdk mode)"))
+        .count();
+    assert_eq!(stacks, 2, "not one DPDK stack per process:\n{stderr}");
+    assert!(
+        stderr.contains("-> offload (bind 0.0.0.0:"),
+        "the group sockets were not offloaded:\n{stderr}"
+    );
+}
+
 /// A signal ends every blocking wait on an offloaded socket with EINTR, whenever it arrives,
 /// and a receive restarts under SA_RESTART as the kernel's does.
 /// A 5 ms spin budget puts a quarter of each 20 ms sleep slice's cycle in user space, where
 /// a handler that ran unnoticed would leave the wait asleep until SO_RCVTIMEO.
 #[test]
 fn signals_interrupt_blocking_waits_at_any_moment() {
-    let out = run_app_with("signals", peer_port(4), &["SLUICE_SPIN_US=5000"]);
+    let out = run_app_with("signals", peer_port(6), &["SLUICE_SPIN_US=5000"]);
     check(
         &out,
         &[

@@ -119,8 +119,11 @@ fn an_idle_stack_uses_little_cpu() {
         let used = (thread_cpu_ns(tid) - start) as f64 / 1e9;
         let share = used / window.as_secs_f64() * 100.0;
         eprintln!("idle helper thread {tid}: {share:.2}% of a core");
-        // Generous: the design target is under 2%; this catches a busy-polling helper.
-        assert!(share < 10.0, "idle helper used {share:.1}% of a core");
+        // CPU time of the thread itself, so other load on the machine does not count.
+        assert!(
+            share < 2.0,
+            "idle helper used {share:.1}% of a core (the bound is 2%)"
+        );
     }
     drop((a, b));
 }

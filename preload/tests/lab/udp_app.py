@@ -15,7 +15,7 @@ import time
 PEER = (sys.argv[1], int(sys.argv[2]))
 CLOSED = (sys.argv[1], int(sys.argv[3]))  # nothing listens there
 DATA_IP = sys.argv[4]
-WHAT = sys.argv[5]  # "semantics", "fragments" or "signals"
+WHAT = sys.argv[5]  # "semantics", "fragments", "signals", "mcast-procs" ("mcast-member")
 # The same peer through its management address, which the policy keeps in the kernel.
 KERNEL_PEER = (sys.argv[6], PEER[1])
 
@@ -32,6 +32,66 @@ def wait_readable(s, timeout=5.0):
     r, _, _ = select.select([s], [], [], timeout)
     assert r == [s], "no datagram within %.1f s" % timeout
 
+
+if WHAT == "mcast-member":
+    # Started by "mcast-procs" as a second process with its own stack (DATA_IP is its own):
+    # joins GROUP on PORT and waits for one datagram.
+    group, gport = sys.argv[7], int(sys.argv[8])
+    m = udp()
+    m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    m.bind(("0.0.0.0", gport))
+    m.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                 struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(DATA_IP)))
+    print("joined", flush=True)
+    m.settimeout(10)
+    data, sender = m.recvfrom(100)
+    assert data == b"to the group" and sender[0] == PEER[0], (data, sender)
+    print("member got it", flush=True)
+    sys.exit(0)
+
+if WHAT == "mcast-procs":
+    # One datagram from a kernel sender to a group reaches every member: two sockets of this
+    # process (SO_REUSEADDR on one port) and a second process under sluice with its own stack
+    # and data IP on the same port p0.
+    import subprocess
+
+    GROUP = "239.77.0.2"
+    MEMBER_IP = "10.77.2.11"
+    members = []
+    for _ in range(2):
+        g = udp()
+        g.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        g.bind(("0.0.0.0", members[0].getsockname()[1] if members else 0))
+        g.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                     struct.pack("4s4s", socket.inet_aton(GROUP), socket.inet_aton(DATA_IP)))
+        g.settimeout(5)
+        members.append(g)
+    gport = members[0].getsockname()[1]
+    env = dict(os.environ, SLUICE_IFACES="p0=%s/24" % MEMBER_IP)
+    child = subprocess.Popen(
+        [sys.executable, __file__, sys.argv[1], sys.argv[2], sys.argv[3], MEMBER_IP,
+         "mcast-member", sys.argv[6], GROUP, str(gport)],
+        env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 30)
+        line = child.stdout.readline() if ready else ""
+        assert line.strip() == "joined", "the second process did not join: %r" % line
+        ok("a second process with its own stack joined the group")
+        u = udp()
+        u.bind((DATA_IP, 0))
+        u.sendto(("mcast %s %d %s" % (GROUP, gport, PEER[0])).encode(), PEER)
+        for i, g in enumerate(members):
+            data, sender = g.recvfrom(100)
+            assert data == b"to the group" and sender[0] == PEER[0], (i, data, sender)
+        out, _ = child.communicate(timeout=15)
+        assert child.returncode == 0 and "member got it" in out, (child.returncode, out)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    ok("one datagram to the group reached two sockets here and the other process")
+    print("all done", flush=True)
+    sys.exit(0)
 
 if WHAT == "signals":
     # Every signal interrupts a blocking wait, whenever it comes: during the spin on the stack,
