@@ -307,12 +307,13 @@ fn wait_readable(
         return Err(libc::EAGAIN);
     };
     let spin = sluice().map_or(Duration::ZERO, |sl| sl.config.spin_budget());
+    let mut turns = crate::mux::SpinTurns::new(start);
     while start.elapsed() < spin.min(left.unwrap_or(spin)) {
         stack.poll();
         if watch_stack && o.udp.readiness().readable {
             return Ok(());
         }
-        std::hint::spin_loop();
+        turns.take();
     }
     let mut fds = [
         libc::pollfd {

@@ -77,14 +77,40 @@ fn spin_budget() -> Duration {
 fn spin(stack: &Stack, deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
     let budget = spin_budget();
     let start = Instant::now();
+    let mut turns = SpinTurns::new(start);
     while start.elapsed() < budget && !deadline.passed() {
         stack.poll();
         if ready() {
             return true;
         }
-        std::hint::spin_loop();
+        turns.take();
     }
     false
+}
+
+/// How long a spin runs before it lets the CPU's other runnable threads have a turn.
+const SPIN_TURN: Duration = Duration::from_micros(10);
+
+/// Turns between spinning waits: every `SPIN_TURN` of spinning, sched_yield lets in the other
+/// threads runnable on this CPU (another polling process, a stack's helper that has frames to
+/// hand over). Without it, a process whose replies come back within its spin keeps the CPU and
+/// a process sharing the core gets one round trip per scheduler slice. With nobody else
+/// runnable, sched_yield returns at once.
+pub struct SpinTurns(Instant);
+
+impl SpinTurns {
+    pub fn new(now: Instant) -> SpinTurns {
+        SpinTurns(now)
+    }
+
+    pub fn take(&mut self) {
+        std::hint::spin_loop();
+        if self.0.elapsed() >= SPIN_TURN {
+            // SAFETY: no arguments; only gives up the CPU.
+            unsafe { libc::sched_yield() };
+            self.0 = Instant::now();
+        }
+    }
 }
 
 /// The served entries among `fds` (index, entry), empty when none is offloaded.

@@ -208,6 +208,55 @@ fn sockperf_ping_pong_sluice_to_sluice_af_xdp() {
     ping_pong_sluice_to_sluice("af_xdp", lab_port(7));
 }
 
+/// Two busy ping-pong pairs under sluice at once, each end of both pairs on the same core as
+/// its counterpart of the other pair (four polling processes on two cores): both pairs keep
+/// going, and neither gets less than a fifth of the other's round trips.
+#[test]
+fn two_busy_processes_share_the_cores() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let pairs = [
+        (H1_DATA, H2_DATA, lab_port(3)),
+        ("10.77.2.11", "10.77.2.12", lab_port(4)),
+    ];
+    let servers: Vec<LabProcess> = pairs
+        .iter()
+        .map(|(_, server_ip, port)| sockperf_server(H2, &Stack::dpdk(server_ip), server_ip, *port))
+        .collect();
+    let clients: Vec<_> = pairs
+        .iter()
+        .map(|&(client_ip, server_ip, port)| {
+            std::thread::spawn(move || {
+                sockperf_client(
+                    H1,
+                    &Stack::dpdk(client_ip),
+                    "ping-pong",
+                    server_ip,
+                    port,
+                    64,
+                )
+            })
+        })
+        .collect();
+    let runs: Vec<ClientRun> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client run failed"))
+        .collect();
+    let messages: Vec<u64> = runs
+        .iter()
+        .zip(&servers)
+        .map(|(run, server)| assert_ping_pong(run, server).1)
+        .collect();
+    let (low, high) = (messages[0].min(messages[1]), messages[0].max(messages[1]));
+    assert!(
+        low * 5 >= high,
+        "one pair starved the other: {messages:?} round trips in 3 s.\n{}\n{}",
+        runs[0].text,
+        runs[1].text
+    );
+    eprintln!("two busy sluice ping-pong pairs at once: {messages:?} round trips in 3 s");
+}
+
 #[test]
 fn sockperf_throughput_sluice_to_sluice() {
     ensure_lab();
