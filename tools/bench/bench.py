@@ -306,9 +306,9 @@ class LabServer:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            # sockperf prints its totals from the signal handler. Under sluice a
-            # blocking recvfrom is not interrupted yet (no EINTR), so the process
-            # may stay: once the totals are out it gets a moment, then SIGKILL.
+            # sockperf prints its totals from the signal handler, then exits;
+            # should it linger once the totals are out, it gets a moment, then
+            # SIGKILL (a benchmark must end whatever happens).
             deadline = time.time() + 5
             while self.proc.poll() is None and time.time() < deadline:
                 text = self.text()
