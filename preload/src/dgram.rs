@@ -342,7 +342,7 @@ fn wait_readable(
         return Err(crate::guard::errno());
     }
     if fds[1].revents != 0 {
-        stack.drain_wakeup();
+        crate::mux::drain_wakeup(stack);
     }
     Ok(())
 }

@@ -37,6 +37,8 @@ use crate::real;
 const SLEEP_SLICE: Duration = Duration::from_millis(20);
 /// epoll data of the wakeup eventfd's registration (filtered out of results).
 const WAKEUP_DATA: u64 = 0x5c1c_e000_0000_0001;
+/// epoll data of a set's own readiness eventfd (filtered out of results).
+const READY_DATA: u64 = 0x5c1c_e000_0000_0002;
 /// epoll data tag of a shadow's private registration (low 32 bits: the fd).
 const SHADOW_TAG: u64 = 0x5c1c_e001_0000_0000;
 const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
@@ -189,7 +191,7 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
             return Some(Err(crate::guard::errno()));
         }
         if kset.last().is_some_and(|w| w.revents != 0) {
-            stack.drain_wakeup();
+            drain_wakeup(stack);
         }
         stack.poll();
         let mut count = 0;
@@ -231,6 +233,107 @@ struct Registration {
 struct EpollSet {
     epfd: c_int,
     regs: Vec<Registration>,
+    /// An eventfd in the set's kernel interest list, kept readable while an offloaded member
+    /// is ready: the set then looks ready to a poll, select or epoll set that watches it
+    /// (nesting), level-triggered as in the kernel, even after another wait drained the
+    /// stack's wakeup eventfd. Closed with the real close (our hook would take `SETS`).
+    ready: c_int,
+}
+
+impl Drop for EpollSet {
+    fn drop(&mut self) {
+        // SAFETY: our own eventfd, closed once.
+        unsafe { real::close(self.ready) };
+    }
+}
+
+impl EpollSet {
+    /// A set for `epfd` with the stack's wakeup and its own readiness eventfd registered.
+    /// Registering the wakeup also checks that `epfd` is an epoll fd.
+    fn new(epfd: c_int, stack: &Stack) -> Res<EpollSet> {
+        let r = kernel_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            stack.wakeup_fd(),
+            libc::EPOLLIN as u32,
+            WAKEUP_DATA,
+        );
+        if r != 0 && crate::guard::errno() != libc::EEXIST {
+            return Err(crate::guard::errno());
+        }
+        // SAFETY: plain eventfd creation.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(crate::guard::errno());
+        }
+        let set = EpollSet {
+            epfd,
+            regs: Vec::new(),
+            ready: fd,
+        };
+        if kernel_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+            READY_DATA,
+        ) != 0
+        {
+            return Err(crate::guard::errno());
+        }
+        HAS_SETS.store(true, Ordering::Relaxed);
+        Ok(set)
+    }
+
+    /// Whether an offloaded member is ready for what it was registered for.
+    fn member_ready(&self) -> bool {
+        self.regs.iter().any(|reg| {
+            !reg.disarmed
+                && reg.entry.upgrade().is_some_and(|e| {
+                    let interest = reg.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32;
+                    epoll_bits(off(&e), false) & interest != 0
+                })
+        })
+    }
+
+    fn set_ready(&self) {
+        let one = 1u64;
+        // SAFETY: 8 bytes from `one` into our own non-blocking eventfd; a full counter
+        // (EAGAIN) is readable already.
+        unsafe { libc::write(self.ready, (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear_ready(&self) {
+        let mut count = 0u64;
+        // SAFETY: reads 8 bytes into `count` from our own non-blocking eventfd.
+        unsafe { libc::read(self.ready, (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+/// Makes the readiness eventfd of `epfd`'s set match its members: cleared when none is ready
+/// (so that watchers of the set stop seeing it ready), set when one is.
+fn settle_ready(epfd: c_int) {
+    let sets = SETS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(set) = sets.iter().find(|s| s.epfd == epfd) {
+        set.clear_ready();
+        if set.member_ready() {
+            set.set_ready();
+        }
+    }
+}
+
+/// Drains the stack's wakeup eventfd after a wait it ended. The sets whose epoll fds have it
+/// registered looked ready through it; those with a member still ready keep looking ready
+/// through their own eventfd.
+pub fn drain_wakeup(stack: &Stack) {
+    stack.drain_wakeup();
+    if !has_sets() {
+        return;
+    }
+    let sets = SETS.lock().unwrap_or_else(|p| p.into_inner());
+    for set in sets.iter().filter(|s| s.member_ready()) {
+        set.set_ready();
+    }
 }
 
 static SETS: Mutex<Vec<EpollSet>> = Mutex::new(Vec::new());
@@ -273,21 +376,13 @@ pub fn migrate(fd: c_int, entry: &Arc<SocketEntry>) {
         kernel_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
         let at = match sets.iter().position(|s| s.epfd == epfd) {
             Some(at) => at,
-            None => {
-                kernel_ctl(
-                    epfd,
-                    libc::EPOLL_CTL_ADD,
-                    stack.wakeup_fd(),
-                    libc::EPOLLIN as u32,
-                    WAKEUP_DATA,
-                );
-                sets.push(EpollSet {
-                    epfd,
-                    regs: Vec::new(),
-                });
-                HAS_SETS.store(true, Ordering::Relaxed);
-                sets.len() - 1
-            }
+            None => match EpollSet::new(epfd, stack) {
+                Ok(set) => {
+                    sets.push(set);
+                    sets.len() - 1
+                }
+                Err(_) => continue, // not an epoll fd any more
+            },
         };
         if receives_via_shadow(o) {
             kernel_ctl(
@@ -365,25 +460,13 @@ pub unsafe fn epoll_ctl(
             }
             let at = match at {
                 Some(at) => at,
-                None => {
-                    // Registering the wakeup eventfd also checks that epfd is an epoll fd.
-                    let r = kernel_ctl(
-                        epfd,
-                        libc::EPOLL_CTL_ADD,
-                        stack.wakeup_fd(),
-                        libc::EPOLLIN as u32,
-                        WAKEUP_DATA,
-                    );
-                    if r != 0 && crate::guard::errno() != libc::EEXIST {
-                        return Some(Err(crate::guard::errno()));
+                None => match EpollSet::new(epfd, stack) {
+                    Ok(set) => {
+                        sets.push(set);
+                        sets.len() - 1
                     }
-                    sets.push(EpollSet {
-                        epfd,
-                        regs: Vec::new(),
-                    });
-                    HAS_SETS.store(true, Ordering::Relaxed);
-                    sets.len() - 1
-                }
+                    Err(e) => return Some(Err(e)),
+                },
             };
             let (events, data) = wanted.expect("ADD has an event");
             if receives_via_shadow(o) {
@@ -403,6 +486,9 @@ pub unsafe fn epoll_ctl(
                 disarmed: false,
                 reported_at: None,
             });
+            if sets[at].member_ready() {
+                sets[at].set_ready();
+            }
             Some(Ok(()))
         }
         libc::EPOLL_CTL_MOD => {
@@ -415,6 +501,9 @@ pub unsafe fn epoll_ctl(
             reg.data = data;
             reg.disarmed = false;
             reg.reported_at = None;
+            if sets[s].member_ready() {
+                sets[s].set_ready();
+            }
             Some(Ok(()))
         }
         libc::EPOLL_CTL_DEL => {
@@ -491,14 +580,14 @@ fn collect(epfd: c_int, out: &mut [epoll_event], consume: bool) -> usize {
     n
 }
 
-/// Drops our private entries (wakeup, shadows) from real results; returns the kept count and
-/// whether the wakeup fired.
+/// Drops our private entries (wakeup, readiness, shadows) from real results; returns the kept
+/// count and whether the wakeup or the set's readiness eventfd fired.
 fn filter_private(events: &mut [epoll_event]) -> (usize, bool) {
     let mut kept = 0;
     let mut woke = false;
     for i in 0..events.len() {
         let data = events[i].u64;
-        if data == WAKEUP_DATA {
+        if data == WAKEUP_DATA || data == READY_DATA {
             woke = true;
             continue;
         }
@@ -542,6 +631,9 @@ pub unsafe fn epoll_wait(
     loop {
         stack.poll();
         let mut n = collect(epfd, out, true);
+        if n == 0 {
+            settle_ready(epfd);
+        }
         if n < out.len() {
             let timeout = if sleep_now && n == 0 {
                 deadline.slice_ms()
@@ -567,7 +659,7 @@ pub unsafe fn epoll_wait(
             }
             let (kept, woke) = filter_private(&mut rest[..r as usize]);
             if woke {
-                stack.drain_wakeup();
+                drain_wakeup(stack);
             }
             n += kept;
             if n == 0 && timeout > 0 {

@@ -262,6 +262,27 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
     );
 }
 
+/// Event loops over offloaded sockets: several and nested epoll sets, closed and duplicated
+/// fds, threads, asyncio with every selector.
+#[test]
+fn event_loops_dups_and_threads_over_offloaded_sockets() {
+    let out = run_app("events", peer_port(5));
+    check(
+        &out,
+        &[
+            "one fd in two epoll sets",
+            "an epoll set inside an epoll set and a poll set",
+            "a nested set reports data another wait saw first",
+            "an fd closed while registered; EPOLLEXCLUSIVE accepted",
+            "dup, F_DUPFD, F_DUPFD_CLOEXEC, dup2 over an offloaded fd",
+            "8 threads with a socket each, 200 round trips each",
+            "asyncio with SelectSelector",
+            "asyncio with PollSelector",
+            "asyncio with EpollSelector",
+        ],
+    );
+}
+
 /// Several sockets of one process and another process under sluice (its own stack and data
 /// IP on the same port) are members of one group: one datagram from a kernel sender reaches
 /// them all.

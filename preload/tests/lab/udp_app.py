@@ -15,7 +15,7 @@ import time
 PEER = (sys.argv[1], int(sys.argv[2]))
 CLOSED = (sys.argv[1], int(sys.argv[3]))  # nothing listens there
 DATA_IP = sys.argv[4]
-WHAT = sys.argv[5]  # "semantics", "fragments", "signals", "mcast-procs" ("mcast-member")
+WHAT = sys.argv[5]  # "semantics", "fragments", "signals", "events", "mcast-procs" ("mcast-member")
 # The same peer through its management address, which the policy keeps in the kernel.
 KERNEL_PEER = (sys.argv[6], PEER[1])
 
@@ -90,6 +90,154 @@ if WHAT == "mcast-procs":
             child.kill()
             child.wait()
     ok("one datagram to the group reached two sockets here and the other process")
+    print("all done", flush=True)
+    sys.exit(0)
+
+if WHAT == "events":
+    # Event loops over offloaded sockets: one fd in several epoll sets, epoll sets inside
+    # other epoll sets and poll sets, fds closed while registered, dup and its kin, threads,
+    # and asyncio with each selector.
+    import selectors
+
+    s = udp()
+    s.bind((DATA_IP, 0))
+    s.settimeout(5)
+
+    def echo(sock, payload):
+        sock.sendto(payload, PEER)
+        got = sock.recv(100)
+        assert got == payload, (payload, got)
+
+    e1, e2 = select.epoll(), select.epoll()
+    e1.register(s, select.EPOLLIN)
+    e2.register(s, select.EPOLLIN)
+    s.sendto(b"two sets", PEER)
+    assert e1.poll(5) == [(s.fileno(), select.EPOLLIN)]
+    assert e2.poll(5) == [(s.fileno(), select.EPOLLIN)]
+    assert s.recv(100) == b"two sets"
+    assert e1.poll(0) == [] and e2.poll(0) == []
+    ok("one fd in two epoll sets")
+
+    inner = select.epoll()
+    inner.register(s, select.EPOLLIN)
+    outer = select.epoll()
+    outer.register(inner.fileno(), select.EPOLLIN)
+    watcher = select.poll()
+    watcher.register(inner.fileno(), select.POLLIN)
+    assert outer.poll(0.1) == [] and watcher.poll(100) == []
+    s.sendto(b"nested", PEER)
+    assert outer.poll(5) == [(inner.fileno(), select.EPOLLIN)]
+    assert watcher.poll(5000) == [(inner.fileno(), select.POLLIN)]
+    assert inner.poll(0) == [(s.fileno(), select.EPOLLIN)]
+    # Level-triggered all the way: still ready until received, whoever else looked.
+    assert e1.poll(0) == [(s.fileno(), select.EPOLLIN)]
+    assert outer.poll(0) == [(inner.fileno(), select.EPOLLIN)]
+    assert s.recv(100) == b"nested"
+    assert inner.poll(0) == []
+    ok("an epoll set inside an epoll set and a poll set")
+
+    # A datagram that arrived while nobody waited, after another wait looked at the stack.
+    s.sendto(b"while away", PEER)
+    assert e2.poll(5) == [(s.fileno(), select.EPOLLIN)]
+    assert outer.poll(2) == [(inner.fileno(), select.EPOLLIN)], "the outer set missed it"
+    assert watcher.poll(2000) == [(inner.fileno(), select.POLLIN)], "the poll set missed it"
+    assert s.recv(100) == b"while away"
+    ok("a nested set reports data another wait saw first")
+    for ep in (e1, e2, inner, outer):
+        ep.close()
+
+    c = udp()
+    c.bind((DATA_IP, 0))
+    e3 = select.epoll()
+    e3.register(c, select.EPOLLIN)
+    cfd = c.fileno()
+    c.close()
+    assert e3.poll(0.1) == []
+    try:
+        e3.unregister(cfd)
+        raise AssertionError("unregistering a closed fd did not fail")
+    except OSError as err:
+        assert err.errno == errno.EBADF, err
+    e3.register(s, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    e3.close()
+    ok("an fd closed while registered; EPOLLEXCLUSIVE accepted")
+
+    d = socket.socket(fileno=os.dup(s.fileno()))
+    d.settimeout(5)
+    echo(d, b"via the dup")
+    assert d.getsockname() == s.getsockname()
+    d.close()
+    echo(s, b"dup closed")
+    f = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100)
+    fc = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, 100)
+    assert f >= 100 and fc >= 100 and fcntl.fcntl(fc, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    fs = socket.socket(fileno=f)
+    fs.settimeout(5)
+    echo(fs, b"F_DUPFD")
+    fs.close()
+    os.close(fc)
+    echo(s, b"all dups closed")
+    a = udp()
+    a.bind((DATA_IP, 0))
+    aport = a.getsockname()[1]
+    b = udp()
+    b.bind((DATA_IP, 0))
+    os.dup2(b.fileno(), a.fileno())  # closes the socket that was on a's fd
+    assert a.getsockname() == b.getsockname()
+    freed = udp()
+    freed.bind((DATA_IP, aport))
+    for sock in (a, b, freed):
+        sock.close()
+    ok("dup, F_DUPFD, F_DUPFD_CLOEXEC, dup2 over an offloaded fd")
+
+    errors = []
+
+    def worker(i):
+        try:
+            w = udp()
+            w.bind((DATA_IP, 0))
+            w.settimeout(5)
+            for k in range(200):
+                echo(w, b"thread %d datagram %d" % (i, k))
+            w.close()
+        except Exception as err:
+            errors.append((i, repr(err)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads), errors[:3]
+    ok("8 threads with a socket each, 200 round trips each")
+
+    import asyncio
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self, fut):
+            self.fut = fut
+
+        def connection_made(self, transport):
+            transport.sendto(b"asyncio")
+
+        def datagram_received(self, data, addr):
+            self.fut.set_result((data, addr))
+
+    for selector in (selectors.SelectSelector, selectors.PollSelector, selectors.EpollSelector):
+        loop = asyncio.SelectorEventLoop(selector())
+
+        async def one():
+            fut = loop.create_future()
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: Client(fut), local_addr=(DATA_IP, 0), remote_addr=PEER)
+            try:
+                return await asyncio.wait_for(fut, 5)
+            finally:
+                transport.close()
+
+        assert loop.run_until_complete(one()) == (b"asyncio", PEER)
+        loop.close()
+        ok("asyncio with %s" % selector.__name__)
     print("all done", flush=True)
     sys.exit(0)
 
