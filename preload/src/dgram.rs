@@ -315,19 +315,19 @@ fn wait_readable(
         }
         turns.take();
     }
-    let mut fds = [
-        libc::pollfd {
-            // A negative fd is ignored by poll.
-            fd: if watch_shadow { fd } else { -1 },
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stack.wakeup_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+    // The shadow, the stack's wakeup, and the ports' fds, which wake this thread when a frame
+    // arrives (it then makes progress itself rather than wait for the helper).
+    let pollin = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // A negative fd is ignored by poll.
+    let mut fds = vec![
+        pollin(if watch_shadow { fd } else { -1 }),
+        pollin(stack.wakeup_fd()),
     ];
+    fds.extend(stack.wait_fds().iter().map(|&fd| pollin(fd)));
     if watch_stack && o.udp.readiness().readable || mark.seen() != signals::Seen::Nothing {
         return Ok(());
     }
@@ -336,13 +336,16 @@ fn wait_readable(
         l.saturating_sub(start.elapsed()).min(SLEEP_SLICE)
     });
     let timeout = slice.as_millis().max(1) as c_int;
-    // SAFETY: two valid pollfds.
-    let r = unsafe { real::poll(fds.as_mut_ptr(), 2, timeout) };
+    // SAFETY: a valid pollfd array of its length.
+    let r = unsafe { real::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
     if r < 0 {
         return Err(crate::guard::errno());
     }
     if fds[1].revents != 0 {
         crate::mux::drain_wakeup(stack);
+    }
+    if fds[2..].iter().any(|p| p.revents & libc::POLLIN != 0) {
+        stack.poll();
     }
     Ok(())
 }

@@ -155,6 +155,14 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
             kset[*i].fd = -1;
         }
     }
+    // The ports' fds wake the wait when a frame arrives (the loop then polls the stack).
+    for &fd in stack.wait_fds() {
+        kset.push(pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
     kset.push(pollfd {
         fd: stack.wakeup_fd(),
         events: libc::POLLIN,
@@ -260,6 +268,17 @@ impl EpollSet {
         );
         if r != 0 && crate::guard::errno() != libc::EEXIST {
             return Err(crate::guard::errno());
+        }
+        // The ports' fds end a sleep in this set when a frame arrives (filtered like the
+        // wakeup; the wait then polls the stack).
+        for &fd in stack.wait_fds() {
+            kernel_ctl(
+                epfd,
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+                WAKEUP_DATA,
+            );
         }
         // SAFETY: plain eventfd creation.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };

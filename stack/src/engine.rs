@@ -243,6 +243,8 @@ pub struct Stack {
     /// Nanoseconds since `epoch` of the last poll that did something.
     last_traffic: AtomicU64,
     helper_progress: AtomicU64,
+    /// The links' fds that poll readable while frames wait (see `Link::wait_fds`).
+    wait_fds: Vec<RawFd>,
     shutdown: AtomicBool,
     /// Some port's transmit backlog is full: sockets are not writable.
     tx_congested: AtomicBool,
@@ -357,6 +359,7 @@ impl Stack {
             port.iface.up();
             port.flush();
         }
+        let wait_fds = ports.iter().flat_map(|p| p.link.wait_fds()).collect();
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -384,6 +387,7 @@ impl Stack {
             helper_progress: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             tx_congested: AtomicBool::new(false),
+            wait_fds,
         }))
     }
 
@@ -448,6 +452,13 @@ impl Stack {
     /// this stack may have changed. The waiter drains it ([`Stack::drain_wakeup`]).
     pub fn wakeup_fd(&self) -> RawFd {
         self.wakeup.as_raw_fd()
+    }
+
+    /// Fds that poll readable while received frames wait on a port (empty when the ports
+    /// have none): a sleeping waiter adds them to its poll set, wakes on arrival, and makes
+    /// progress itself.
+    pub fn wait_fds(&self) -> &[RawFd] {
+        &self.wait_fds
     }
 
     /// Empties the wakeup eventfd (after a wait that it ended).
@@ -647,28 +658,72 @@ impl Drop for Stack {
 /// stops when the stack is gone. It holds the stack only while polling, so
 /// dropping the last `Arc<Stack>` ends it.
 fn helper_loop(stack: Weak<Stack>) {
+    let mut frames_waited = false;
     loop {
         let nap = {
             let Some(stack) = stack.upgrade() else { return };
             if stack.shutdown.load(Ordering::Relaxed) {
                 return;
             }
-            if stack.poll_once() {
+            let progressed = stack.poll_once();
+            if progressed {
                 stack.helper_progress.fetch_add(1, Ordering::Relaxed);
             }
             let since = stack
                 .now()
                 .saturating_sub(stack.last_traffic.load(Ordering::Relaxed));
-            if since < HELPER_BUSY.as_nanos() as u64 {
+            let nap = if since < HELPER_BUSY.as_nanos() as u64 {
                 HELPER_BUSY_NAP
             } else if since < HELPER_DOZE.as_nanos() as u64 {
                 HELPER_IDLE_NAP
             } else {
                 HELPER_DEEP_NAP
+            };
+            // Once traffic has paused, nap on the ports' wait fds, so that a frame ends the
+            // nap. Not while traffic flows: the application's threads are polling then (and
+            // sleeping waiters watch the fds themselves), and a helper woken by every frame
+            // would only take the CPU from them. Nor when frames woke the last nap and this
+            // poll did nothing with them (another thread holds the stack): that would spin.
+            let busy = nap == HELPER_BUSY_NAP;
+            if stack.wait_fds.is_empty() || busy || (frames_waited && !progressed) {
+                Nap::Sleep(nap)
+            } else {
+                Nap::Poll(stack.wait_fds.clone(), nap)
             }
         };
-        std::thread::sleep(nap);
+        frames_waited = match nap {
+            Nap::Sleep(nap) => {
+                std::thread::sleep(nap);
+                false
+            }
+            Nap::Poll(fds, nap) => wait_for_frames(&fds, nap),
+        };
     }
+}
+
+enum Nap {
+    Sleep(Duration),
+    Poll(Vec<RawFd>, Duration),
+}
+
+/// Waits up to `nap` for one of `fds` to poll readable; true when one did.
+fn wait_for_frames(fds: &[RawFd], nap: Duration) -> bool {
+    let mut set: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ts = libc::timespec {
+        tv_sec: nap.as_secs() as libc::time_t,
+        tv_nsec: nap.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` is a valid pollfd array of its length; no signal mask.
+    let n = unsafe { libc::ppoll(set.as_mut_ptr(), set.len() as _, &ts, std::ptr::null()) };
+    // A closed port (POLLNVAL, at exit) is not a frame.
+    n > 0 && set.iter().any(|p| p.revents & libc::POLLIN != 0)
 }
 
 /// The MAC the stack owns on a port: locally administered, derived from the

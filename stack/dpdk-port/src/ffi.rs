@@ -26,6 +26,7 @@ static PORT_API: PortApi = PortApi {
     mac: port_mac,
     counters: port_counters,
     close: port_close,
+    wait_fds: port_wait_fds,
 };
 
 /// The entry point `DpdkLink` looks up (`PORT_API_SYMBOL`).
@@ -205,6 +206,19 @@ unsafe extern "C" fn port_counters(port: *mut c_void, out: *mut PortCounters) {
         guarded(std::ptr::null_mut(), 0, (), || {
             *out = port_ref(port)?.counters();
             Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn port_wait_fds(port: *mut c_void, out: *mut i32, max: usize) -> usize {
+    // SAFETY: handle, and `out` with room for `max`, per the ABI contract.
+    unsafe {
+        guarded(std::ptr::null_mut(), 0, 0, || {
+            let fds = port_ref(port)?.wait_fds();
+            for (i, fd) in fds.iter().take(max).enumerate() {
+                *out.add(i) = *fd;
+            }
+            Ok(fds.len())
         })
     }
 }

@@ -12,6 +12,8 @@ use sluice_stack::link::dpdk::{PortConfig, PortCounters};
 use sluice_stack::link::{LinkStatus, MacAddr};
 
 use crate::eal::{self, Attach, OpenPort, PortGate};
+use std::os::fd::RawFd;
+
 use crate::error::DpdkError;
 
 /// Mbufs per port: rx ring + tx ring + frames in flight in the stack.
@@ -72,6 +74,8 @@ pub struct Port {
     promiscuous: Option<PromiscuousNetdev>,
     /// Shared with the exit hook, which may close the port under us.
     gate: Arc<PortGate>,
+    /// The driver's packet or XDP sockets (see [`Port::wait_fds`]).
+    wait_fds: Vec<RawFd>,
 }
 
 // SAFETY: the port's queues and mempool may be used from any thread, one at a
@@ -137,6 +141,7 @@ impl Port {
         };
 
         let mut control = eal::control();
+        let fds_before = open_fds();
         control.attach(&attach, config.hugepages, &config.extra_eal_args)?;
         let id = match port_by_name(&ethdev_name) {
             Some(id) => id,
@@ -168,10 +173,14 @@ impl Port {
             _ => Ok(None),
         };
         let ready = setup(id, &shown, config.mac, pools.rx(), queues).and_then(
-            |(mac, device_mac, max_frame)| Ok((mac, max_frame, promiscuous(mac, device_mac)?)),
+            |(mac, device_mac, max_frame)| {
+                // Before the promiscuous membership opens a packet socket of ours.
+                let wait_fds = driver_sockets_since(&fds_before);
+                Ok((mac, max_frame, wait_fds, promiscuous(mac, device_mac)?))
+            },
         );
         match ready {
-            Ok((mac, max_frame, promiscuous)) => {
+            Ok((mac, max_frame, wait_fds, promiscuous)) => {
                 let gate = Arc::new(PortGate::default());
                 control.open_ports.push(OpenPort {
                     id,
@@ -195,6 +204,7 @@ impl Port {
                     next_rx: Default::default(),
                     promiscuous,
                     gate,
+                    wait_fds,
                 })
             }
             Err(e) => {
@@ -223,6 +233,13 @@ impl Port {
 
     pub fn counters(&self) -> PortCounters {
         self.counters.get()
+    }
+
+    /// The driver's sockets under a netdev port (af_packet's packet sockets, af_xdp's XDP
+    /// sockets): they poll readable while received frames wait in their rings, so a sleeping
+    /// thread can wake on arrival. Empty for a PCI port (no fd to wait on).
+    pub fn wait_fds(&self) -> Vec<RawFd> {
+        self.wait_fds.clone()
     }
 
     /// Carrier state and speed. For a netdev port the carrier comes from the
@@ -596,6 +613,43 @@ fn create_pool(
         call: "rte_pktmbuf_pool_create",
         reason: eal::strerror(eal::last_errno()),
     })
+}
+
+/// The process's open fds (from /proc/self/fd).
+fn open_fds() -> std::collections::HashSet<RawFd> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The AF_PACKET and AF_XDP sockets opened since `before`: the ones the driver made for the
+/// port's queues (DPDK gives no other way to reach them).
+fn driver_sockets_since(before: &std::collections::HashSet<RawFd>) -> Vec<RawFd> {
+    const AF_XDP: i32 = 44;
+    let mut fds: Vec<RawFd> = open_fds()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .filter(|&fd| {
+            let mut domain: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: reads an int option into `domain`; fails harmlessly on a non-socket.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_DOMAIN,
+                    (&mut domain as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            rc == 0 && (domain == libc::AF_PACKET || domain == AF_XDP)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
 }
 
 /// Configures `queues` queue pairs and the MAC, and starts the port. Returns

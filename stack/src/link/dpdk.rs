@@ -18,7 +18,7 @@ use super::{Link, LinkError, LinkStatus, MacAddr};
 use crate::config::{DpdkBackend, Hugepages};
 
 /// Bumped whenever [`PortApi`] or [`PortConfigC`] changes.
-pub const PORT_API_ABI_VERSION: u32 = 1;
+pub const PORT_API_ABI_VERSION: u32 = 2;
 
 /// `extern "C" fn() -> *const PortApi`, exported by `libsluice_dpdk.so`.
 pub const PORT_API_SYMBOL: &str = "sluice_dpdk_port_api";
@@ -143,6 +143,9 @@ pub struct PortApi {
     pub counters: unsafe extern "C" fn(port: *mut c_void, out: *mut PortCounters),
     /// Stops and closes the port; the handle is invalid afterwards.
     pub close: unsafe extern "C" fn(port: *mut c_void),
+    /// Writes up to `max` fds that poll readable while frames wait to `out`; returns how
+    /// many there are (may exceed `max`).
+    pub wait_fds: unsafe extern "C" fn(port: *mut c_void, out: *mut i32, max: usize) -> usize,
 }
 
 /// A DPDK port in `libsluice_dpdk.so`, reached through [`PortApi`].
@@ -210,6 +213,9 @@ impl DpdkLink {
         out
     }
 }
+
+/// At most this many wait fds per port (one per receive queue).
+const MAX_WAIT_FDS: usize = 16;
 
 impl Link for DpdkLink {
     fn send_frame(&mut self, frame: &[u8]) -> Result<bool, LinkError> {
@@ -282,6 +288,13 @@ impl Link for DpdkLink {
 
     fn mac(&self) -> MacAddr {
         self.mac
+    }
+
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut fds = [0i32; MAX_WAIT_FDS];
+        // SAFETY: live handle; `fds` has room for `MAX_WAIT_FDS`.
+        let n = unsafe { (self.api.wait_fds)(self.port.as_ptr(), fds.as_mut_ptr(), fds.len()) };
+        fds[..n.min(MAX_WAIT_FDS)].to_vec()
     }
 }
 
@@ -556,6 +569,9 @@ mod tests {
         unsafe extern "C" fn close(_: *mut c_void) {
             CLOSED.fetch_add(1, Ordering::SeqCst);
         }
+        unsafe extern "C" fn wait_fds(_: *mut c_void, _: *mut i32, _: usize) -> usize {
+            0
+        }
 
         pub static API: PortApi = PortApi {
             abi_version: PORT_API_ABI_VERSION,
@@ -566,6 +582,7 @@ mod tests {
             mac,
             counters,
             close,
+            wait_fds,
         };
 
         pub fn link() -> DpdkLink {

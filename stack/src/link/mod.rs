@@ -159,6 +159,14 @@ pub trait Link {
 
     /// The MAC address the stack owns on this port.
     fn mac(&self) -> MacAddr;
+
+    /// File descriptors that poll readable while received frames wait (the packet or XDP
+    /// sockets under a DPDK netdev port): a sleeping waiter wakes on them when a frame
+    /// arrives instead of relying on the helper's naps. Empty when the link has none. They
+    /// stay open as long as the link.
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
