@@ -187,6 +187,9 @@ P0_LOCK = Path("/run/sluice-lab/dpdk-p0.lock")
 CLIENT_NS, SERVER_NS, KERNEL_HOST = "sl-h1", "sl-h2", "sl-h3"
 SERVER_CPU, CLIENT_CPU = "1", "0"
 LAB_PP_SIZES = (64, 1024)
+# The sparse ping-pong: 64 B at this many messages per second (10 ms apart).
+SPARSE_MPS = 100
+SPARSE = f"{SPARSE_MPS}mps_64"  # key pp_100mps_64B
 LAB_TP_SIZES = (64, 1472)
 
 
@@ -327,9 +330,9 @@ def strip_ansi(text):
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
-def lab_client(c, mode, port, size, seconds):
+def lab_client(c, mode, port, size, seconds, extra=()):
     argv = ["sockperf", mode, "-i", c["server_ip"], "-p", str(port), "-t", str(seconds),
-            "-m", str(size)]
+            "-m", str(size), *extra]
     try:
         out = subprocess.run(ns_cmd(CLIENT_NS, CLIENT_CPU, c["client_env"], argv), env=clean_env(),
                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -343,8 +346,8 @@ def lab_client(c, mode, port, size, seconds):
     return text
 
 
-def lab_pingpong(c, port, size, seconds, server):
-    text = lab_client(c, "pp", port, size, seconds)
+def lab_pingpong(c, port, size, seconds, server, extra=()):
+    text = lab_client(c, "pp", port, size, seconds, extra)
     pct = {float(p): float(v) for p, v in PCT.findall(text)}
     avg = AVG.search(text)
     dropped = re.search(r"# dropped messages = (\d+)", text)
@@ -361,7 +364,7 @@ def lab_pingpongs(c, port, seconds, tmp):
     try:
         server = LabServer(c, port, tmp)
     except ContenderFailed as e:
-        return [(size, e) for size in LAB_PP_SIZES]
+        return [(size, e) for size in (*LAB_PP_SIZES, SPARSE)]
     out = []
     try:
         for size in LAB_PP_SIZES:
@@ -369,6 +372,13 @@ def lab_pingpongs(c, port, seconds, tmp):
                 out.append((size, lab_pingpong(c, port, size, seconds, server)))
             except ContenderFailed as e:
                 out.append((size, e))
+        # Sparse traffic: both ends sleep between messages, so this measures how promptly
+        # a sleeping receiver wakes (a spinning one never gets to sleep at full rate).
+        try:
+            out.append((SPARSE, lab_pingpong(c, port, 64, seconds, server,
+                                             ("--mps", str(SPARSE_MPS)))))
+        except ContenderFailed as e:
+            out.append((SPARSE, e))
     finally:
         server.stop()
     return out
@@ -496,6 +506,8 @@ LAB_MEASURES = [
     ("UDP pp 1024 B p50 (us)", "pp_1024B", "p50", "lower", 0.5),
     ("UDP pp 1024 B p99 (us)", "pp_1024B", "p99", "lower", 1.0),
     ("UDP pp 1024 B p99.9 (us)", "pp_1024B", "p999", "lower", None),
+    (f"UDP pp 64 B at {SPARSE_MPS}/s p50 (us)", f"pp_{SPARSE}B", "p50", "lower", 1.0),
+    (f"UDP pp 64 B at {SPARSE_MPS}/s p99 (us)", f"pp_{SPARSE}B", "p99", "lower", None),
     ("UDP tp 64 B received (kmsg/s)", "tp_64B", "received_per_s", "higher", 2.0),
     ("UDP tp 1472 B received (kmsg/s)", "tp_1472B", "received_per_s", "higher", 2.0),
 ]
