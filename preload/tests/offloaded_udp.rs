@@ -262,6 +262,81 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
     );
 }
 
+/// SLUICE_PCAP captures the stack's traffic both ways, fragments and ARP included, in a file
+/// tshark reads.
+#[test]
+fn sluice_pcap_captures_what_tcpdump_cannot_see() {
+    let dir = std::env::temp_dir().join(format!("sluice-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the capture directory");
+    let pattern = dir.join("cap-%p.pcap");
+    let out = run_app_with(
+        "fragments",
+        peer_port(7),
+        &[&format!("SLUICE_PCAP={}", pattern.display())],
+    );
+    check(&out, &["1473-byte datagram", "61332-byte datagram"]);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("read the capture directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 1, "one capture file (cap-PID.pcap): {files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("cap-")
+            && name.ends_with(".pcap")
+            && name[4..name.len() - 5].parse::<u32>().is_ok(),
+        "%p was not replaced by a process id: {name}"
+    );
+    let tshark = Command::new("tshark")
+        .arg("-r")
+        .arg(&files[0])
+        .args(["-T", "fields", "-E", "separator=,"])
+        .args(["-e", "frame.protocols", "-e", "ip.src", "-e", "ip.flags.mf"])
+        .args(["-e", "frame.len"])
+        .output()
+        .expect("tshark is installed (make deps)");
+    let text = String::from_utf8_lossy(&tshark.stdout).into_owned();
+    assert!(
+        tshark.status.success(),
+        "tshark cannot read the capture: {}",
+        String::from_utf8_lossy(&tshark.stderr)
+    );
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    let from = |ip: &str| lines.iter().filter(|f| f.get(1) == Some(&ip)).count();
+    let fragments_from = |ip: &str| {
+        lines
+            .iter()
+            .filter(|f| f.get(1) == Some(&ip) && f.get(2) == Some(&"1"))
+            .count()
+    };
+    let bytes_from = |ip: &str| -> usize {
+        lines
+            .iter()
+            .filter(|f| f.get(1) == Some(&ip))
+            .filter_map(|f| f.get(3)?.parse::<usize>().ok())
+            .sum()
+    };
+    let arp = lines.iter().filter(|f| f[0].contains("arp")).count();
+    assert!(
+        from(H1_DATA) > 0 && from(H3_DATA) > 0,
+        "the capture does not have both directions:\n{text}"
+    );
+    assert!(
+        fragments_from(H1_DATA) > 0,
+        "the capture has no IP fragments sent:\n{text}"
+    );
+    // The echoes come back as fragments (af_xdp, PCI) or already reassembled by the kernel's
+    // packet fanout (af_packet): either way every byte is in the capture.
+    let payload: usize = [1473, 2000, 4000, 9000, 30000, 61332].iter().sum();
+    assert!(
+        bytes_from(H3_DATA) >= payload,
+        "the capture holds {} bytes from the peer, less than the {payload} echoed:\n{text}",
+        bytes_from(H3_DATA)
+    );
+    assert!(arp > 0, "the capture has no ARP:\n{text}");
+    std::fs::remove_dir_all(&dir).expect("remove the capture directory");
+}
+
 /// Event loops over offloaded sockets: several and nested epoll sets, closed and duplicated
 /// fds, threads, asyncio with every selector.
 #[test]

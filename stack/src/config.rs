@@ -24,6 +24,7 @@ pub const SPIN_US: &str = "SLUICE_SPIN_US";
 pub const LOG: &str = "SLUICE_LOG";
 pub const PROFILE: &str = "SLUICE_PROFILE";
 pub const DPDK_LIB: &str = "SLUICE_DPDK_LIB";
+pub const PCAP: &str = "SLUICE_PCAP";
 /// Read by the launcher only (where libsluice.so is); accepted and ignored here.
 pub const LIB: &str = "SLUICE_LIB";
 
@@ -45,6 +46,7 @@ pub const VARIABLES: &[&str] = &[
     LOG,
     PROFILE,
     DPDK_LIB,
+    PCAP,
     LIB,
 ];
 
@@ -350,6 +352,8 @@ pub struct Config {
     /// `SLUICE_DPDK_LIB`: explicit path of libsluice_dpdk.so; `None` means
     /// "next to libsluice.so".
     pub dpdk_lib: Option<PathBuf>,
+    /// `SLUICE_PCAP`: capture every frame of the data ports to this pcap file (`%p`: pid).
+    pub pcap: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -367,6 +371,7 @@ impl Default for Config {
             log: DEFAULT_LOG.to_string(),
             profile: None,
             dpdk_lib: None,
+            pcap: None,
         }
     }
 }
@@ -520,6 +525,24 @@ impl Config {
 
         if let Some(v) = get(DPDK_LIB) {
             config.dpdk_lib = Some(PathBuf::from(v));
+        }
+
+        if let Some(v) = get(PCAP) {
+            let path = PathBuf::from(v);
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if path.file_name().is_none() || !dir.is_dir() {
+                return Err(fail(
+                    PCAP,
+                    format!(
+                        "expected a file path in an existing directory ({} is not one)",
+                        dir.display()
+                    ),
+                ));
+            }
+            config.pcap = Some(path);
         }
 
         Ok(config)
@@ -1016,6 +1039,12 @@ mod tests {
             error(&[("SLUICE_HUGEPAGES", "yes")]),
             r#"SLUICE_HUGEPAGES="yes": expected auto, on or off"#
         );
+        assert_eq!(
+            error(&[("SLUICE_PCAP", "/no/such/dir/cap.pcap")]),
+            r#"SLUICE_PCAP="/no/such/dir/cap.pcap": expected a file path in an existing directory (/no/such/dir is not one)"#
+        );
+        let ok = parse(&[("SLUICE_PCAP", "cap-%p.pcap")]).unwrap();
+        assert_eq!(ok.pcap, Some(PathBuf::from("cap-%p.pcap")));
         for bad in ["-1", "10000001", "fast", "1.5", "99999999999"] {
             assert_eq!(
                 error(&[("SLUICE_SPIN_US", bad)]),

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Mode};
 use crate::iface::{Event, Interface, InterfaceConfig};
+use crate::link::capture::{CaptureLink, Pcap};
 use crate::link::dpdk::{DpdkLink, PortConfig};
 use crate::link::kernel_udp::KernelUdpLink;
 use crate::link::{Link, MacAddr};
@@ -281,6 +282,13 @@ impl Stack {
                     .ok_or_else(|| {
                         StackError("no path for libsluice_dpdk.so: set SLUICE_DPDK_LIB".into())
                     })?;
+                let pcap =
+                    match &config.pcap {
+                        Some(path) => Some(Pcap::create(path).map_err(|e| {
+                            StackError(format!("SLUICE_PCAP {}: {e}", path.display()))
+                        })?),
+                        None => None,
+                    };
                 let mut ports = Vec::new();
                 for (i, data) in config.ports.iter().enumerate() {
                     let mac = stack_mac(data.addr);
@@ -300,7 +308,11 @@ impl Stack {
                     let mut iface_config =
                         InterfaceConfig::for_port(data, config.gateway, link.mac());
                     iface_config.seed = process_seed();
-                    ports.push((Box::new(link) as Box<dyn Link + Send>, iface_config));
+                    let link: Box<dyn Link + Send> = match &pcap {
+                        Some(pcap) => Box::new(CaptureLink::new(Box::new(link), pcap.clone())),
+                        None => Box::new(link),
+                    };
+                    ports.push((link, iface_config));
                 }
                 let stack = Self::build(Mode::Dpdk, ports, None, spin)?;
                 log::info!(
@@ -310,6 +322,12 @@ impl Stack {
                     config.hugepages.as_str(),
                     config.spin_us
                 );
+                if let Some(pcap) = &pcap {
+                    log::info!(
+                        "sluice stack: capturing the data ports to {}",
+                        pcap.path().display()
+                    );
+                }
                 Self::spawn_helper(&stack, on_thread_start)?;
                 Ok(stack)
             }

@@ -6,6 +6,7 @@
 //! ([`dpdk::DpdkLink`]) lives in a separate shared object that is loaded only
 //! when the first socket is offloaded, so this crate never links DPDK.
 
+pub mod capture;
 pub mod dpdk;
 pub mod kernel_udp;
 pub mod memory;
