@@ -196,6 +196,19 @@ impl Port {
     pub(crate) fn backlog_full(&self) -> bool {
         self.backlog.len() >= TX_BACKLOG
     }
+
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    pub(crate) fn tx_drops(&self) -> u64 {
+        self.tx_drops
+    }
+
+    /// Datagrams dropped because a socket's receive queue was full.
+    pub(crate) fn socket_queue_drops(&self) -> u64 {
+        self.socket_queue_drops + self.iface.sockets().counters().queue_full_drops
+    }
 }
 
 /// A socket as the engine sees it: its id in each port's table, and its queue.
@@ -547,6 +560,15 @@ impl Stack {
         self.spin
     }
 
+    /// The engine if nobody holds it.
+    pub(crate) fn try_engine(&self) -> Option<MutexGuard<'_, Engine>> {
+        self.engine.try_lock().ok()
+    }
+
+    pub(crate) fn helper_progress(&self) -> u64 {
+        self.helper_progress.load(Ordering::Relaxed)
+    }
+
     /// The engine, waiting for it (control calls and sends, which must not be skipped).
     pub(crate) fn lock_engine(&self) -> MutexGuard<'_, Engine> {
         self.engine.lock().unwrap()
@@ -677,11 +699,16 @@ impl Drop for Stack {
 /// dropping the last `Arc<Stack>` ends it.
 fn helper_loop(stack: Weak<Stack>) {
     let mut frames_waited = false;
+    let mut published: Option<Instant> = None;
     loop {
         let nap = {
             let Some(stack) = stack.upgrade() else { return };
             if stack.shutdown.load(Ordering::Relaxed) {
                 return;
+            }
+            if published.is_none_or(|at| at.elapsed() >= crate::stats::PERIOD) {
+                stack.publish();
+                published = Some(Instant::now());
             }
             let progressed = stack.poll_once();
             if progressed {

@@ -13,5 +13,6 @@ pub mod link;
 pub mod policy;
 pub mod signals;
 pub mod socket;
+pub mod stats;
 pub mod udp;
 pub mod wire;

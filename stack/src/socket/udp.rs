@@ -108,6 +108,12 @@ impl SocketShared {
         !self.rx.lock().unwrap().datagrams.is_empty() || self.error.load(Ordering::Acquire) != 0
     }
 
+    /// Queued datagrams, their bytes (with overhead), and drops so far (for statistics).
+    pub(crate) fn depth(&self) -> (usize, usize, u64) {
+        let rx = self.rx.lock().unwrap();
+        (rx.datagrams.len(), rx.bytes, rx.drops)
+    }
+
     fn try_recv(&self, bufs: &mut [&mut [u8]], peek: bool) -> Option<Received> {
         let mut rx = self.rx.lock().unwrap();
         let datagram = rx.datagrams.front()?;

@@ -1,0 +1,173 @@
+//! Statistics for `sluice-stat`: every stack publishes a snapshot of its counters and state
+//! in shared memory (a file in /dev/shm/sluice/), rewritten by the helper thread a few times a
+//! second. The data path never touches it: no lock and no system call are added there; the
+//! helper takes the engine only when nobody else holds it.
+//!
+//! The snapshot is text, one record a line, `KIND key=value ...`, so that it stays readable
+//! with `cat` and simple to parse. It is replaced atomically (write, then rename), so a reader
+//! never sees half of one. The file is removed at exit; `sluice-stat` removes the files of
+//! processes that died without exiting.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::engine::{Engine, Stack};
+
+/// Where the snapshots live; sticky and world-writable like /tmp, since every user's processes
+/// publish there.
+pub const DIR: &str = "/dev/shm/sluice";
+/// The first line of a snapshot, with its format version.
+pub const HEADER: &str = "sluice-stat 1";
+/// How often the helper republishes.
+pub const PERIOD: Duration = Duration::from_millis(250);
+
+/// This process's id and snapshot file, once published (removed at exit by that process only:
+/// a forked child inherits the exit hook, not the file).
+static PUBLISHED: OnceLock<(u32, PathBuf)> = OnceLock::new();
+/// Held while a snapshot is written; set to true at exit, after which nothing is published
+/// (the helper thread runs on while the exit hooks do).
+static WRITING: Mutex<bool> = Mutex::new(false);
+
+/// The snapshot file of process `pid`.
+pub fn path_of(pid: u32) -> PathBuf {
+    Path::new(DIR).join(format!("{pid}.stat"))
+}
+
+impl Stack {
+    /// The snapshot text (see the module documentation), or `None` when the engine is busy.
+    pub(crate) fn snapshot(&self) -> Option<String> {
+        let engine = self.try_engine()?;
+        let mut out = String::new();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = writeln!(out, "{HEADER}");
+        let _ = writeln!(
+            out,
+            "process pid={} mode={} updated_ms={} uptime_ms={}",
+            std::process::id(),
+            self.mode().as_str(),
+            now.as_millis(),
+            self.now() / 1_000_000
+        );
+        describe(&engine, self.now(), &mut out);
+        let _ = writeln!(
+            out,
+            "engine helper_progress={} spin_us={} wait_fds={}",
+            self.helper_progress(),
+            self.spin_budget().as_micros(),
+            self.wait_fds().len()
+        );
+        Some(out)
+    }
+
+    /// Writes the snapshot to this process's file (called by the helper every `PERIOD`).
+    pub(crate) fn publish(&self) {
+        let Some(text) = self.snapshot() else { return };
+        let exited = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+        if *exited {
+            return;
+        }
+        let pid = std::process::id();
+        if PUBLISHED.get().is_none() && !prepare_dir() {
+            return;
+        }
+        let path = path_of(pid);
+        let tmp = Path::new(DIR).join(format!(".{pid}.stat.tmp"));
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => {
+                if PUBLISHED.set((pid, path)).is_ok() {
+                    // SAFETY: registers a plain function to run at exit.
+                    unsafe { libc::atexit(remove_at_exit) };
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                log::debug!("sluice-stat snapshot in {DIR}: {e}");
+            }
+        }
+    }
+}
+
+fn describe(engine: &Engine, now: u64, out: &mut String) {
+    for (i, port) in engine.ports.iter().enumerate() {
+        let c = port.iface.counters();
+        let config = port.iface.config();
+        let _ = writeln!(
+            out,
+            "port index={i} addr={}/{} mac={} rx_frames={} tx_frames={} rx_drops={} tx_drops={} \
+             rx_udp={} tx_udp={} socket_queue_drops={} tx_backlog={}",
+            config.addr,
+            config.prefix_len,
+            config.mac,
+            c.rx_frames,
+            c.tx_frames,
+            c.total_dropped(),
+            port.tx_drops(),
+            c.rx_udp_datagrams,
+            c.tx_udp_datagrams,
+            port.socket_queue_drops(),
+            port.backlog_len(),
+        );
+        for n in port.iface.neighbours().entries(now) {
+            let _ = writeln!(
+                out,
+                "neighbour port={i} ip={} mac={} state={}",
+                n.ip,
+                n.mac,
+                if n.stale { "stale" } else { "reachable" }
+            );
+        }
+    }
+    let mut keys: Vec<&u64> = engine.sockets.keys().collect();
+    keys.sort();
+    for key in keys {
+        let entry = &engine.sockets[key];
+        let (local, peer) = engine
+            .ports
+            .iter()
+            .zip(&entry.ids)
+            .find_map(|(port, id)| {
+                let udp = port.iface.sockets();
+                let local = udp.local_addr(*id).ok().flatten()?;
+                Some((local, udp.peer_addr(*id).ok().flatten()))
+            })
+            .map_or(("-".to_string(), "-".to_string()), |(l, p)| {
+                (l.to_string(), p.map_or("-".to_string(), |p| p.to_string()))
+            });
+        let (queued, bytes, drops) = entry.shared.depth();
+        let _ = writeln!(
+            out,
+            "socket id={key} proto=udp local={local} peer={peer} rx_queued={queued} \
+             rx_queued_bytes={bytes} rx_drops={drops}"
+        );
+    }
+}
+
+/// Creates the directory (sticky, world-writable) if needed.
+fn prepare_dir() -> bool {
+    let dir = Path::new(DIR);
+    if !dir.is_dir() {
+        if std::fs::create_dir_all(dir).is_err() {
+            return false;
+        }
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    true
+}
+
+extern "C" fn remove_at_exit() {
+    *WRITING.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    if let Some((pid, path)) = PUBLISHED.get() {
+        if *pid == std::process::id() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
