@@ -345,7 +345,7 @@ fn wait_readable(
         crate::mux::drain_wakeup(stack);
     }
     if fds[2..].iter().any(|p| p.revents & libc::POLLIN != 0) {
-        stack.poll();
+        stack.poll_waiting();
     }
     Ok(())
 }

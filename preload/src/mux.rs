@@ -201,7 +201,13 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
         if kset.last().is_some_and(|w| w.revents != 0) {
             drain_wakeup(stack);
         }
-        stack.poll();
+        // Frames wait on a port: take them now, even if another thread holds the stack.
+        let port_fds = &kset[fds.len()..kset.len() - 1];
+        if port_fds.iter().any(|p| p.revents & libc::POLLIN != 0) {
+            stack.poll_waiting();
+        } else {
+            stack.poll();
+        }
         let mut count = 0;
         for (i, p) in fds.iter_mut().enumerate() {
             p.revents = kset[i].revents;
@@ -647,8 +653,15 @@ pub unsafe fn epoll_wait(
     let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
     let mut sleep_now = false;
     let mark = signals::Mark::now();
+    let mut first = true;
     loop {
-        stack.poll();
+        // First look: wait for a thread inside the stack to finish, so that frames a port
+        // already holds (which may be what made a watcher of this set call) are delivered.
+        if std::mem::take(&mut first) {
+            stack.poll_waiting();
+        } else {
+            stack.poll();
+        }
         let mut n = collect(epfd, out, true);
         if n == 0 {
             settle_ready(epfd);
@@ -681,9 +694,14 @@ pub unsafe fn epoll_wait(
                 drain_wakeup(stack);
             }
             n += kept;
-            if n == 0 && timeout > 0 {
-                // Woken by the stack or a shadow: look again at once.
-                stack.poll();
+            if n == 0 && (timeout > 0 || woke) {
+                // Woken by the stack, a port or a shadow: look again at once (a port's
+                // frames even if another thread holds the stack).
+                if woke {
+                    stack.poll_waiting();
+                } else {
+                    stack.poll();
+                }
                 n = collect(epfd, out, true);
             }
         }

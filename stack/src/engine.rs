@@ -510,6 +510,16 @@ impl Stack {
         self.poll_once();
     }
 
+    /// Makes progress once, waiting for the stack if another thread is inside: for a waiter
+    /// that knows frames wait on a port (a wait fd fired) and must see them now.
+    pub fn poll_waiting(&self) {
+        let mut engine = self.lock_engine();
+        if self.progress(&mut engine) {
+            drop(engine);
+            self.last_traffic.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
     /// Like [`Stack::poll`]; true when something was received or sent.
     pub(crate) fn poll_once(&self) -> bool {
         let Ok(mut engine) = self.engine.try_lock() else {
