@@ -208,6 +208,63 @@ fn sockperf_ping_pong_sluice_to_sluice_af_xdp() {
     ping_pong_sluice_to_sluice("af_xdp", lab_port(7));
 }
 
+/// An offloaded process that has gone quiet costs under 2% of a core: the stack's helper and
+/// DPDK's threads sleep (CPU time from /proc/PID/task/*/schedstat, so other load on the
+/// machine does not count).
+#[test]
+fn an_idle_offloaded_process_uses_under_2_percent_of_a_core() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let python = python3().display().to_string();
+    let app = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+s.sendto(b"one datagram, then silence", (sys.argv[2], 9))
+print("quiet", flush=True)
+time.sleep(30)
+"#;
+    let cmd = in_ns(
+        H1,
+        None,
+        &Stack::dpdk(H1_DATA),
+        &python,
+        &["-c", app, H1_DATA, H3_DATA],
+    );
+    let mut quiet = LabProcess::start("idle sluice process", cmd);
+    let start = Instant::now();
+    while !quiet.stdout().contains("quiet") {
+        assert!(
+            start.elapsed() < READY,
+            "the application did not start.\n{}",
+            quiet.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(quiet.maps(DPDK_LIB), "not offloaded.\n{}", quiet.logs());
+    let cpu_ns = |pid: u32| -> u64 {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the process's tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Past the helper's busy and doze periods.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_ns(quiet.pid());
+    let window = Duration::from_secs(4);
+    std::thread::sleep(window);
+    let used = cpu_ns(quiet.pid()) - before;
+    let share = used as f64 / window.as_nanos() as f64 * 100.0;
+    eprintln!("idle offloaded process: {share:.2}% of a core");
+    quiet.assert_running();
+    assert!(
+        share < 2.0,
+        "an idle offloaded process used {share:.2}% of a core (the bound is 2%).\n{}",
+        quiet.logs()
+    );
+}
+
 /// Two busy ping-pong pairs under sluice at once, each end of both pairs on the same core as
 /// its counterpart of the other pair (four polling processes on two cores): both pairs keep
 /// going, and neither gets less than a fifth of the other's round trips.

@@ -56,6 +56,9 @@ const HELPER_DOZE: Duration = Duration::from_millis(200);
 /// notices a frame nobody else polls for, traded against the idle CPU cost
 /// (one short poll per nap).
 const HELPER_DEEP_NAP: Duration = Duration::from_millis(4);
+/// The deep nap when the ports have wait fds: a frame ends it at once, so it only bounds how
+/// late timers (ARP refresh, reassembly expiry) run.
+const HELPER_DEEP_NAP_ON_FDS: Duration = Duration::from_millis(50);
 
 /// Why the stack could not start: one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -742,6 +745,8 @@ fn helper_loop(stack: Weak<Stack>) {
             let busy = nap == HELPER_BUSY_NAP;
             if stack.wait_fds.is_empty() || busy || (frames_waited && !progressed) {
                 Nap::Sleep(nap)
+            } else if nap == HELPER_DEEP_NAP {
+                Nap::Poll(stack.wait_fds.clone(), HELPER_DEEP_NAP_ON_FDS)
             } else {
                 Nap::Poll(stack.wait_fds.clone(), nap)
             }
