@@ -98,7 +98,6 @@ fn initialise() -> Option<&'static Sluice> {
 
 fn start_logging(filter: &str) {
     use std::io::Write;
-    let pid = std::process::id();
     let _ = env_logger::Builder::new()
         .parse_filters(filter)
         .target(env_logger::Target::Stderr)
@@ -108,7 +107,8 @@ fn start_logging(filter: &str) {
                 "[{} {} pid {}] {}",
                 record.level(),
                 record.target(),
-                pid,
+                // Read at each line: a forked child logs with its own pid.
+                std::process::id(),
                 record.args()
             )
         })

@@ -44,6 +44,28 @@ pub fn forked_child() {
     }
 }
 
+/// In a forked child of a process with a stack: the offloaded sockets it inherited live in
+/// its parent's stack, which the child must not touch (its copy has no threads, may hold locks
+/// forever, and shares the ports' rings with the parent). Their data calls fail with EBADFD;
+/// the first such call says why on stderr, once.
+pub fn refuse_inherited() -> Result<(), c_int> {
+    if STATE.load(Ordering::Acquire) != CHILD {
+        return Ok(());
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        log::warn!(
+            target: "sluice",
+            "sluice: process {} is a fork of a process with a sluice stack; the offloaded \
+             sockets it inherited belong to the parent's stack and cannot be used here (their \
+             calls fail with EBADFD); open sockets after fork, or keep them in the kernel with \
+             SLUICE_EXCLUDE",
+            std::process::id()
+        );
+    });
+    Err(libc::EBADFD)
+}
+
 /// Whether this process started the stack (false in a forked child, whose copy of it has no
 /// threads and may hold locks forever).
 pub fn owns_stack() -> bool {

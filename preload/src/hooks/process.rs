@@ -1,10 +1,11 @@
 //! Processes: fork, vfork, and the exec family.
 //!
 //! fork passes through: the child inherits the fds and a copy of the table, which stay in step.
-//! A child of a process whose stack runs does not use that stack (its copy has no threads and
-//! may hold locks forever): new sockets stay in the kernel, closing inherited offloaded sockets
-//! (or exiting) is safe and leaves the parent's sockets intact, and using them is not supported
-//! yet (issue 5).
+//! A child of a process whose stack runs does not use that stack (its copy has no threads, may
+//! hold locks forever, and shares the ports' rings with the parent): new sockets stay in the
+//! kernel; closing inherited offloaded sockets (or exiting) is safe and leaves the parent's
+//! sockets intact; sending, receiving, binding or connecting on them fails with EBADFD (one
+//! warning line says why), and poll sees them never ready.
 //!
 //! vfork is turned into fork. The child of a real vfork runs on the parent's stack and memory
 //! until it execs or exits; returning through this hook's frame in the child would clobber the

@@ -723,6 +723,30 @@ fs.sendto(b"after fork", PEER)
 assert fs.recv(100) == b"after fork"
 ok("fork: a child closing inherited offloaded sockets leaves the parent's intact")
 
+# A child that tries to use an inherited offloaded socket gets EBADFD (the socket lives in the
+# parent's stack), and the parent's traffic on it is untouched.
+pid = os.fork()
+if pid == 0:
+    code = 0
+    fs.settimeout(None)  # straight to the calls, no readiness wait first
+    for attempt in (lambda: fs.sendto(b"from the child", PEER),
+                    lambda: fs.recv(100, socket.MSG_DONTWAIT),
+                    lambda: fs.connect(PEER)):
+        try:
+            attempt()
+            code = 1
+        except OSError as err:
+            if err.errno != errno.EBADFD:
+                code = 2
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert status == 0, "the child's calls did not all fail with EBADFD (status %d)" % status
+fs.sendto(b"parent after child", PEER)
+assert fs.recv(100) == b"parent after child"
+r, _, _ = select.select([fs], [], [], 0.3)
+assert r == [], "a datagram the parent did not ask for arrived: %r" % fs.recv(100)
+ok("fork: a child using inherited offloaded sockets gets EBADFD, the parent is untouched")
+
 maps = open("/proc/self/maps").read()
 assert "libsluice_dpdk.so" in maps, "the DPDK port library is not mapped: nothing was offloaded"
 ok("libsluice_dpdk.so mapped")
