@@ -170,7 +170,6 @@ pub fn send_route(o: &Offloaded, dst: Option<SocketAddrV4>) -> SendRoute {
 
 /// A send through the stack.
 pub fn send(o: &Offloaded, bufs: &[&[u8]], dst: Option<SocketAddrV4>, flags: c_int) -> Res<usize> {
-    crate::offload::refuse_inherited()?;
     o.touch();
     o.udp.send_to(bufs, dst, flags & libc::MSG_DONTWAIT != 0)
 }
@@ -241,7 +240,6 @@ fn shadow_recv(fd: c_int, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
 /// (SA_RESTART is not honoured: the caller sees EINTR), and SO_RCVTIMEO, mirrored on the
 /// shadow, bounds it.
 pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
-    crate::offload::refuse_inherited()?;
     o.touch();
     // Connected to a kernel-kept peer: only the shadow receives.
     let via_stack = !o.kernel_peer.load(Ordering::Acquire);
@@ -356,7 +354,6 @@ fn wait_readable(
 /// so the kernel's errors and ephemeral port choice are the answer), then the stack socket to
 /// the same port.
 pub fn bind(fd: c_int, o: &Offloaded, local: SocketAddrV4, kernel: impl Fn() -> c_int) -> Res<()> {
-    crate::offload::refuse_inherited()?;
     if local.ip().is_unspecified() {
         if kernel() != 0 {
             return Err(crate::guard::errno());
@@ -383,7 +380,6 @@ fn sockname(fd: c_int) -> Option<SocketAddrV4> {
 /// connect (or, with `None`, the AF_UNSPEC disconnect) on an offloaded socket. A peer the
 /// policy keeps in the kernel is connected on the shadow, which then carries the socket.
 pub fn connect(o: &Offloaded, peer: Option<SocketAddrV4>, kernel: impl Fn() -> c_int) -> Res<()> {
-    crate::offload::refuse_inherited()?;
     match peer {
         Some(p) if !policy_offloads(p) => {
             if kernel() != 0 {

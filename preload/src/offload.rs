@@ -44,26 +44,25 @@ pub fn forked_child() {
     }
 }
 
-/// In a forked child of a process with a stack: the offloaded sockets it inherited live in
-/// its parent's stack, which the child must not touch (its copy has no threads, may hold locks
-/// forever, and shares the ports' rings with the parent). Their data calls fail with EBADFD;
-/// the first such call says why on stderr, once.
-pub fn refuse_inherited() -> Result<(), c_int> {
+/// Whether `fd`, an offloaded socket, must be left to its kernel shadow because this is a
+/// forked child of a process with a stack: the socket lives in the parent's stack, which the
+/// child must not touch (its copy has no threads, may hold locks forever, and shares the
+/// ports' rings with the parent). The first time, one warning line says why.
+pub fn inherited_in_child(fd: c_int) -> bool {
     if STATE.load(Ordering::Acquire) != CHILD {
-        return Ok(());
+        return false;
     }
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
         log::warn!(
             target: "sluice",
             "sluice: process {} is a fork of a process with a sluice stack; the offloaded \
-             sockets it inherited belong to the parent's stack and cannot be used here (their \
-             calls fail with EBADFD); open sockets after fork, or keep them in the kernel with \
-             SLUICE_EXCLUDE",
+             sockets it inherited (fd {fd} first) belong to the parent's stack, so here they \
+             are plain kernel sockets; open sockets after fork to offload them",
             std::process::id()
         );
     });
-    Err(libc::EBADFD)
+    true
 }
 
 /// Whether this process started the stack (false in a forked child, whose copy of it has no

@@ -257,9 +257,20 @@ fn offloaded_udp_sockets_behave_like_the_kernel_s() {
             "INADDR_ANY in epoll",
             "multicast membership (ip_mreq, ip_mreqn; EADDRINUSE, EADDRNOTAVAIL)",
             "fork: a child closing inherited offloaded sockets leaves the parent's intact",
-            "fork: a child using inherited offloaded sockets gets EBADFD",
+            "fork: a child using inherited offloaded sockets gets their kernel sockets",
             "libsluice_dpdk.so mapped",
         ],
+    );
+}
+
+/// A forked child exiting through exit() runs the exit hooks it inherited; over af_xdp,
+/// closing the port there would detach the parent's XDP program.
+#[test]
+fn a_forked_child_exiting_leaves_the_parent_port_working() {
+    let out = run_app_with("fork-exit", peer_port(3), &["SLUICE_DPDK_BACKEND=af_xdp"]);
+    check(
+        &out,
+        &["a forked child's exit leaves the parent's port working"],
     );
 }
 

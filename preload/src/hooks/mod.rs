@@ -23,7 +23,10 @@ pub(crate) fn served(fd: c_int) -> Option<Arc<SocketEntry>> {
     if table.with(fd, |e| e.offloaded().is_some()) != Some(true) {
         return None;
     }
-    table.get(fd).filter(|e| e.offloaded().is_some())
+    table
+        .get(fd)
+        .filter(|e| e.offloaded().is_some())
+        .filter(|_| !crate::offload::inherited_in_child(fd))
 }
 
 /// Hooks whose first argument is an fd and that only need to know whether it is tracked:

@@ -4,8 +4,8 @@
 //! A child of a process whose stack runs does not use that stack (its copy has no threads, may
 //! hold locks forever, and shares the ports' rings with the parent): new sockets stay in the
 //! kernel; closing inherited offloaded sockets (or exiting) is safe and leaves the parent's
-//! sockets intact; sending, receiving, binding or connecting on them fails with EBADFD (one
-//! warning line says why), and poll sees them never ready.
+//! sockets intact; every other call on them goes to their kernel sockets (one warning line says
+//! why), never to the parent's stack.
 //!
 //! vfork is turned into fork. The child of a real vfork runs on the parent's stack and memory
 //! until it execs or exits; returning through this hook's frame in the child would clobber the

@@ -71,7 +71,7 @@ fn decide(sl: &Sluice, fd: c_int, entry: &SocketEntry, cause: Cause, addr: Socke
 /// The stack socket of a datagram socket the policy offloads (made now if needed).
 fn offloaded_datagram(fd: c_int, entry: &Arc<SocketEntry>) -> Option<&Offloaded> {
     if let Some(o) = entry.offloaded() {
-        return Some(o);
+        return (!crate::offload::inherited_in_child(fd)).then_some(o);
     }
     if entry.route() != Route::Offload || !entry.is_datagram() {
         return None;
@@ -165,6 +165,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return k.call();
         };
         if let Some(o) = entry.offloaded() {
+            if crate::offload::inherited_in_child(fd) {
+                return k.call();
+            }
             // Once served by the stack, a socket stays there; a kernel-kept peer is reached
             // through its shadow.
             return status(dgram::connect(o, Some(peer), || k.call()));

@@ -247,6 +247,7 @@ fn init(attach: &Attach, hugepages: Hugepages, extra_args: &[String]) -> Result<
             reason: strerror(last_errno()),
         });
     }
+    EAL_OWNER.store(std::process::id(), std::sync::atomic::Ordering::Release);
     // SAFETY: registering a plain function to run at exit.
     if unsafe { libc::atexit(close_at_exit) } != 0 {
         log::warn!(
@@ -281,9 +282,17 @@ fn eal_log_level() -> &'static str {
     }
 }
 
+/// The process that started the EAL. A forked child inherits the exit hook but not the
+/// ports: closing them there would stop the parent's devices (detach its XDP program, stop
+/// a PCI NIC), so the hook does nothing in any other process.
+static EAL_OWNER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Closes whatever the application left open, then stops the EAL, so that
 /// af_xdp programs and promiscuous flags do not outlive the process.
 extern "C" fn close_at_exit() {
+    if EAL_OWNER.load(std::sync::atomic::Ordering::Acquire) != std::process::id() {
+        return;
+    }
     let _ = std::panic::catch_unwind(|| {
         // Another thread may be stuck holding the lock; exit must not hang.
         let Ok(mut control) = CONTROL.try_lock() else {
