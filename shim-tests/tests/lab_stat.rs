@@ -185,6 +185,34 @@ fn sluice_stat_reads_a_live_stack() {
         ok && text.contains("port") && text.contains(&format!("addr={H1_DATA}/24")),
         "{text}"
     );
+    // The snapshot is the owner's alone: another user neither reads it nor sees the process.
+    let mode = std::fs::metadata(snapshot_file(pid))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("the snapshot file");
+    assert_eq!(mode, 0o600, "snapshot file mode {mode:o}");
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(stat_bin())
+            .args(args)
+            .output()
+            .expect("run sluice-stat as nobody (setpriv, util-linux)");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let listed = as_nobody(&[]);
+    assert!(
+        !listed.contains(&pid.to_string()),
+        "another user sees process {pid}:\n{listed}"
+    );
+    let read = as_nobody(&[&pid.to_string()]);
+    assert!(
+        read.contains("another user") && !read.contains("rx_udp"),
+        "another user read process {pid}'s statistics:\n{read}"
+    );
     let (failed, err) = stat(&["999999999"]);
     assert!(
         !failed && err.contains("no process"),

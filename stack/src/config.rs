@@ -50,6 +50,16 @@ pub const VARIABLES: &[&str] = &[
     LIB,
 ];
 
+/// Why a file-opening variable is refused in a set-user-id or set-group-id program.
+pub const SECURE_REFUSAL: &str =
+    "refused in a set-user-id or set-group-id program (it would open a file of the caller's choosing)";
+
+/// Whether this process runs set-user-id or set-group-id (the loader's AT_SECURE).
+pub fn secure_process() -> bool {
+    // SAFETY: getauxval only reads the process's auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
 pub const DEFAULT_SPIN_US: u32 = 50;
 /// Ten seconds: a longer spin is indistinguishable from "forever" and is most likely a typo.
 pub const MAX_SPIN_US: u32 = 10_000_000;
@@ -404,6 +414,15 @@ impl Config {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Config::from_vars_in(vars, secure_process())
+    }
+
+    /// [`Config::from_vars`] for a process that runs set-user-id or set-group-id (`secure`):
+    /// there, variables that make sluice open files of the caller's choosing are refused.
+    pub fn from_vars_in(
+        vars: impl IntoIterator<Item = (String, String)>,
+        secure: bool,
+    ) -> Result<Config, ConfigError> {
         let mut set: HashMap<String, String> = HashMap::new();
         for (name, value) in vars {
             if name.starts_with("SLUICE_") {
@@ -524,10 +543,16 @@ impl Config {
         }
 
         if let Some(v) = get(DPDK_LIB) {
+            if secure {
+                return Err(fail(DPDK_LIB, SECURE_REFUSAL.to_string()));
+            }
             config.dpdk_lib = Some(PathBuf::from(v));
         }
 
         if let Some(v) = get(PCAP) {
+            if secure {
+                return Err(fail(PCAP, SECURE_REFUSAL.to_string()));
+            }
             let path = PathBuf::from(v);
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -1045,6 +1070,14 @@ mod tests {
         );
         let ok = parse(&[("SLUICE_PCAP", "cap-%p.pcap")]).unwrap();
         assert_eq!(ok.pcap, Some(PathBuf::from("cap-%p.pcap")));
+        for name in ["SLUICE_PCAP", "SLUICE_DPDK_LIB"] {
+            let err = Config::from_vars_in([(name.to_string(), "/tmp/x".to_string())], true)
+                .expect_err("refused when set-user-id");
+            assert_eq!(
+                err.to_string(),
+                format!("{name}=\"/tmp/x\": {SECURE_REFUSAL}")
+            );
+        }
         for bad in ["-1", "10000001", "fast", "1.5", "99999999999"] {
             assert_eq!(
                 error(&[("SLUICE_SPIN_US", bad)]),

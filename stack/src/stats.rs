@@ -78,7 +78,11 @@ impl Stack {
         }
         let path = path_of(pid);
         let tmp = Path::new(DIR).join(format!(".{pid}.stat.tmp"));
-        let written = std::fs::File::create(&tmp)
+        // Anyone may create files in the directory: never write through one made by someone
+        // else (a symbolic link to a file of ours, say). A leftover of ours is removed first;
+        // the new file must be ours alone (O_EXCL, O_NOFOLLOW); rename replaces a link itself.
+        let _ = std::fs::remove_file(&tmp);
+        let written = new_private_file(&tmp)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .and_then(|()| std::fs::rename(&tmp, &path));
         match written {
@@ -151,16 +155,55 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
     }
 }
 
-/// Creates the directory (sticky, world-writable) if needed.
+/// Creates (truncates) `path` readable and writable by its owner only: another user's
+/// `sluice-stat` must not read this process's addresses and counters.
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its old mode through open(): set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// A new file at `path`, owner-only, failing if anything (a link included) is there.
+fn new_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Creates the directory (sticky, world-writable, like /tmp) if needed, and checks that it
+/// is one to trust: a real directory, owned by root or by us, sticky if others may write.
 fn prepare_dir() -> bool {
+    use std::os::unix::fs::MetadataExt;
     let dir = Path::new(DIR);
-    if !dir.is_dir() {
-        if std::fs::create_dir_all(dir).is_err() {
+    if std::fs::symlink_metadata(dir).is_err() {
+        if std::fs::create_dir(dir).is_err() && std::fs::symlink_metadata(dir).is_err() {
             return false;
         }
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
     }
-    true
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let trusted = meta.is_dir()
+        && (meta.uid() == 0 || meta.uid() == uid)
+        && (meta.mode() & 0o022 == 0 || meta.mode() & 0o1000 != 0);
+    if !trusted {
+        log::debug!("sluice-stat: {DIR} is not a directory to trust; no snapshot");
+    }
+    trusted
 }
 
 extern "C" fn remove_at_exit() {

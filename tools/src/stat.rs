@@ -134,16 +134,24 @@ fn alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// The pids with a snapshot, sorted; snapshots of dead processes are removed on the way.
+/// The pids with a snapshot that the caller may read (its own processes; root: all), sorted;
+/// snapshots of dead processes are removed on the way.
 pub fn list() -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir(DIR) else {
         return Vec::new();
     };
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
     let mut pids: Vec<u32> = dir
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let pid = name.strip_suffix(".stat")?.parse::<u32>().ok()?;
+            let owner = e.metadata().ok()?.uid();
+            if uid != 0 && owner != uid {
+                return None; // another user's process
+            }
             if alive(pid) {
                 Some(pid)
             } else {
@@ -166,6 +174,9 @@ pub fn read(pid: u32) -> Result<Snapshot, String> {
         } else {
             format!("no process {pid}")
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "process {pid} belongs to another user: only root may read its statistics"
+        )),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }

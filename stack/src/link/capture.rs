@@ -27,14 +27,14 @@ pub struct Pcap {
 }
 
 impl Pcap {
-    /// Creates (truncates) the file; `%p` in `path` becomes the process id, so that the
-    /// processes of one application write separate files.
+    /// Creates (truncates) the file, readable by its owner only; `%p` in `path` becomes the
+    /// process id, so that the processes of one application write separate files.
     pub fn create(path: &Path) -> io::Result<Arc<Pcap>> {
         let path = PathBuf::from(
             path.to_string_lossy()
                 .replace("%p", &std::process::id().to_string()),
         );
-        let mut file = File::create(&path)?;
+        let mut file = crate::stats::private_file(&path)?;
         // Magic, version 2.4, zone and accuracy (0), snap length, link type; in the host's
         // byte order, which readers tell from the magic.
         let mut header = Vec::with_capacity(24);
