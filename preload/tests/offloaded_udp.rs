@@ -395,6 +395,17 @@ fn multicast_reaches_sockets_and_processes_on_one_group() {
     );
 }
 
+/// Two sluice processes on one interface (own MACs and IPs) never get each other's traffic,
+/// even bound to the same UDP port.
+#[test]
+fn processes_sharing_an_interface_are_isolated() {
+    let out = run_app("isolation", peer_port(1));
+    check(
+        &out,
+        &["a process sharing the interface received none of the other's 20 datagrams"],
+    );
+}
+
 /// A signal ends every blocking wait on an offloaded socket with EINTR, whenever it arrives,
 /// and a receive restarts under SA_RESTART as the kernel's does.
 /// A 5 ms spin budget puts a quarter of each 20 ms sleep slice's cycle in user space, where

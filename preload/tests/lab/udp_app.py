@@ -54,6 +54,55 @@ if WHAT == "fork-exit":
     print("all done", flush=True)
     sys.exit(0)
 
+if WHAT == "isolation-other":
+    # Started by "isolation": a second process with its own stack and data IP on the same port
+    # p0, bound to the same UDP port on INADDR_ANY. It must receive nothing meant for the first.
+    gport = int(sys.argv[7])
+    m = udp()
+    m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    m.bind(("0.0.0.0", gport))
+    print("bound", flush=True)
+    m.settimeout(3)
+    try:
+        data, sender = m.recvfrom(100)
+        print("received %r from %r" % (data, sender), flush=True)
+        sys.exit(1)
+    except socket.timeout:
+        print("nothing received", flush=True)
+        sys.exit(0)
+
+if WHAT == "isolation":
+    # Two sluice processes share the interface p0 (each its own MAC and IP): traffic for one is
+    # never delivered to the other, even on the same UDP port.
+    import subprocess
+
+    OTHER_IP = "10.77.2.11"
+    a = udp()
+    a.bind((DATA_IP, 0))
+    aport = a.getsockname()[1]
+    a.settimeout(5)
+    env = dict(os.environ, SLUICE_IFACES="p0=%s/24" % OTHER_IP)
+    other = subprocess.Popen(
+        [sys.executable, __file__, sys.argv[1], sys.argv[2], sys.argv[3], OTHER_IP,
+         "isolation-other", sys.argv[6], str(aport)],
+        env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([other.stdout], [], [], 30)
+        line = other.stdout.readline() if ready else ""
+        assert line.strip() == "bound", "the other process did not start: %r" % line
+        for i in range(20):
+            a.sendto(b"for the first process %d" % i, PEER)
+            assert a.recv(100) == b"for the first process %d" % i
+        out, _ = other.communicate(timeout=15)
+        assert other.returncode == 0 and "nothing received" in out, (other.returncode, out)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    ok("a process sharing the interface received none of the other's 20 datagrams")
+    print("all done", flush=True)
+    sys.exit(0)
+
 if WHAT == "mcast-member":
     # Started by "mcast-procs" as a second process with its own stack (DATA_IP is its own):
     # joins GROUP on PORT and waits for one datagram.
