@@ -170,6 +170,14 @@ pub fn send_route(o: &Offloaded, dst: Option<SocketAddrV4>) -> SendRoute {
 
 /// A send through the stack.
 pub fn send(o: &Offloaded, bufs: &[&[u8]], dst: Option<SocketAddrV4>, flags: c_int) -> Res<usize> {
+    // UDP has no out-of-band data: the kernel refuses the flag on a send (and ignores it on a
+    // receive).
+    if flags & libc::MSG_OOB != 0 {
+        return Err(libc::EOPNOTSUPP);
+    }
+    if o.shut.load(Ordering::Acquire) & SHUT_WR_BIT != 0 {
+        return Err(libc::EPIPE);
+    }
     o.touch();
     o.udp.send_to(bufs, dst, flags & libc::MSG_DONTWAIT != 0)
 }
@@ -265,6 +273,17 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
         if nonblocking {
             return Err(libc::EAGAIN);
         }
+        // Shut for reading and empty: the end, as the kernel says it (no wait).
+        if o.shut.load(Ordering::Acquire) & SHUT_RD_BIT != 0 {
+            return Ok(Got {
+                copied: 0,
+                len: 0,
+                from: o
+                    .udp
+                    .peer_addr()
+                    .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            });
+        }
         let deadline = *deadline.get_or_insert_with(|| {
             sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO)
                 .and_then(duration)
@@ -347,6 +366,26 @@ fn wait_readable(
     if fds[2..].iter().any(|p| p.revents & libc::POLLIN != 0) {
         stack.poll_waiting();
     }
+    Ok(())
+}
+
+const SHUT_RD_BIT: u8 = 1;
+const SHUT_WR_BIT: u8 = 2;
+
+/// shutdown on an offloaded socket served by the stack: like the kernel's for UDP, only a
+/// connected socket can be shut; reads then end (0) instead of waiting, writes fail (EPIPE).
+pub fn shutdown(o: &Offloaded, how: c_int) -> Res<()> {
+    let bits = match how {
+        libc::SHUT_RD => SHUT_RD_BIT,
+        libc::SHUT_WR => SHUT_WR_BIT,
+        libc::SHUT_RDWR => SHUT_RD_BIT | SHUT_WR_BIT,
+        _ => return Err(libc::EINVAL),
+    };
+    if o.udp.peer_addr().is_none() {
+        return Err(libc::ENOTCONN);
+    }
+    o.shut.fetch_or(bits, Ordering::AcqRel);
+    o.touch();
     Ok(())
 }
 

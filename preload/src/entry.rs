@@ -70,6 +70,8 @@ pub struct Offloaded {
     /// Bumped by every receive and send, so an edge-triggered epoll registration reports
     /// readiness again after the application has touched the socket.
     pub io_epoch: AtomicU32,
+    /// shutdown(2) as the application called it: SHUT_RD (1) and SHUT_WR (2) bits.
+    pub shut: AtomicU8,
 }
 
 impl Offloaded {
@@ -80,6 +82,7 @@ impl Offloaded {
             kernel_peer: AtomicBool::new(false),
             nonblocking: AtomicBool::new(nonblocking),
             io_epoch: AtomicU32::new(0),
+            shut: AtomicU8::new(0),
         }
     }
 

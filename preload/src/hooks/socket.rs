@@ -519,5 +519,27 @@ pub unsafe extern "C" fn setsockopt(
 
 fd_hooks! {
     fn listen(fd: c_int, backlog: c_int) -> c_int;
-    fn shutdown(fd: c_int, how: c_int) -> c_int;
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::shutdown(fd, how) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("shutdown");
+    guarded(&SITE, kernel, |k| match served(fd) {
+        // A socket connected to a kernel-kept peer lives on its shadow.
+        Some(entry)
+            if !entry
+                .offloaded()
+                .expect("served")
+                .kernel_peer
+                .load(std::sync::atomic::Ordering::Acquire) =>
+        {
+            status(dgram::shutdown(entry.offloaded().expect("served"), how))
+        }
+        _ => k.call(),
+    })
 }
