@@ -49,5 +49,6 @@ fn main() {
     // -U first: some toolchains predefine _FORTIFY_SOURCE and warn on redefinition.
     compile("conform", &["-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=2"]);
     compile("stress", &["-pthread"]);
+    compile("udp_probe", &[]);
     compile("canary", &["-shared", "-fPIC"]);
 }

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const CONFORM_BIN: &str = env!("SHIM_CONFORM_BIN");
 /// The multi-threaded fd churn program (built by build.rs).
 pub const STRESS_BIN: &str = env!("SHIM_STRESS_BIN");
+/// The UDP semantics probe run against a remote echo in the lab (c/udp_probe.c).
+pub const UDP_PROBE_BIN: &str = env!("SHIM_UDP_PROBE_BIN");
 /// A deliberately wrong interposer, proving the conformance harness can fail (built by build.rs).
 pub const CANARY_SO: &str = env!("SHIM_CANARY_SO");
 
