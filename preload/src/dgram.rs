@@ -330,10 +330,12 @@ fn wait_readable(
     while start.elapsed() < spin.min(left.unwrap_or(spin)) {
         stack.poll();
         if watch_stack && o.udp.readiness().readable {
+            stack.note_spin(start.elapsed());
             return Ok(());
         }
         turns.take();
     }
+    stack.note_spin(start.elapsed());
     // The shadow, the stack's wakeup, and the ports' fds, which wake this thread when a frame
     // arrives (it then makes progress itself rather than wait for the helper).
     let pollin = |fd| libc::pollfd {

@@ -83,10 +83,12 @@ fn spin(stack: &Stack, deadline: Deadline, mut ready: impl FnMut() -> bool) -> b
     while start.elapsed() < budget && !deadline.passed() {
         stack.poll();
         if ready() {
+            stack.note_spin(start.elapsed());
             return true;
         }
         turns.take();
     }
+    stack.note_spin(start.elapsed());
     false
 }
 

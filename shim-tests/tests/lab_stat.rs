@@ -180,6 +180,11 @@ fn sluice_stat_reads_a_live_stack() {
         json.contains(&format!("\"ip\": \"{H3_DATA}\"")),
         "the neighbour {H3_DATA} is not in {json}"
     );
+    assert!(
+        json_number(&json, "polls").is_some_and(|n| n > 0)
+            && json_number(&json, "helper_naps").is_some_and(|n| n > 0),
+        "no engine figures in {json}"
+    );
     let (ok, text) = stat(&[&pid.to_string()]);
     assert!(
         ok && text.contains("port") && text.contains(&format!("addr={H1_DATA}/24")),

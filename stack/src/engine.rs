@@ -260,6 +260,9 @@ pub struct Stack {
     /// Nanoseconds since `epoch` of the last poll that did something.
     last_traffic: AtomicU64,
     helper_progress: AtomicU64,
+    /// Engine figures for sluice-stat: passes through the engine, helper naps, naps a frame
+    /// ended, and time application threads spent spinning in blocking calls.
+    figures: EngineFigures,
     /// The links' fds that poll readable while frames wait (see `Link::wait_fds`).
     wait_fds: Vec<RawFd>,
     shutdown: AtomicBool,
@@ -419,6 +422,7 @@ impl Stack {
             readable: Condvar::new(),
             last_traffic: AtomicU64::new(0),
             helper_progress: AtomicU64::new(0),
+            figures: EngineFigures::default(),
             shutdown: AtomicBool::new(false),
             tx_congested: AtomicBool::new(false),
             wait_fds,
@@ -528,6 +532,7 @@ impl Stack {
         let Ok(mut engine) = self.engine.try_lock() else {
             return false;
         };
+        self.figures.polls.fetch_add(1, Ordering::Relaxed);
         let busy = self.progress(&mut engine);
         drop(engine);
         if busy {
@@ -580,6 +585,17 @@ impl Stack {
 
     pub(crate) fn helper_progress(&self) -> u64 {
         self.helper_progress.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn figures(&self) -> &EngineFigures {
+        &self.figures
+    }
+
+    /// An application thread spun this long in a blocking call (for sluice-stat).
+    pub fn note_spin(&self, spun: Duration) {
+        self.figures
+            .spin_ns
+            .fetch_add(spun.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// The engine, waiting for it (control calls and sends, which must not be skipped).
@@ -758,7 +774,23 @@ fn helper_loop(stack: Weak<Stack>) {
             }
             Nap::Poll(fds, nap) => wait_for_frames(&fds, nap),
         };
+        if let Some(stack) = stack.upgrade() {
+            let f = stack.figures();
+            f.helper_naps.fetch_add(1, Ordering::Relaxed);
+            if frames_waited {
+                f.helper_frame_wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
+}
+
+/// Counters of the engine itself (relaxed atomics: no lock, no system call).
+#[derive(Default)]
+pub(crate) struct EngineFigures {
+    pub(crate) polls: AtomicU64,
+    pub(crate) helper_naps: AtomicU64,
+    pub(crate) helper_frame_wakeups: AtomicU64,
+    pub(crate) spin_ns: AtomicU64,
 }
 
 enum Nap {

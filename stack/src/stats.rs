@@ -55,10 +55,17 @@ impl Stack {
             self.now() / 1_000_000
         );
         describe(&engine, self.now(), &mut out);
+        let f = self.figures();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let _ = writeln!(
             out,
-            "engine helper_progress={} spin_us={} wait_fds={}",
+            "engine polls={} helper_progress={} helper_naps={} helper_frame_wakeups={} \
+             spun_us={} spin_budget_us={} wait_fds={}",
+            load(&f.polls),
             self.helper_progress(),
+            load(&f.helper_naps),
+            load(&f.helper_frame_wakeups),
+            load(&f.spin_ns) / 1000,
             self.spin_budget().as_micros(),
             self.wait_fds().len()
         );
