@@ -180,6 +180,7 @@ int main(int argc, char **argv)
     }
     echo_port = (unsigned short)atoi(argv[3]);
     closed_port = (unsigned short)atoi(argv[4]);
+    struct in_addr any = {.s_addr = htonl(INADDR_ANY)};
     struct sockaddr_in echo = addr(peer_ip, echo_port);
     struct sockaddr_in closed = addr(peer_ip, closed_port);
     char buf[2048];
@@ -207,6 +208,38 @@ int main(int argc, char **argv)
     setsockopt(r3, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     show("bind same port with SO_REUSEADDR", bind(r3, (struct sockaddr *)&same, sizeof same));
     name_of("r3 getsockname", r3, 0);
+
+    int p1 = udp(), p2 = udp(), p3 = udp();
+    show("SO_REUSEPORT p1", setsockopt(p1, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one));
+    show("bind p1", bind(p1, (struct sockaddr *)&a, sizeof a));
+    unsigned short p1_port = port_of(p1);
+    struct sockaddr_in p1_addr = addr(local_ip, p1_port);
+    setsockopt(p2, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    show("bind p1's port with SO_REUSEPORT", bind(p2, (struct sockaddr *)&p1_addr, sizeof p1_addr));
+    show("bind p1's port without", bind(p3, (struct sockaddr *)&p1_addr, sizeof p1_addr));
+
+    out("== INADDR_ANY ==");
+    struct sockaddr_in wild = addr(any, 0);
+    int w = udp();
+    show("bind ANY:0", bind(w, (struct sockaddr *)&wild, sizeof wild));
+    name_of("getsockname", w, 0);
+    round_trip("ANY 64 B", w, 64, 6);
+
+    out("== sendmsg ==");
+    {
+        char data[300];
+        fill(data, sizeof data, 8);
+        struct iovec parts[2] = {{.iov_base = data, .iov_len = 100},
+                                 {.iov_base = data + 100, .iov_len = 200}};
+        struct msghdr sm = {.msg_name = &echo, .msg_namelen = sizeof echo, .msg_iov = parts,
+                            .msg_iovlen = 2};
+        show("sendmsg 2 parts", sendmsg(s, &sm, 0));
+        await(s);
+        char back[400];
+        long got = recv(s, back, sizeof back, 0);
+        show("recv", got);
+        out("  same bytes %d", got == 300 && memcmp(back, data, 300) == 0);
+    }
 
     out("== sendto/recvfrom ==");
     round_trip("100 B", s, 100, 1);
