@@ -449,3 +449,19 @@ pub fn number_after(text: &str, key: &str) -> Option<f64> {
         .collect();
     num.parse().ok()
 }
+
+/// A kernel UDP echo for `python3 -c`: `UDP_ECHO ADDRESS PORT` sends every datagram back to
+/// its sender; exits after 90 s whatever happens.
+pub const UDP_ECHO: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(0.5)
+end = time.monotonic() + 90
+while time.monotonic() < end:
+    try:
+        data, peer = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    s.sendto(data, peer)
+"#;

@@ -8,27 +8,12 @@
 
 use shim_tests::lab::{
     ensure_lab, in_ns, lab_port, lock_p0, wait_kernel_udp_bound, LabProcess, Stack, H1, H1_DATA,
-    H3, H3_DATA,
+    H3, H3_DATA, UDP_ECHO,
 };
 use shim_tests::{artefacts, python3};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Echoes every datagram back; exits after 60 s whatever happens.
-const ECHO: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.settimeout(0.5)
-end = time.monotonic() + 60
-while time.monotonic() < end:
-    try:
-        data, peer = s.recvfrom(65535)
-    except socket.timeout:
-        continue
-    s.sendto(data, peer)
-"#;
 
 /// Sends COUNT datagrams to the echo and reads them back, prints "exchanged COUNT PORT",
 /// then stays 60 s ("wait": the test kills it) or 1 s ("exit": long enough for the helper
@@ -126,7 +111,7 @@ fn sluice_stat_reads_a_live_stack() {
         None,
         &Stack::Kernel,
         &python,
-        &["-c", ECHO, H3_DATA, &port.to_string()],
+        &["-c", UDP_ECHO, H3_DATA, &port.to_string()],
     );
     let mut echo = LabProcess::start("kernel UDP echo", echo_cmd);
     wait_kernel_udp_bound(&mut echo, H3, H3_DATA, port);

@@ -11,25 +11,10 @@
 
 use shim_tests::lab::{
     ensure_lab, in_ns, lab_port, lock_p0, wait_kernel_udp_bound, LabProcess, Stack, H1, H1_DATA,
-    H1_MGMT, H3, H3_DATA,
+    H1_MGMT, H3, H3_DATA, UDP_ECHO,
 };
 use shim_tests::{python3, unified_diff, UDP_PROBE_BIN};
 use std::time::Duration;
-
-/// Echoes every datagram to its sender, on every address of sl-h3; exits after 90 s.
-const ECHO: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.settimeout(0.5)
-end = time.monotonic() + 90
-while time.monotonic() < end:
-    try:
-        data, peer = s.recvfrom(65535)
-    except socket.timeout:
-        continue
-    s.sendto(data, peer)
-"#;
 
 const H3_MGMT: &str = "10.77.1.3";
 
@@ -73,7 +58,7 @@ fn offloaded_udp_sockets_answer_like_the_kernel() {
         None,
         &Stack::Kernel,
         &python,
-        &["-c", ECHO, &echo.to_string()],
+        &["-c", UDP_ECHO, "0.0.0.0", &echo.to_string()],
     );
     // Every port unreachable answered, however fast they come (sluice-lab up sets it too).
     let sysctl = std::process::Command::new("ip")
