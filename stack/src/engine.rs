@@ -520,18 +520,19 @@ impl Stack {
     /// Makes progress once, waiting for the stack if another thread is inside: for a waiter
     /// that knows frames wait on a port (a wait fd fired) and must see them now.
     pub fn poll_waiting(&self) {
-        let mut engine = self.lock_engine();
-        if self.progress(&mut engine) {
-            drop(engine);
-            self.last_traffic.store(self.now(), Ordering::Relaxed);
-        }
+        self.pass(self.lock_engine());
     }
 
     /// Like [`Stack::poll`]; true when something was received or sent.
     pub(crate) fn poll_once(&self) -> bool {
-        let Ok(mut engine) = self.engine.try_lock() else {
-            return false;
-        };
+        match self.engine.try_lock() {
+            Ok(engine) => self.pass(engine),
+            Err(_) => false,
+        }
+    }
+
+    /// One pass through the engine it holds; true when something was received or sent.
+    fn pass(&self, mut engine: MutexGuard<'_, Engine>) -> bool {
         self.figures.polls.fetch_add(1, Ordering::Relaxed);
         let busy = self.progress(&mut engine);
         drop(engine);
@@ -555,8 +556,7 @@ impl Stack {
                 tx_frames: c.tx_frames,
                 rx_drops: c.total_dropped(),
                 tx_drops: port.tx_drops,
-                socket_queue_drops: port.socket_queue_drops
-                    + port.iface.sockets().counters().queue_full_drops,
+                socket_queue_drops: port.socket_queue_drops(),
                 rx_udp_datagrams: c.rx_udp_datagrams,
                 tx_udp_datagrams: c.tx_udp_datagrams,
                 igmp_sent: port.igmp_sent,
@@ -727,6 +727,11 @@ impl Drop for Stack {
 /// stops when the stack is gone. It holds the stack only while polling, so
 /// dropping the last `Arc<Stack>` ends it.
 fn helper_loop(stack: Weak<Stack>) {
+    // Fixed once the stack is built.
+    let wait_fds = stack
+        .upgrade()
+        .map(|s| s.wait_fds.clone())
+        .unwrap_or_default();
     let mut frames_waited = false;
     let mut published: Option<Instant> = None;
     loop {
@@ -759,12 +764,13 @@ fn helper_loop(stack: Weak<Stack>) {
             // would only take the CPU from them. Nor when frames woke the last nap and this
             // poll did nothing with them (another thread holds the stack): that would spin.
             let busy = nap == HELPER_BUSY_NAP;
-            if stack.wait_fds.is_empty() || busy || (frames_waited && !progressed) {
-                Nap::Sleep(nap)
-            } else if nap == HELPER_DEEP_NAP {
-                Nap::Poll(stack.wait_fds.clone(), HELPER_DEEP_NAP_ON_FDS)
-            } else {
-                Nap::Poll(stack.wait_fds.clone(), nap)
+            let on_fds = !(wait_fds.is_empty() || busy || (frames_waited && !progressed));
+            let f = stack.figures();
+            f.helper_naps.fetch_add(1, Ordering::Relaxed);
+            match nap {
+                HELPER_DEEP_NAP if on_fds => Nap::Poll(HELPER_DEEP_NAP_ON_FDS),
+                nap if on_fds => Nap::Poll(nap),
+                nap => Nap::Sleep(nap),
             }
         };
         frames_waited = match nap {
@@ -772,13 +778,14 @@ fn helper_loop(stack: Weak<Stack>) {
                 std::thread::sleep(nap);
                 false
             }
-            Nap::Poll(fds, nap) => wait_for_frames(&fds, nap),
+            Nap::Poll(nap) => wait_for_frames(&wait_fds, nap),
         };
-        if let Some(stack) = stack.upgrade() {
-            let f = stack.figures();
-            f.helper_naps.fetch_add(1, Ordering::Relaxed);
-            if frames_waited {
-                f.helper_frame_wakeups.fetch_add(1, Ordering::Relaxed);
+        if frames_waited {
+            if let Some(stack) = stack.upgrade() {
+                stack
+                    .figures()
+                    .helper_frame_wakeups
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -795,7 +802,8 @@ pub(crate) struct EngineFigures {
 
 enum Nap {
     Sleep(Duration),
-    Poll(Vec<RawFd>, Duration),
+    /// On the ports' wait fds.
+    Poll(Duration),
 }
 
 /// Waits up to `nap` for one of `fds` to poll readable; true when one did.
