@@ -450,9 +450,24 @@ pub fn number_after(text: &str, key: &str) -> Option<f64> {
     num.parse().ok()
 }
 
-/// A kernel UDP echo for `python3 -c`: `UDP_ECHO ADDRESS PORT` sends every datagram back to
-/// its sender; exits after 90 s whatever happens.
-pub const UDP_ECHO: &str = r#"
+/// A kernel UDP echo on `ip:port` in `ns` (`0.0.0.0` for every address), started and bound;
+/// exits after 90 s whatever happens (and is ended on drop).
+pub fn kernel_udp_echo(ns: &str, ip: &str, port: u16) -> LabProcess {
+    let python = crate::python3().display().to_string();
+    let cmd = in_ns(
+        ns,
+        None,
+        &Stack::Kernel,
+        &python,
+        &["-c", UDP_ECHO, ip, &port.to_string()],
+    );
+    let mut echo = LabProcess::start(&format!("kernel UDP echo {ns} {ip}:{port}"), cmd);
+    wait_kernel_udp_bound(&mut echo, ns, ip, port);
+    echo
+}
+
+/// The echo's program, for `python3 -c UDP_ECHO ADDRESS PORT`.
+const UDP_ECHO: &str = r#"
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], int(sys.argv[2])))

@@ -7,8 +7,8 @@
 //! with `cargo test --release -p shim-tests --test lab_stat -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, wait_kernel_udp_bound, LabProcess, Stack, H1, H1_DATA,
-    H3, H3_DATA, UDP_ECHO,
+    ensure_lab, in_ns, kernel_udp_echo, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H3,
+    H3_DATA,
 };
 use shim_tests::{artefacts, python3};
 use std::path::PathBuf;
@@ -105,16 +105,7 @@ fn sluice_stat_reads_a_live_stack() {
     ensure_lab();
     let _p0 = lock_p0();
     let port = lab_port(5);
-    let python = python3().display().to_string();
-    let echo_cmd = in_ns(
-        H3,
-        None,
-        &Stack::Kernel,
-        &python,
-        &["-c", UDP_ECHO, H3_DATA, &port.to_string()],
-    );
-    let mut echo = LabProcess::start("kernel UDP echo", echo_cmd);
-    wait_kernel_udp_bound(&mut echo, H3, H3_DATA, port);
+    let _echo = kernel_udp_echo(H3, H3_DATA, port);
 
     let mut waiting = app("wait", port);
     let pid = waiting.pid();

@@ -10,10 +10,10 @@
 //! with `cargo test --release -p shim-tests --test lab_udp_conformance -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, wait_kernel_udp_bound, LabProcess, Stack, H1, H1_DATA,
-    H1_MGMT, H3, H3_DATA, UDP_ECHO,
+    ensure_lab, in_ns, kernel_udp_echo, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H1_MGMT,
+    H3, H3_DATA,
 };
-use shim_tests::{python3, unified_diff, UDP_PROBE_BIN};
+use shim_tests::{unified_diff, UDP_PROBE_BIN};
 use std::time::Duration;
 
 const H3_MGMT: &str = "10.77.1.3";
@@ -52,14 +52,6 @@ fn offloaded_udp_sockets_answer_like_the_kernel() {
     let _p0 = lock_p0();
     let echo = lab_port(3);
     let closed = lab_port(4);
-    let python = python3().display().to_string();
-    let echo_cmd = in_ns(
-        H3,
-        None,
-        &Stack::Kernel,
-        &python,
-        &["-c", UDP_ECHO, "0.0.0.0", &echo.to_string()],
-    );
     // Every port unreachable answered, however fast they come (sluice-lab up sets it too).
     let sysctl = std::process::Command::new("ip")
         .args([
@@ -76,8 +68,7 @@ fn offloaded_udp_sockets_answer_like_the_kernel() {
         sysctl.success(),
         "cannot turn off ICMP rate limiting in {H3}"
     );
-    let mut peer = LabProcess::start("kernel UDP echo on sl-h3", echo_cmd);
-    wait_kernel_udp_bound(&mut peer, H3, "0.0.0.0", echo);
+    let mut peer = kernel_udp_echo(H3, "0.0.0.0", echo);
 
     let (kernel, _) = transcript(&Stack::Kernel, H1_MGMT, H3_MGMT, echo, closed);
     let (sluice, log) = transcript(&Stack::dpdk(H1_DATA), H1_DATA, H3_DATA, echo, closed);
