@@ -28,6 +28,25 @@ def udp():
     return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
+def second_process(ip, what, *args, ready):
+    """This script again, as another process under sluice with its own stack and data IP
+    `ip` on p0, in mode `what`; returns it once its first line is `ready` (30 s at most)."""
+    import subprocess
+
+    env = dict(os.environ, SLUICE_IFACES="p0=%s/24" % ip)
+    other = subprocess.Popen(
+        [sys.executable, __file__, sys.argv[1], sys.argv[2], sys.argv[3], ip, what,
+         sys.argv[6], *args],
+        env=env, stdout=subprocess.PIPE, text=True)
+    r, _, _ = select.select([other.stdout], [], [], 30)
+    line = other.stdout.readline() if r else ""
+    if line.strip() != ready:
+        other.kill()
+        other.wait()
+        raise AssertionError("the second process did not start: %r" % line)
+    return other
+
+
 def wait_readable(s, timeout=5.0):
     r, _, _ = select.select([s], [], [], timeout)
     assert r == [s], "no datagram within %.1f s" % timeout
@@ -74,22 +93,13 @@ if WHAT == "isolation-other":
 if WHAT == "isolation":
     # Two sluice processes share the interface p0 (each its own MAC and IP): traffic for one is
     # never delivered to the other, even on the same UDP port.
-    import subprocess
-
     OTHER_IP = "10.77.2.11"
     a = udp()
     a.bind((DATA_IP, 0))
     aport = a.getsockname()[1]
     a.settimeout(5)
-    env = dict(os.environ, SLUICE_IFACES="p0=%s/24" % OTHER_IP)
-    other = subprocess.Popen(
-        [sys.executable, __file__, sys.argv[1], sys.argv[2], sys.argv[3], OTHER_IP,
-         "isolation-other", sys.argv[6], str(aport)],
-        env=env, stdout=subprocess.PIPE, text=True)
+    other = second_process(OTHER_IP, "isolation-other", str(aport), ready="bound")
     try:
-        ready, _, _ = select.select([other.stdout], [], [], 30)
-        line = other.stdout.readline() if ready else ""
-        assert line.strip() == "bound", "the other process did not start: %r" % line
         for i in range(20):
             a.sendto(b"for the first process %d" % i, PEER)
             assert a.recv(100) == b"for the first process %d" % i
@@ -123,8 +133,6 @@ if WHAT == "mcast-procs":
     # One datagram from a kernel sender to a group reaches every member: two sockets of this
     # process (SO_REUSEADDR on one port) and a second process under sluice with its own stack
     # and data IP on the same port p0.
-    import subprocess
-
     GROUP = "239.77.0.2"
     MEMBER_IP = "10.77.2.11"
     members = []
@@ -137,15 +145,8 @@ if WHAT == "mcast-procs":
         g.settimeout(5)
         members.append(g)
     gport = members[0].getsockname()[1]
-    env = dict(os.environ, SLUICE_IFACES="p0=%s/24" % MEMBER_IP)
-    child = subprocess.Popen(
-        [sys.executable, __file__, sys.argv[1], sys.argv[2], sys.argv[3], MEMBER_IP,
-         "mcast-member", sys.argv[6], GROUP, str(gport)],
-        env=env, stdout=subprocess.PIPE, text=True)
+    child = second_process(MEMBER_IP, "mcast-member", GROUP, str(gport), ready="joined")
     try:
-        ready, _, _ = select.select([child.stdout], [], [], 30)
-        line = child.stdout.readline() if ready else ""
-        assert line.strip() == "joined", "the second process did not join: %r" % line
         ok("a second process with its own stack joined the group")
         u = udp()
         u.bind((DATA_IP, 0))
