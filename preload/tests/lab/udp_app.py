@@ -28,6 +28,33 @@ def udp():
     return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
+def asyncio_round_trip(loop):
+    """One datagram to the echo and back through an asyncio datagram endpoint run on `loop`;
+    returns (data, sender)."""
+    import asyncio
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self, fut):
+            self.fut = fut
+
+        def connection_made(self, transport):
+            transport.sendto(b"asyncio")
+
+        def datagram_received(self, data, addr):
+            self.fut.set_result((data, addr))
+
+    async def one():
+        fut = loop.create_future()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: Client(fut), local_addr=(DATA_IP, 0), remote_addr=PEER)
+        try:
+            return await asyncio.wait_for(fut, 5)
+        finally:
+            transport.close()
+
+    return loop.run_until_complete(one())
+
+
 def second_process(ip, what, *args, ready):
     """This script again, as another process under sluice with its own stack and data IP
     `ip` on p0, in mode `what`; returns it once its first line is `ready` (30 s at most)."""
@@ -284,29 +311,9 @@ if WHAT == "events":
 
     import asyncio
 
-    class Client(asyncio.DatagramProtocol):
-        def __init__(self, fut):
-            self.fut = fut
-
-        def connection_made(self, transport):
-            transport.sendto(b"asyncio")
-
-        def datagram_received(self, data, addr):
-            self.fut.set_result((data, addr))
-
     for selector in (selectors.SelectSelector, selectors.PollSelector, selectors.EpollSelector):
         loop = asyncio.SelectorEventLoop(selector())
-
-        async def one():
-            fut = loop.create_future()
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: Client(fut), local_addr=(DATA_IP, 0), remote_addr=PEER)
-            try:
-                return await asyncio.wait_for(fut, 5)
-            finally:
-                transport.close()
-
-        assert loop.run_until_complete(one()) == (b"asyncio", PEER)
+        assert asyncio_round_trip(loop) == (b"asyncio", PEER)
         loop.close()
         ok("asyncio with %s" % selector.__name__)
     print("all done", flush=True)
@@ -644,30 +651,9 @@ ok("epoll registration made before the offload follows it")
 # asyncio (epoll selector) with a datagram endpoint.
 import asyncio
 
-
-class Client(asyncio.DatagramProtocol):
-    def __init__(self, fut):
-        self.fut = fut
-
-    def connection_made(self, transport):
-        transport.sendto(b"asyncio")
-
-    def datagram_received(self, data, addr):
-        self.fut.set_result((data, addr))
-
-
-async def echo_once():
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: Client(fut), local_addr=(DATA_IP, 0), remote_addr=PEER)
-    try:
-        return await asyncio.wait_for(fut, 5)
-    finally:
-        transport.close()
-
-
-assert asyncio.run(echo_once()) == (b"asyncio", PEER)
+loop = asyncio.new_event_loop()
+assert asyncio_round_trip(loop) == (b"asyncio", PEER)
+loop.close()
 ok("asyncio datagram endpoint")
 
 # Non-blocking mode set before the decision is kept.
