@@ -46,6 +46,7 @@ fn compile(name: &str, extra: &[&str]) {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-changed=c/transcript.h");
     // -U first: some toolchains predefine _FORTIFY_SOURCE and warn on redefinition.
     compile("conform", &["-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=2"]);
     compile("stress", &["-pthread"]);

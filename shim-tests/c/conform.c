@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "transcript.h"
+
 extern char **environ;
 
 /* An fd number that no one has open (checked at start). */
@@ -46,26 +48,7 @@ extern char **environ;
 /* Generous: loopback delivers in microseconds; a wait only ends early. */
 #define WAIT_MS 5000
 
-static void out(const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    /* One write per line, flushed, so fork() never duplicates buffered output. */
-    fputs(line, stdout);
-    fputc('\n', stdout);
-    fflush(stdout);
-}
-
 static void section(const char *name) { out("== %s ==", name); }
-
-static const char *ename(int e)
-{
-    const char *n = strerrorname_np(e);
-    return n ? n : "E?";
-}
 
 enum kind { K_NUM, K_FD };
 

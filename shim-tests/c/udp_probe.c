@@ -26,28 +26,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "transcript.h"
+
 #define WAIT_MS 3000
 
 static struct in_addr local_ip, peer_ip;
 static unsigned short echo_port, closed_port, same_port;
 
-static void out(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fputs(line, stdout);
-    fputc('\n', stdout);
-    fflush(stdout);
-}
-
-static const char *ename(int e)
-{
-    const char *n = strerrorname_np(e);
-    return n ? n : "E?";
-}
 
 /* "label = value" or "label = -1 ENAME". */
 static long show(const char *label, long r)
