@@ -656,6 +656,7 @@ fn a_lossy_duplicating_reordering_wire_delivers_only_whole_datagrams() {
         drop_per_mille: 50,
         duplicate_per_mille: 50,
         reorder_per_mille: 50,
+        ..Default::default()
     };
     wire.set_impairment(faults, Impairment::default());
     let sent = 400u32;

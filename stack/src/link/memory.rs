@@ -21,6 +21,9 @@ pub struct Impairment {
     pub duplicate_per_mille: u16,
     /// A reordered frame is held back and delivered after the next one.
     pub reorder_per_mille: u16,
+    /// A corrupted frame has one byte past the Ethernet header flipped (the receiver's
+    /// checksums should catch it).
+    pub corrupt_per_mille: u16,
 }
 
 /// What one direction of the wire did, for tests to check against.
@@ -30,6 +33,7 @@ pub struct WireCounters {
     pub dropped: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    pub corrupted: u64,
     /// Refused because the wire was full.
     pub full: u64,
 }
@@ -83,6 +87,19 @@ impl Wire {
             self.counters.dropped += 1;
             return true;
         }
+        let corrupted;
+        let frame =
+            if imp.corrupt_per_mille > 0 && self.roll() < imp.corrupt_per_mille && frame.len() > 14
+            {
+                self.counters.corrupted += 1;
+                let mut bad = frame.to_vec();
+                let at = 14 + (self.roll() as usize * 7919) % (bad.len() - 14);
+                bad[at] ^= 1 << (self.roll() % 8);
+                corrupted = bad;
+                &corrupted[..]
+            } else {
+                frame
+            };
         let copies = if imp.duplicate_per_mille > 0 && self.roll() < imp.duplicate_per_mille {
             self.counters.duplicated += 1;
             2
@@ -237,6 +254,13 @@ mod tests {
         tags
     }
 
+    fn drain_frames(link: &mut MemoryLink) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        link.recv_frames(usize::MAX, &mut |f| frames.push(f.to_vec()))
+            .unwrap();
+        frames
+    }
+
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
@@ -262,6 +286,7 @@ mod tests {
             drop_per_mille: 100,
             duplicate_per_mille: 100,
             reorder_per_mille: 100,
+            corrupt_per_mille: 0,
         };
         let run = || {
             let (mut a, mut b, wire) = MemoryLink::pair(A, B, imp, Impairment::default());
@@ -281,6 +306,29 @@ mod tests {
         );
         let in_order = first.windows(2).all(|w| w[0] <= w[1]);
         assert!(!in_order, "some frames must arrive out of order");
+    }
+
+    #[test]
+    fn corruption_flips_bytes_past_the_ethernet_header() {
+        let imp = Impairment {
+            seed: 3,
+            corrupt_per_mille: 500,
+            ..Default::default()
+        };
+        let (mut a, mut b, wire) = MemoryLink::pair(A, B, imp, Impairment::default());
+        let sent = frame(B, 9);
+        let mut changed = 0;
+        for _ in 0..100 {
+            a.send_frame(&sent).unwrap();
+            for got in drain_frames(&mut b) {
+                assert_eq!(got.len(), sent.len());
+                assert_eq!(got[..14], sent[..14], "the Ethernet header is left alone");
+                changed += usize::from(got != sent);
+            }
+        }
+        let corrupted = wire.counters().0.corrupted as usize;
+        assert!((25..75).contains(&corrupted), "{corrupted}");
+        assert_eq!(changed, corrupted);
     }
 
     #[test]
