@@ -31,13 +31,18 @@ use crate::link::capture::{CaptureLink, Pcap};
 use crate::link::dpdk::{DpdkLink, PortConfig};
 use crate::link::kernel_udp::KernelUdpLink;
 use crate::link::{Link, MacAddr};
+use crate::socket::stream::StreamSocket;
 use crate::socket::udp::{SocketShared, UdpSocket};
+use crate::stream::endpoint::{Outgoing, Streams};
 use crate::udp::SocketId;
 use crate::wire::{
     multicast_mac, EtherType, EthernetHeader, Ipv4Header, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
     PROTO_IGMP,
 };
 
+/// How long an active open waits for an answer in the stream protocol before it connects
+/// through the kernel's TCP instead (an ICMP port unreachable falls back at once).
+const STREAM_FALL_BACK: Duration = Duration::from_millis(500);
 /// Frames taken from a link per poll.
 const RX_BURST: usize = 64;
 /// Frames waiting for room in a link's transmit ring; beyond this they drop.
@@ -228,6 +233,8 @@ pub(crate) struct Engine {
     pub(crate) memberships: HashMap<(usize, Ipv4Addr), usize>,
     next_socket: u64,
     kernel_udp: Option<KernelUdpLink>,
+    /// Stream sockets: listeners, connections and the UDP ports carrying them.
+    pub(crate) streams: Streams,
 }
 
 impl Engine {
@@ -388,6 +395,7 @@ impl Stack {
         kernel_udp: Option<KernelUdpLink>,
         spin: Duration,
     ) -> Result<Arc<Stack>, StackError> {
+        let stream_fall_back = STREAM_FALL_BACK;
         let mut ports: Vec<Port> = links
             .into_iter()
             .map(|(link, config)| Port::new(link, Interface::new(config)))
@@ -413,6 +421,7 @@ impl Stack {
                 memberships: HashMap::new(),
                 next_socket: 1,
                 kernel_udp,
+                streams: Streams::new(stream_fall_back),
             }),
             epoch: Instant::now(),
             spin,
@@ -484,6 +493,36 @@ impl Stack {
         );
         drop(engine);
         Ok(Arc::new(UdpSocket::new(self.clone(), key, shared)))
+    }
+
+    /// A new stream socket (the reliable protocol over UDP). Mode udp: `Err(EOPNOTSUPP)`
+    /// for now (streams over the kernel-UDP transport are not written yet).
+    pub fn stream_socket(self: &Arc<Self>) -> Result<Arc<StreamSocket>, i32> {
+        if self.mode == Mode::Udp {
+            return Err(libc::EOPNOTSUPP);
+        }
+        if self.engine.lock().unwrap().ports.is_empty() {
+            return Err(libc::ENODEV);
+        }
+        Ok(Arc::new(StreamSocket::new(self.clone())))
+    }
+
+    /// Sends what the stream connections have to send now (after a write, a read that opened
+    /// the window, a close), publishes their readiness, and flushes the ports.
+    pub(crate) fn stream_transmit(&self, engine: &mut Engine) {
+        let now = self.now();
+        let Engine { ports, streams, .. } = engine;
+        let woke = streams.poll(now, &mut |o| transmit(ports, now, o));
+        for ids in streams.take_closed_carriers() {
+            engine.close_carrier(&ids);
+        }
+        for port in &mut engine.ports {
+            port.flush();
+        }
+        if woke {
+            self.signal_readable();
+        }
+        self.note_traffic();
     }
 
     /// An eventfd that becomes readable when the readiness of any socket of
@@ -621,6 +660,7 @@ impl Stack {
             port.flush();
             busy |= had_backlog;
         }
+        busy |= self.stream_input(engine, now);
         if let Some(kernel_udp) = &mut engine.kernel_udp {
             // The stream protocol (a later issue) consumes these; until then they are counted only.
             if let Ok(n) = kernel_udp.recv_datagrams(RX_BURST, &mut |_, _| {}) {
@@ -628,8 +668,45 @@ impl Stack {
             }
         }
         self.deliver(engine);
+        let Engine { ports, streams, .. } = &mut *engine;
+        if streams.active() {
+            if streams.poll(now, &mut |o| transmit(ports, now, o)) {
+                self.signal_readable();
+            }
+            for ids in streams.take_closed_carriers() {
+                engine.close_carrier(&ids);
+            }
+            for port in &mut engine.ports {
+                port.flush();
+            }
+        }
         self.note_tx_state(engine);
         busy
+    }
+
+    /// Hands the datagrams the carriers received to the stream endpoint; true when there were
+    /// some.
+    fn stream_input(&self, engine: &mut Engine, now: u64) -> bool {
+        let Engine { ports, streams, .. } = engine;
+        if !streams.active() {
+            return false;
+        }
+        let carriers: Vec<(u16, Vec<crate::udp::SocketId>)> = streams
+            .carriers()
+            .map(|(p, ids)| (p, ids.to_vec()))
+            .collect();
+        let mut any = false;
+        for (local_port, ids) in carriers {
+            for (index, id) in ids.iter().enumerate() {
+                while let Ok(Some(d)) = ports[index].iface.sockets_mut().recv(*id) {
+                    any = true;
+                    streams.input(now, index, d.from, d.to, local_port, &d.data, &mut |o| {
+                        transmit(ports, now, o)
+                    });
+                }
+            }
+        }
+        any
     }
 
     /// Records whether any port's transmit backlog is full (for writability).
@@ -645,10 +722,18 @@ impl Stack {
 
     /// Moves datagrams and errors from the interfaces to the sockets' own queues.
     pub(crate) fn deliver(&self, engine: &mut Engine) {
-        let Engine { ports, sockets, .. } = engine;
+        let Engine {
+            ports,
+            sockets,
+            streams,
+            ..
+        } = engine;
         for (index, port) in ports.iter_mut().enumerate() {
             let mut errors = Vec::new();
             while let Some(event) = port.iface.next_event() {
+                if let Event::Unreachable(report) = event {
+                    streams.unreachable(report.local.port(), report.remote);
+                }
                 if matches!(event, Event::Unreachable(_) | Event::HostUnreachable(_)) {
                     errors.push(event);
                 }
@@ -824,6 +909,16 @@ fn wait_for_frames(fds: &[RawFd], nap: Duration) -> bool {
     let n = unsafe { libc::ppoll(set.as_mut_ptr(), set.len() as _, &ts, std::ptr::null()) };
     // A closed port (POLLNVAL, at exit) is not a frame.
     n > 0 && set.iter().any(|p| p.revents & libc::POLLIN != 0)
+}
+
+/// Sends one stream datagram from its carrier (best effort: a lost datagram is the protocol's
+/// to recover).
+fn transmit(ports: &mut [Port], now: u64, o: Outgoing<'_>) {
+    if let Some(port) = ports.get_mut(o.port) {
+        if let Err(e) = port.iface.send_udp(now, o.carrier, Some(o.to), o.datagram) {
+            log::debug!("stream datagram to {}: {e}", o.to);
+        }
+    }
 }
 
 /// The MAC the stack owns on a port: locally administered, derived from the

@@ -3,4 +3,5 @@
 //! threads without the engine lock) and call into the [`crate::engine::Stack`]
 //! for everything else.
 
+pub mod stream;
 pub mod udp;

@@ -17,5 +17,6 @@
 
 pub mod congestion;
 pub mod conn;
+pub mod endpoint;
 pub mod rtt;
 pub mod wire;

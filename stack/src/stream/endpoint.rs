@@ -1,0 +1,611 @@
+//! The stream endpoint of a stack: which connection or listener each stream datagram is for,
+//! the UDP ports that carry them, and the readiness the application threads read without the
+//! engine lock.
+//!
+//! A stream bound to local port P is carried in UDP datagrams on port P (a *carrier*: one UDP
+//! socket per data port, shared by the listener on P and every connection it accepted).
+//! Datagrams are matched on the receiver's connection id (`dst_conn`) and the sender's address;
+//! a SYN (no `dst_conn` yet) goes to the listener on its port. Anything else is answered with a
+//! reset (never a reset with a reset), so a peer whose connection this stack forgot fails fast.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::conn::{ConnConfig, ConnStats, Connection, State, StreamError};
+use super::wire::{self, Header, SegmentType};
+use crate::udp::SocketId;
+
+/// Longest a closed connection lingers to finish its orderly close before it is dropped.
+const ORPHAN_LIFETIME: u64 = 30_000_000_000;
+
+/// Readiness bits of a stream socket, published by the engine.
+pub mod ready {
+    /// Bytes to read, an end of stream, or (listener) a connection to accept.
+    pub const READABLE: u32 = 1;
+    /// Room in the send buffer of an established connection.
+    pub const WRITABLE: u32 = 2;
+    /// The peer sent FIN (EPOLLRDHUP).
+    pub const READ_HUP: u32 = 4;
+    /// Both directions are over (EPOLLHUP): reset, timed out, or closed both ways.
+    pub const HUP: u32 = 8;
+    /// A connection error is pending (SO_ERROR).
+    pub const ERROR: u32 = 16;
+    /// The handshake finished (the connection was established at least once).
+    pub const CONNECTED: u32 = 32;
+    /// The handshake got no answer in the protocol, or an ICMP port unreachable: the
+    /// caller connects through the kernel's TCP instead.
+    pub const FALL_BACK: u32 = 64;
+}
+
+/// What an application thread may read of a stream socket without the engine lock.
+#[derive(Debug, Default)]
+pub struct StreamShared {
+    bits: AtomicU32,
+    error: AtomicI32,
+}
+
+impl StreamShared {
+    pub fn bits(&self) -> u32 {
+        self.bits.load(Ordering::Acquire)
+    }
+
+    pub fn has(&self, bit: u32) -> bool {
+        self.bits() & bit != 0
+    }
+
+    /// The pending error (an errno), cleared (SO_ERROR reads it once).
+    pub fn take_error(&self) -> i32 {
+        self.error.swap(0, Ordering::AcqRel)
+    }
+
+    pub fn peek_error(&self) -> i32 {
+        self.error.load(Ordering::Acquire)
+    }
+
+    /// Stores `bits`; true when a bit the waiters care about appeared.
+    fn publish(&self, bits: u32) -> bool {
+        let old = self.bits.swap(bits, Ordering::AcqRel);
+        bits & !old != 0
+    }
+
+    fn set_error(&self, errno: i32) {
+        self.error.store(errno, Ordering::Release);
+    }
+}
+
+/// Counters of the stream endpoint, for sluice-stat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub datagrams_in: u64,
+    pub malformed: u64,
+    /// Segments for no live connection (answered with a reset unless they were one).
+    pub no_connection: u64,
+    /// Segments whose source did not match their connection's peer.
+    pub wrong_peer: u64,
+    pub resets_sent: u64,
+    /// SYNs refused because a listener's queues were full.
+    pub syn_dropped: u64,
+    pub connections_opened: u64,
+    pub connections_accepted: u64,
+    pub fallbacks: u64,
+}
+
+/// One UDP port carrying streams: its UDP socket on each data port.
+struct Carrier {
+    ids: Vec<SocketId>,
+    users: usize,
+}
+
+struct Listener {
+    local: SocketAddrV4,
+    backlog: usize,
+    /// Established connections waiting for accept(), by local id.
+    ready: VecDeque<u32>,
+    half_open: usize,
+    config: ConnConfig,
+    shared: Arc<StreamShared>,
+}
+
+/// A connection and where it lives.
+struct Entry {
+    conn: Connection,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    port: usize,
+    shared: Arc<StreamShared>,
+    /// The listener's port, until accept() takes it.
+    listener: Option<u16>,
+    /// The application closed it: dropped once finished (or after ORPHAN_LIFETIME).
+    orphan_since: Option<u64>,
+    /// Active open: the deadline for an answer in the protocol.
+    fall_back_at: Option<u64>,
+    /// Passive open: established and in the listener's accept queue.
+    queued: bool,
+    /// An ICMP port unreachable answered the handshake of a connection that does not fall
+    /// back: it failed with ECONNREFUSED.
+    refused: bool,
+}
+
+/// A stream socket as the endpoint knows it: a listener (by port) or a connection (by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKey {
+    Listener(u16),
+    Conn(u32),
+}
+
+/// A datagram the endpoint wants sent: from a carrier, on a data port.
+pub struct Outgoing<'a> {
+    pub port: usize,
+    pub carrier: SocketId,
+    pub to: SocketAddrV4,
+    pub datagram: &'a [u8],
+}
+
+pub struct Streams {
+    carriers: HashMap<u16, Carrier>,
+    listeners: HashMap<u16, Listener>,
+    conns: HashMap<u32, Entry>,
+    /// (peer, peer's id) -> our id: a repeated SYN finds the connection it opened.
+    by_peer: HashMap<(SocketAddrV4, u32), u32>,
+    counters: StreamCounters,
+    scratch: Vec<u8>,
+    /// The fall-back deadline of an active open (ns).
+    fall_back_after: u64,
+    /// Carriers whose last user went away in `poll`: the engine closes their UDP sockets.
+    closed_carriers: Vec<Vec<SocketId>>,
+}
+
+impl Streams {
+    pub fn new(fall_back_after: std::time::Duration) -> Self {
+        Streams {
+            carriers: HashMap::new(),
+            listeners: HashMap::new(),
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            counters: StreamCounters::default(),
+            scratch: Vec::with_capacity(2048),
+            fall_back_after: fall_back_after.as_nanos() as u64,
+            closed_carriers: Vec::new(),
+        }
+    }
+
+    /// Whether there is anything to do (any carrier bound).
+    pub fn active(&self) -> bool {
+        !self.carriers.is_empty()
+    }
+
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
+
+    /// Whether `port` has a carrier already (bound by a stream socket).
+    pub fn has_carrier(&self, port: u16) -> bool {
+        self.carriers.contains_key(&port)
+    }
+
+    /// Records a carrier bound on every data port (the caller bound the UDP sockets).
+    pub fn add_carrier(&mut self, port: u16, ids: Vec<SocketId>) {
+        self.carriers.insert(port, Carrier { ids, users: 0 });
+    }
+
+    /// Takes a reference on the carrier of `port` (bind; every accepted connection).
+    pub fn hold(&mut self, port: u16) {
+        if let Some(c) = self.carriers.get_mut(&port) {
+            c.users += 1;
+        }
+    }
+
+    /// Drops a reference; returns the UDP sockets to close when it was the last.
+    #[must_use]
+    pub fn release(&mut self, port: u16) -> Option<Vec<SocketId>> {
+        let c = self.carriers.get_mut(&port)?;
+        c.users = c.users.saturating_sub(1);
+        if c.users == 0 {
+            return self.carriers.remove(&port).map(|c| c.ids);
+        }
+        None
+    }
+
+    /// Carriers nobody uses any more (their UDP sockets are for the engine to close).
+    pub fn take_closed_carriers(&mut self) -> Vec<Vec<SocketId>> {
+        std::mem::take(&mut self.closed_carriers)
+    }
+
+    /// Every carrier (port, ids), for the engine to drain.
+    pub fn carriers(&self) -> impl Iterator<Item = (u16, &[SocketId])> {
+        self.carriers.iter().map(|(p, c)| (*p, c.ids.as_slice()))
+    }
+
+    /// listen(): a listener on `local` (its carrier bound already). EADDRINUSE if one exists.
+    pub fn listen(
+        &mut self,
+        local: SocketAddrV4,
+        backlog: usize,
+        config: ConnConfig,
+        shared: Arc<StreamShared>,
+    ) -> Result<(), i32> {
+        if let Some(l) = self.listeners.get_mut(&local.port()) {
+            // listen() again changes the backlog, as in Linux.
+            if l.local == local {
+                l.backlog = backlog.max(1);
+                return Ok(());
+            }
+            return Err(libc::EADDRINUSE);
+        }
+        // The bound socket's reference on the carrier passes to the listener.
+        self.listeners.insert(
+            local.port(),
+            Listener {
+                local,
+                backlog: backlog.max(1),
+                ready: VecDeque::new(),
+                half_open: 0,
+                config,
+                shared,
+            },
+        );
+        Ok(())
+    }
+
+    /// connect(): opens a connection from `local` (carrier bound already) to `peer`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect(
+        &mut self,
+        now: u64,
+        local: SocketAddrV4,
+        peer: SocketAddrV4,
+        port: usize,
+        config: ConnConfig,
+        shared: Arc<StreamShared>,
+        fall_back: bool,
+    ) -> u32 {
+        let id = self.fresh_id();
+        let conn = Connection::connect(config, now, id, random_u32());
+        // The bound socket's reference on the carrier passes to the connection.
+        self.conns.insert(
+            id,
+            Entry {
+                conn,
+                local,
+                peer,
+                port,
+                shared,
+                listener: None,
+                orphan_since: None,
+                fall_back_at: fall_back.then_some(now + self.fall_back_after),
+                queued: false,
+                refused: false,
+            },
+        );
+        self.counters.connections_opened += 1;
+        id
+    }
+
+    /// accept(): the next established connection of the listener on `port`.
+    pub fn accept(
+        &mut self,
+        port: u16,
+    ) -> Option<(u32, SocketAddrV4, SocketAddrV4, Arc<StreamShared>)> {
+        let listener = self.listeners.get_mut(&port)?;
+        let id = listener.ready.pop_front()?;
+        let entry = self.conns.get_mut(&id)?;
+        entry.listener = None;
+        self.counters.connections_accepted += 1;
+        Some((id, entry.local, entry.peer, entry.shared.clone()))
+    }
+
+    /// The connection `id`, for the socket calls.
+    pub fn conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
+        self.conns.get_mut(&id).map(|e| &mut e.conn)
+    }
+
+    pub fn conn(&self, id: u32) -> Option<&Connection> {
+        self.conns.get(&id).map(|e| &e.conn)
+    }
+
+    pub fn addresses(&self, id: u32) -> Option<(SocketAddrV4, SocketAddrV4)> {
+        self.conns.get(&id).map(|e| (e.local, e.peer))
+    }
+
+    pub fn stats(&self, id: u32) -> Option<ConnStats> {
+        self.conns.get(&id).map(|e| e.conn.stats())
+    }
+
+    /// close() of a listener: its unaccepted connections are reset. Returns the carrier's UDP
+    /// sockets to close, if this was its last user.
+    #[must_use]
+    pub fn close_listener(&mut self, now: u64, port: u16) -> Option<Vec<SocketId>> {
+        let listener = self.listeners.remove(&port)?;
+        let pending: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.listener == Some(port))
+            .map(|(id, _)| *id)
+            .collect();
+        drop(listener);
+        for id in pending {
+            if let Some(e) = self.conns.get_mut(&id) {
+                e.listener = None;
+                e.conn.abort();
+                e.orphan_since = Some(now);
+            }
+        }
+        self.release(port)
+    }
+
+    /// close() of a connection: an orderly close (FIN after the queued data), or a reset when
+    /// `abort` (unread data, SO_LINGER 0). The endpoint keeps it until it has finished.
+    pub fn close_conn(&mut self, now: u64, id: u32, abort: bool) {
+        if let Some(e) = self.conns.get_mut(&id) {
+            if abort {
+                e.conn.abort();
+            } else {
+                e.conn.close_write();
+            }
+            e.orphan_since = Some(now);
+            e.fall_back_at = None;
+        }
+    }
+
+    /// Forgets connection `id` at once (its socket fell back to the kernel). Returns the
+    /// carrier's UDP sockets to close, if this was its last user.
+    #[must_use]
+    pub fn forget(&mut self, id: u32) -> Option<Vec<SocketId>> {
+        let e = self.conns.remove(&id)?;
+        self.by_peer.remove(&(e.peer, e.conn.peer_id()));
+        self.release(e.local.port())
+    }
+
+    /// One received datagram on carrier `local_port` of data port `port`.
+    pub fn input(
+        &mut self,
+        now: u64,
+        port: usize,
+        from: SocketAddrV4,
+        to: Ipv4Addr,
+        local_port: u16,
+        datagram: &[u8],
+        out: &mut dyn FnMut(Outgoing<'_>),
+    ) {
+        self.counters.datagrams_in += 1;
+        let (header, payload) = match wire::parse(datagram) {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        if header.dst_conn != 0 {
+            if let Some(e) = self.conns.get_mut(&header.dst_conn) {
+                if e.peer != from || (e.conn.peer_id() != 0 && e.conn.peer_id() != header.src_conn)
+                {
+                    self.counters.wrong_peer += 1;
+                    return;
+                }
+                let was_syn_sent = e.conn.state() == State::SynSent;
+                e.conn.handle(now, &header, payload);
+                if was_syn_sent && e.conn.peer_id() != 0 {
+                    self.by_peer
+                        .insert((from, e.conn.peer_id()), header.dst_conn);
+                }
+                return;
+            }
+        } else if header.kind == SegmentType::Syn {
+            if let Some(&id) = self.by_peer.get(&(from, header.src_conn)) {
+                if let Some(e) = self.conns.get_mut(&id) {
+                    e.conn.handle(now, &header, payload);
+                    return;
+                }
+            }
+            if self.syn(now, port, from, to, local_port, &header, payload) {
+                return;
+            }
+        }
+        self.counters.no_connection += 1;
+        if let Some(reset) = wire::reset_for(&header, payload.len()) {
+            if let Some(carrier) = self.carriers.get(&local_port) {
+                wire::emit(&reset, &[], &mut self.scratch);
+                self.counters.resets_sent += 1;
+                out(Outgoing {
+                    port,
+                    carrier: carrier.ids[port],
+                    to: from,
+                    datagram: &self.scratch,
+                });
+            }
+        }
+    }
+
+    /// A SYN for the listener on `local_port`; false when no listener takes it.
+    #[allow(clippy::too_many_arguments)]
+    fn syn(
+        &mut self,
+        now: u64,
+        port: usize,
+        from: SocketAddrV4,
+        to: Ipv4Addr,
+        local_port: u16,
+        header: &Header,
+        payload: &[u8],
+    ) -> bool {
+        let Some(listener) = self.listeners.get_mut(&local_port) else {
+            return false;
+        };
+        if !listener.local.ip().is_unspecified() && *listener.local.ip() != to {
+            return false;
+        }
+        if listener.ready.len() >= listener.backlog
+            || listener.half_open >= 2 * listener.backlog.max(64)
+        {
+            // Full: the peer's SYN retries find room later, as with the kernel's queues.
+            self.counters.syn_dropped += 1;
+            return true;
+        }
+        listener.half_open += 1;
+        let config = listener.config.clone();
+        let id = self.fresh_id();
+        let conn = Connection::accept(config, now, id, random_u32(), header, payload);
+        self.by_peer.insert((from, header.src_conn), id);
+        self.hold(local_port);
+        self.conns.insert(
+            id,
+            Entry {
+                conn,
+                local: SocketAddrV4::new(to, local_port),
+                peer: from,
+                port,
+                shared: Arc::new(StreamShared::default()),
+                listener: Some(local_port),
+                orphan_since: None,
+                fall_back_at: None,
+                queued: false,
+                refused: false,
+            },
+        );
+        true
+    }
+
+    /// An ICMP port unreachable for a datagram from `local` to `remote`: a connection still
+    /// in its handshake there falls back to the kernel's TCP (or, if it may not, is refused).
+    pub fn unreachable(&mut self, local_port: u16, remote: SocketAddrV4) {
+        for e in self.conns.values_mut() {
+            if e.peer == remote && e.local.port() == local_port && e.conn.state() == State::SynSent
+            {
+                if e.fall_back_at.is_some() {
+                    e.fall_back_at = Some(0);
+                } else if !e.refused {
+                    e.refused = true;
+                    e.conn.abort();
+                }
+            }
+        }
+    }
+
+    /// Timers and transmission for every connection, then readiness. Returns whether some
+    /// socket gained readiness (the caller wakes waiters).
+    pub fn poll(&mut self, now: u64, out: &mut dyn FnMut(Outgoing<'_>)) -> bool {
+        let mut woke = false;
+        let mut finished = Vec::new();
+        for (&id, e) in self.conns.iter_mut() {
+            if let Some(carrier) = self.carriers.get(&e.local.port()) {
+                let (port, to, carrier) = (e.port, e.peer, carrier.ids[e.port]);
+                e.conn.poll_transmit(now, &mut |datagram| {
+                    out(Outgoing {
+                        port,
+                        carrier,
+                        to,
+                        datagram,
+                    })
+                });
+            }
+            woke |= publish(e, now);
+            if let (Some(port), false) = (e.listener, e.queued) {
+                if e.conn.state() != State::SynReceived {
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.half_open = l.half_open.saturating_sub(1);
+                        if e.conn.error().is_none() && e.conn.state() != State::Closed {
+                            l.ready.push_back(id);
+                            e.queued = true;
+                        } else {
+                            finished.push(id);
+                        }
+                    }
+                }
+            }
+            if let Some(since) = e.orphan_since {
+                if e.conn.is_finished() || now.saturating_sub(since) > ORPHAN_LIFETIME {
+                    finished.push(id);
+                }
+            }
+        }
+        for l in self.listeners.values() {
+            let bits = if l.ready.is_empty() {
+                0
+            } else {
+                ready::READABLE
+            };
+            woke |= l.shared.publish(bits);
+        }
+        for id in finished {
+            if let Some(ids) = self.forget(id) {
+                // Carriers outlive their last connection only until the engine closes them.
+                self.closed_carriers.push(ids);
+            }
+        }
+        woke
+    }
+}
+
+/// Publishes a connection's readiness; true when a bit appeared.
+fn publish(e: &mut Entry, now: u64) -> bool {
+    let conn = &e.conn;
+    let mut bits = 0;
+    let state = conn.state();
+    if let Some(at) = e.fall_back_at {
+        if state == State::SynSent && now >= at {
+            bits |= ready::FALL_BACK;
+        } else if state != State::SynSent {
+            e.fall_back_at = None;
+        }
+    }
+    let error = if e.refused {
+        Some(libc::ECONNREFUSED)
+    } else {
+        conn.error().map(StreamError::errno)
+    };
+    if let Some(errno) = error {
+        if e.shared.bits() & ready::ERROR == 0 {
+            e.shared.set_error(errno);
+        }
+        bits |= ready::ERROR | ready::HUP | ready::READABLE | ready::WRITABLE;
+    }
+    let established = matches!(
+        state,
+        State::Established | State::FinWait | State::CloseWait | State::Closing | State::Closed
+    );
+    if established && conn.error() != Some(StreamError::Refused) {
+        bits |= ready::CONNECTED;
+    }
+    if conn.readable() > 0 || conn.at_eof() {
+        bits |= ready::READABLE;
+    }
+    if conn.at_eof() {
+        bits |= ready::READ_HUP;
+    }
+    if matches!(state, State::Established | State::CloseWait) && conn.send_space() > 0 {
+        bits |= ready::WRITABLE;
+    }
+    if state == State::Closed || (conn.at_eof() && matches!(state, State::Closing)) {
+        bits |= ready::HUP;
+    }
+    e.shared.publish(bits)
+}
+
+/// A random non-zero u32 from the kernel's CSPRNG (connection ids and initial sequence
+/// numbers must not be guessable by an off-path sender).
+pub fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    loop {
+        // SAFETY: getrandom writes at most 4 bytes into `bytes`.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 4, 0) };
+        if n == 4 {
+            let v = u32::from_ne_bytes(bytes);
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+}
+
+impl Streams {
+    fn fresh_id(&self) -> u32 {
+        loop {
+            let id = random_u32();
+            if !self.conns.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
