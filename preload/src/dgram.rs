@@ -47,7 +47,7 @@ pub unsafe fn inet_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketA
     })
 }
 
-fn sockaddr_of(a: SocketAddrV4) -> sockaddr_in {
+pub(crate) fn sockaddr_of(a: SocketAddrV4) -> sockaddr_in {
     sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: a.port().to_be(),
@@ -65,6 +65,12 @@ fn sockaddr_of(a: SocketAddrV4) -> sockaddr_in {
 /// `addr` is null or has `*len` writable bytes; `len` is null or valid.
 pub unsafe fn store_addr(a: SocketAddrV4, addr: *mut sockaddr, len: *mut socklen_t) -> Res<()> {
     if addr.is_null() || len.is_null() {
+        return Ok(());
+    }
+    if a.ip().is_unspecified() && a.port() == 0 {
+        // No sender (a stream receive): the kernel reports an empty address.
+        // SAFETY: per the contract.
+        unsafe { *len = 0 };
         return Ok(());
     }
     // SAFETY: per the contract.
@@ -170,6 +176,11 @@ pub fn send_route(o: &Offloaded, dst: Option<SocketAddrV4>) -> SendRoute {
 
 /// A send through the stack.
 pub fn send(o: &Offloaded, bufs: &[&[u8]], dst: Option<SocketAddrV4>, flags: c_int) -> Res<usize> {
+    if let Some(s) = o.stream() {
+        // A stream ignores the address (EISCONN only matters on the kernel's side).
+        return crate::stream::send(o, s, bufs, flags);
+    }
+    let udp = udp(o)?;
     // UDP has no out-of-band data: the kernel refuses the flag on a send (and ignores it on a
     // receive).
     if flags & libc::MSG_OOB != 0 {
@@ -179,7 +190,7 @@ pub fn send(o: &Offloaded, bufs: &[&[u8]], dst: Option<SocketAddrV4>, flags: c_i
         return Err(libc::EPIPE);
     }
     o.touch();
-    o.udp.send_to(bufs, dst, flags & libc::MSG_DONTWAIT != 0)
+    udp.send_to(bufs, dst, flags & libc::MSG_DONTWAIT != 0)
 }
 
 /// What one receive produced.
@@ -248,6 +259,10 @@ fn shadow_recv(fd: c_int, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
 /// (SA_RESTART is not honoured: the caller sees EINTR), and SO_RCVTIMEO, mirrored on the
 /// shadow, bounds it.
 pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> Res<Got> {
+    if let Some(s) = o.stream() {
+        return crate::stream::recv(fd, o, s, bufs, flags);
+    }
+    let udp = udp(o)?;
     o.touch();
     // Connected to a kernel-kept peer: only the shadow receives.
     let via_stack = !o.kernel_peer.load(Ordering::Acquire);
@@ -259,7 +274,7 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
     let mark = signals::Mark::now();
     loop {
         if via_stack {
-            match o.udp.recv_from(bufs, recv_flags(flags, true)) {
+            match udp.recv_from(bufs, recv_flags(flags, true)) {
                 Err(libc::EAGAIN) => {}
                 other => return other.map(Got::from),
             }
@@ -278,8 +293,7 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             return Ok(Got {
                 copied: 0,
                 len: 0,
-                from: o
-                    .udp
+                from: udp
                     .peer_addr()
                     .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             });
@@ -296,7 +310,8 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             },
             None => None,
         };
-        let waited = wait_readable(fd, o, left, via_stack, via_shadow, &mark);
+        let ready = || via_stack && udp.readiness().readable;
+        let waited = wait_until(fd, o, left, &ready, via_shadow, &mark);
         match (waited, mark.seen()) {
             (Err(e), _) if e != libc::EINTR => return Err(e),
             (_, signals::Seen::Interrupting) => return Err(libc::EINTR),
@@ -309,15 +324,15 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
     }
 }
 
-/// Waits until the stack socket or the shadow may have a datagram, or `left` passes: spins
-/// on the stack for the configured budget, then sleeps in one real poll on the shadow and
-/// the stack's wakeup eventfd. Err(EINTR) when a signal interrupts the sleep.
+/// Waits until `ready()` (the stack socket is ready) or the shadow may be readable, or `left`
+/// passes: spins on the stack for the configured budget, then sleeps in one real poll on the
+/// shadow and the stack's wakeup eventfd. Err(EINTR) when a signal interrupts the sleep.
 /// Returns at once, without sleeping, when a signal handler ran since `mark`.
-fn wait_readable(
+pub fn wait_until(
     fd: c_int,
-    o: &Offloaded,
+    _o: &Offloaded,
     left: Option<Duration>,
-    watch_stack: bool,
+    ready: &dyn Fn() -> bool,
     watch_shadow: bool,
     mark: &signals::Mark,
 ) -> Res<()> {
@@ -329,7 +344,7 @@ fn wait_readable(
     let mut turns = crate::mux::SpinTurns::new(start);
     while start.elapsed() < spin.min(left.unwrap_or(spin)) {
         stack.poll();
-        if watch_stack && o.udp.readiness().readable {
+        if ready() {
             stack.note_spin(start.elapsed());
             return Ok(());
         }
@@ -349,7 +364,7 @@ fn wait_readable(
         pollin(stack.wakeup_fd()),
     ];
     fds.extend(stack.wait_fds().iter().map(|&fd| pollin(fd)));
-    if watch_stack && o.udp.readiness().readable || mark.seen() != signals::Seen::Nothing {
+    if ready() || mark.seen() != signals::Seen::Nothing {
         return Ok(());
     }
     // In slices: a wakeup drained by another thread's wait makes this one late, not stuck.
@@ -383,7 +398,12 @@ pub fn shutdown(o: &Offloaded, how: c_int) -> Res<()> {
         libc::SHUT_RDWR => SHUT_RD_BIT | SHUT_WR_BIT,
         _ => return Err(libc::EINVAL),
     };
-    if o.udp.peer_addr().is_none() {
+    if let Some(s) = o.stream() {
+        s.shutdown(how)?;
+        o.touch();
+        return Ok(());
+    }
+    if udp(o)?.peer_addr().is_none() {
         return Err(libc::ENOTCONN);
     }
     o.shut.fetch_or(bits, Ordering::AcqRel);
@@ -395,20 +415,24 @@ pub fn shutdown(o: &Offloaded, how: c_int) -> Res<()> {
 /// so the kernel's errors and ephemeral port choice are the answer), then the stack socket to
 /// the same port.
 pub fn bind(fd: c_int, o: &Offloaded, local: SocketAddrV4, kernel: impl Fn() -> c_int) -> Res<()> {
+    if let Some(s) = o.stream() {
+        return crate::stream::bind(s, local);
+    }
+    let udp = udp(o)?;
     if local.ip().is_unspecified() {
         if kernel() != 0 {
             return Err(crate::guard::errno());
         }
         let port = sockname(fd).map_or(local.port(), |a| a.port());
-        o.udp.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+        udp.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
         o.shadow_receives.store(true, Ordering::Release);
         return Ok(());
     }
-    o.udp.bind(local)
+    udp.bind(local)
 }
 
 /// The shadow's own address.
-fn sockname(fd: c_int) -> Option<SocketAddrV4> {
+pub fn sockname(fd: c_int) -> Option<SocketAddrV4> {
     // SAFETY: all-zero sockaddr_in is valid.
     let mut sin: sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = size_of::<sockaddr_in>() as socklen_t;
@@ -421,17 +445,18 @@ fn sockname(fd: c_int) -> Option<SocketAddrV4> {
 /// connect (or, with `None`, the AF_UNSPEC disconnect) on an offloaded socket. A peer the
 /// policy keeps in the kernel is connected on the shadow, which then carries the socket.
 pub fn connect(o: &Offloaded, peer: Option<SocketAddrV4>, kernel: impl Fn() -> c_int) -> Res<()> {
+    let udp = udp(o)?;
     match peer {
         Some(p) if !policy_offloads(p) => {
             if kernel() != 0 {
                 return Err(crate::guard::errno());
             }
-            o.udp.connect(None)?;
+            udp.connect(None)?;
             o.kernel_peer.store(true, Ordering::Release);
             Ok(())
         }
         Some(p) => {
-            o.udp.connect(Some(p))?;
+            udp.connect(Some(p))?;
             o.kernel_peer.store(false, Ordering::Release);
             Ok(())
         }
@@ -439,15 +464,18 @@ pub fn connect(o: &Offloaded, peer: Option<SocketAddrV4>, kernel: impl Fn() -> c
             // The shadow may be connected too (kernel peer): disconnect both.
             kernel();
             o.kernel_peer.store(false, Ordering::Release);
-            o.udp.connect(None)
+            udp.connect(None)
         }
     }
 }
 
 pub fn local_addr(o: &Offloaded) -> SocketAddrV4 {
-    o.udp
-        .local_addr()
-        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+    let local = match (o.udp(), o.stream()) {
+        (Some(u), _) => u.local_addr(),
+        (_, Some(s)) => s.local_addr(),
+        _ => None,
+    };
+    local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
 }
 
 /// FIONREAD: the size of the next datagram, 0 if none.
@@ -455,8 +483,12 @@ pub fn next_datagram_len(fd: c_int, o: &Offloaded) -> c_int {
     if let Some(stack) = running() {
         stack.poll();
     }
-    let n = o.udp.next_datagram_len();
-    if n > 0 || o.udp.readiness().readable {
+    if let Some(s) = o.stream() {
+        return s.readable_bytes().min(c_int::MAX as usize) as c_int;
+    }
+    let Some(udp) = o.udp() else { return 0 };
+    let n = udp.next_datagram_len();
+    if n > 0 || udp.readiness().readable {
         return n.min(c_int::MAX as usize) as c_int;
     }
     if o.shadow_receives.load(Ordering::Acquire) || o.kernel_peer.load(Ordering::Acquire) {
@@ -471,8 +503,13 @@ pub fn next_datagram_len(fd: c_int, o: &Offloaded) -> c_int {
 }
 
 /// Readiness as poll reports it (POLLIN/POLLOUT/POLLERR bits), for the events asked.
-pub fn poll_bits(o: &Offloaded, shadow_readable: bool) -> i16 {
-    let r = o.udp.readiness();
+pub fn poll_bits(fd: c_int, o: &Offloaded, shadow_readable: bool) -> i16 {
+    let udp = match (o.udp(), o.stream()) {
+        (Some(u), _) => u,
+        (_, Some(s)) => return crate::stream::poll_bits(fd, o, s, shadow_readable),
+        _ => return 0,
+    };
+    let r = udp.readiness();
     // Connected to a kernel-kept peer, the socket receives through its shadow only.
     let stack_readable = r.readable && !o.kernel_peer.load(Ordering::Acquire);
     let mut bits = 0;
@@ -486,6 +523,22 @@ pub fn poll_bits(o: &Offloaded, shadow_readable: bool) -> i16 {
         bits |= libc::POLLERR;
     }
     bits
+}
+
+/// The datagram socket of `o` (the callers only pass datagram sockets).
+fn udp(o: &Offloaded) -> Res<&sluice_stack::socket::udp::UdpSocket> {
+    o.udp().map(|u| &**u).ok_or(libc::EOPNOTSUPP)
+}
+
+/// Whether the shadow polls readable now (one real poll, no wait).
+pub fn shadow_pollin(fd: c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { real::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
 }
 
 /// Whether the shadow of a socket that receives through it has a datagram (one real poll).

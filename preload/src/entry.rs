@@ -6,6 +6,7 @@ use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use sluice_stack::socket::stream::StreamSocket;
 use sluice_stack::socket::udp::UdpSocket;
 
 /// Where the socket's traffic goes.
@@ -55,15 +56,23 @@ impl Cause {
     }
 }
 
-/// A datagram socket served by the stack. The kernel socket of the same fd (the shadow) stays
+/// The stack's socket behind an fd.
+pub enum Sock {
+    Datagram(Arc<UdpSocket>),
+    Stream(Arc<StreamSocket>),
+}
+
+/// A socket served by the stack. The kernel socket of the same fd (the shadow) stays
 /// open: it keeps the fd number, carries kernel-only destinations, and, for a socket bound to
-/// INADDR_ANY, receives what arrives through the kernel on the same port.
+/// INADDR_ANY, receives what arrives through the kernel on the same port (a stream listener:
+/// accepts kernel TCP clients).
 pub struct Offloaded {
     /// Dropped only in the process that started the stack (see `Drop`).
-    pub udp: ManuallyDrop<Arc<UdpSocket>>,
+    sock: ManuallyDrop<Sock>,
     /// The shadow is bound to the stack socket's port on INADDR_ANY: receive from both.
     pub shadow_receives: AtomicBool,
-    /// Connected to a destination the policy keeps in the kernel: the shadow carries it all.
+    /// Connected to a destination the policy keeps in the kernel, or (a stream) its handshake
+    /// fell back to the kernel's TCP: the shadow carries it all.
     pub kernel_peer: AtomicBool,
     /// O_NONBLOCK as the application set it (also set on the shadow).
     pub nonblocking: AtomicBool,
@@ -76,8 +85,16 @@ pub struct Offloaded {
 
 impl Offloaded {
     pub fn new(udp: Arc<UdpSocket>, nonblocking: bool) -> Offloaded {
+        Self::with(Sock::Datagram(udp), nonblocking)
+    }
+
+    pub fn new_stream(stream: Arc<StreamSocket>, nonblocking: bool) -> Offloaded {
+        Self::with(Sock::Stream(stream), nonblocking)
+    }
+
+    fn with(sock: Sock, nonblocking: bool) -> Offloaded {
         Offloaded {
-            udp: ManuallyDrop::new(udp),
+            sock: ManuallyDrop::new(sock),
             shadow_receives: AtomicBool::new(false),
             kernel_peer: AtomicBool::new(false),
             nonblocking: AtomicBool::new(nonblocking),
@@ -88,6 +105,37 @@ impl Offloaded {
 
     pub fn touch(&self) {
         self.io_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The datagram socket, if this is one.
+    #[inline]
+    pub fn udp(&self) -> Option<&Arc<UdpSocket>> {
+        match &*self.sock {
+            Sock::Datagram(u) => Some(u),
+            Sock::Stream(_) => None,
+        }
+    }
+
+    /// The stream socket, if this is one.
+    #[inline]
+    pub fn stream(&self) -> Option<&Arc<StreamSocket>> {
+        match &*self.sock {
+            Sock::Stream(s) => Some(s),
+            Sock::Datagram(_) => None,
+        }
+    }
+
+    /// A stream whose handshake fell back to the kernel's TCP: the fd is the kernel's now.
+    #[inline]
+    pub fn fell_back(&self) -> bool {
+        matches!(&*self.sock, Sock::Stream(_)) && self.kernel_peer.load(Ordering::Acquire)
+    }
+
+    pub fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Release);
+        if let Some(u) = self.udp() {
+            u.set_nonblocking(on);
+        }
     }
 }
 
@@ -100,15 +148,18 @@ impl Drop for Offloaded {
         if !crate::offload::owns_stack() {
             return;
         }
-        self.udp.close();
+        match &*self.sock {
+            Sock::Datagram(u) => u.close(),
+            Sock::Stream(s) => s.close(crate::stream::lingers_zero(s)),
+        }
         // SAFETY: dropped once, here; `self` is never used again.
-        unsafe { ManuallyDrop::drop(&mut self.udp) };
+        unsafe { ManuallyDrop::drop(&mut self.sock) };
     }
 }
 
 pub struct SocketEntry {
     route: AtomicU8,
-    /// SOCK_DGRAM (only those are served by the stack so far).
+    /// SOCK_DGRAM (else SOCK_STREAM).
     datagram: bool,
     offloaded: OnceLock<Offloaded>,
     /// Kernel epoll registrations (epfd, events, data) made while the socket could still
@@ -163,6 +214,13 @@ impl SocketEntry {
     #[inline]
     pub fn offloaded(&self) -> Option<&Offloaded> {
         self.offloaded.get()
+    }
+
+    /// Whether the stack serves this socket now (offloaded, and not a stream that fell back
+    /// to the kernel's TCP).
+    #[inline]
+    pub fn served_by_stack(&self) -> bool {
+        self.offloaded.get().is_some_and(|o| !o.fell_back())
     }
 
     /// Attaches the stack socket made by `make` unless one is attached already; returns the

@@ -81,3 +81,4 @@ mod mux;
 mod offload;
 mod real;
 mod signals;
+mod stream;

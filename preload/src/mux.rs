@@ -125,7 +125,7 @@ fn served_of(fds: &[pollfd]) -> Vec<(usize, Arc<SocketEntry>)> {
         .filter_map(|(i, p)| {
             TABLE
                 .get(p.fd)
-                .filter(|e| e.offloaded().is_some())
+                .filter(|e| e.served_by_stack())
                 .map(|e| (i, e))
         })
         .collect()
@@ -174,11 +174,13 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
         .iter()
         .map(|(i, _)| fds[*i].events | libc::POLLERR)
         .collect();
+    let served_fds: Vec<c_int> = served.iter().map(|(i, _)| fds[*i].fd).collect();
     let stack_ready = || {
         served
             .iter()
             .zip(&wanted)
-            .any(|((_, e), w)| dgram::poll_bits(off(e), false) & w != 0)
+            .zip(&served_fds)
+            .any(|(((_, e), w), fd)| dgram::poll_bits(*fd, off(e), false) & w != 0)
     };
     let mut sleep_now = false;
     let mark = signals::Mark::now();
@@ -217,7 +219,8 @@ pub fn poll(fds: &mut [pollfd], deadline: Deadline, mask: *const sigset_t) -> Op
         for (i, e) in &served {
             let p = &mut fds[*i];
             let shadow = kset[*i].revents & libc::POLLIN != 0;
-            p.revents = dgram::poll_bits(off(e), shadow) & (p.events | libc::POLLERR);
+            p.revents =
+                dgram::poll_bits(p.fd, off(e), shadow) & (p.events | libc::POLLERR | libc::POLLHUP);
         }
         count += fds.iter().filter(|p| p.revents != 0).count();
         if count > 0 || deadline.passed() {
@@ -318,7 +321,7 @@ impl EpollSet {
             !reg.disarmed
                 && reg.entry.upgrade().is_some_and(|e| {
                     let interest = reg.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32;
-                    epoll_bits(off(&e), false) & interest != 0
+                    epoll_bits(reg.fd, off(&e), false) & interest != 0
                 })
         })
     }
@@ -460,7 +463,7 @@ pub unsafe fn epoll_ctl(
     if !TABLE.is_tracked(fd) {
         return None;
     }
-    let entry = TABLE.get(fd).filter(|e| e.offloaded().is_some())?;
+    let entry = TABLE.get(fd).filter(|e| e.served_by_stack())?;
     let stack = running()?;
     let o = off(&entry);
     if epfd == fd {
@@ -545,8 +548,8 @@ pub unsafe fn epoll_ctl(
     }
 }
 
-fn epoll_bits(o: &Offloaded, shadow: bool) -> u32 {
-    let bits = dgram::poll_bits(o, shadow);
+fn epoll_bits(fd: c_int, o: &Offloaded, shadow: bool) -> u32 {
+    let bits = dgram::poll_bits(fd, o, shadow);
     let mut ev = 0;
     if bits & libc::POLLIN != 0 {
         ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
@@ -556,6 +559,12 @@ fn epoll_bits(o: &Offloaded, shadow: bool) -> u32 {
     }
     if bits & libc::POLLERR != 0 {
         ev |= libc::EPOLLERR as u32;
+    }
+    if bits & libc::POLLHUP != 0 {
+        ev |= libc::EPOLLHUP as u32;
+    }
+    if bits & libc::POLLRDHUP != 0 {
+        ev |= libc::EPOLLRDHUP as u32;
     }
     ev
 }
@@ -581,8 +590,8 @@ fn collect(epfd: c_int, out: &mut [epoll_event], consume: bool) -> usize {
         };
         let o = off(&entry);
         let shadow = receives_via_shadow(o) && dgram::shadow_readable(reg.fd, o);
-        let ready =
-            epoll_bits(o, shadow) & (reg.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
+        let ready = epoll_bits(reg.fd, o, shadow)
+            & (reg.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
         if ready == 0 {
             continue;
         }

@@ -182,6 +182,61 @@ pub fn attach(fd: c_int, entry: &SocketEntry) -> Option<&Offloaded> {
     attached
 }
 
+/// Gives `entry` (fd `fd`, a stream socket the policy offloads) its stack socket, carrying over
+/// the options set on the shadow so far. `None`: the stack cannot take it (the kernel keeps it).
+pub fn attach_stream(fd: c_int, entry: &SocketEntry) -> Option<&Offloaded> {
+    let attached = entry.offload_with(|| {
+        let stack = stack()?;
+        let stream = match stack.stream_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!(
+                    target: "sluice",
+                    "sluice: fd {fd}: no stack stream socket ({}); it stays in the kernel",
+                    std::io::Error::from_raw_os_error(e)
+                );
+                return None;
+            }
+        };
+        carry_over_stream(fd, &stream);
+        // SAFETY: F_GETFL takes no argument.
+        let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+        let nonblocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
+        Some(Offloaded::new_stream(stream, nonblocking))
+    });
+    if attached.is_none() {
+        entry.fall_back_to_kernel();
+    }
+    attached
+}
+
+/// Stream options set on the shadow (before the decision, or mirrored since), read back from it.
+pub fn carry_over_stream(fd: c_int, s: &sluice_stack::socket::stream::StreamSocket) {
+    let int = |level, name| sockopt::<c_int>(fd, level, name);
+    if let Some(v) = int(libc::SOL_SOCKET, libc::SO_REUSEADDR) {
+        s.set_reuse_addr(v != 0);
+    }
+    if let Some(v) = int(libc::IPPROTO_TCP, libc::TCP_NODELAY) {
+        s.set_nodelay(v != 0);
+    }
+    // Buffer sizes are not carried over: the shadow cannot tell the kernel's defaults (far
+    // smaller than the stack's) from a size the application chose. setsockopt after the
+    // offload reaches the stack.
+    if int(libc::SOL_SOCKET, libc::SO_KEEPALIVE).is_some_and(|v| v != 0) {
+        let secs = |name| u64::from(int(libc::IPPROTO_TCP, name).unwrap_or(1).max(1) as u32);
+        s.set_keepalive(Some(sluice_stack::stream::conn::Keepalive {
+            idle: secs(libc::TCP_KEEPIDLE) * 1_000_000_000,
+            interval: secs(libc::TCP_KEEPINTVL) * 1_000_000_000,
+            count: int(libc::IPPROTO_TCP, libc::TCP_KEEPCNT)
+                .unwrap_or(9)
+                .max(1) as u32,
+        }));
+    }
+    if let Some(l) = sockopt::<libc::linger>(fd, libc::SOL_SOCKET, libc::SO_LINGER) {
+        s.set_linger((l.l_onoff != 0).then_some(l.l_linger.max(0) as u32));
+    }
+}
+
 /// Options set on the shadow before the decision, read back with the real getsockopt (so the
 /// kernel's normalisation, e.g. the doubled buffer sizes, is what the stack gets).
 fn carry_over(fd: c_int, udp: &sluice_stack::socket::udp::UdpSocket) {

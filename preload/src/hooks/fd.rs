@@ -9,8 +9,6 @@
 
 use std::os::raw::{c_int, c_uint, c_ulong};
 
-use std::sync::atomic::Ordering;
-
 use super::served;
 use crate::guard::{contain, guarded, Site};
 use crate::init::TABLE;
@@ -107,9 +105,10 @@ fn follow_nonblocking(site: &'static Site, fd: c_int, nonblocking: bool) {
     }
     contain(site, || {
         if let Some(entry) = served(fd) {
-            let o = entry.offloaded().expect("served");
-            o.nonblocking.store(nonblocking, Ordering::Release);
-            o.udp.set_nonblocking(nonblocking);
+            entry
+                .offloaded()
+                .expect("served")
+                .set_nonblocking(nonblocking);
         }
     });
 }
@@ -168,8 +167,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_i
                 if r == 0 {
                     // SAFETY: FIONBIO's argument is an int pointer (the kernel just read it).
                     let on = unsafe { (arg as *const c_int).read_unaligned() } != 0;
-                    o.nonblocking.store(on, Ordering::Release);
-                    o.udp.set_nonblocking(on);
+                    o.set_nonblocking(on);
                 }
                 r
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use libc::{mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use super::{fail, fd_hooks, served};
+use super::{fail, served};
 use crate::dgram::{self, inet_addr, SendRoute};
 use crate::entry::{decision_line, Cause, Offloaded, Route, SocketEntry};
 use crate::guard::{guarded, Site};
@@ -81,6 +81,19 @@ fn offloaded_datagram(fd: c_int, entry: &Arc<SocketEntry>) -> Option<&Offloaded>
     Some(o)
 }
 
+/// The stack socket of a stream socket the policy offloads (made now if needed).
+fn offloaded_stream(fd: c_int, entry: &Arc<SocketEntry>) -> Option<&Offloaded> {
+    if let Some(o) = entry.offloaded() {
+        return (!crate::offload::inherited_in_child(fd) && !o.fell_back()).then_some(o);
+    }
+    if entry.route() != Route::Offload || entry.is_datagram() {
+        return None;
+    }
+    let o = crate::offload::attach_stream(fd, entry)?;
+    crate::mux::migrate(fd, entry);
+    Some(o)
+}
+
 /// The result of a call served by the stack, as C returns it.
 fn status(r: dgram::Res<()>) -> c_int {
     match r {
@@ -125,6 +138,17 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             return k.call();
         };
         decide(sl, fd, &entry, Cause::Bind, local);
+        if !entry.is_datagram() {
+            // A stream bound to a data IP lives on the stack (the kernel lacks the address);
+            // on INADDR_ANY the shadow binds, and listen or connect decide the rest.
+            if local.ip().is_unspecified() || entry.route() != Route::Offload {
+                return k.call();
+            }
+            return match offloaded_stream(fd, &entry) {
+                Some(o) => status(dgram::bind(fd, o, local, || k.call())),
+                None => k.call(),
+            };
+        }
         match offloaded_datagram(fd, &entry) {
             Some(o) => status(dgram::bind(fd, o, local, || k.call())),
             None => k.call(),
@@ -165,14 +189,38 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return k.call();
         };
         if let Some(o) = entry.offloaded() {
-            if crate::offload::inherited_in_child(fd) {
+            if crate::offload::inherited_in_child(fd) || o.fell_back() {
                 return k.call();
+            }
+            if let Some(s) = o.stream() {
+                if !sl.config.policy.offloads(peer) {
+                    return fail(libc::EADDRNOTAVAIL);
+                }
+                return status(crate::stream::connect(fd, o, s, peer, &|| k.call()));
             }
             // Once served by the stack, a socket stays there; a kernel-kept peer is reached
             // through its shadow.
             return status(dgram::connect(o, Some(peer), || k.call()));
         }
         decide(sl, fd, &entry, Cause::Connect, peer);
+        if !entry.is_datagram() {
+            if entry.route() != Route::Offload {
+                return k.call();
+            }
+            let Some(o) = offloaded_stream(fd, &entry) else {
+                return k.call();
+            };
+            let s = o.stream().expect("a stream");
+            // A port bound on the shadow (INADDR_ANY) is the connection's local port too.
+            if let Some(local) = crate::dgram::sockname(fd).filter(|a| a.port() != 0) {
+                if s.local_addr().is_none() {
+                    if let Err(e) = s.bind(local) {
+                        return fail(e);
+                    }
+                }
+            }
+            return status(crate::stream::connect(fd, o, s, peer, &|| k.call()));
+        }
         match offloaded_datagram(fd, &entry) {
             Some(o) => status(dgram::connect(o, Some(peer), || k.call())),
             None => k.call(),
@@ -197,10 +245,9 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
         return kernel();
     }
     static SITE: Site = Site::new("accept");
-    guarded(&SITE, kernel, |k| {
-        let new = k.call();
-        track_accepted(fd, new);
-        new
+    // SAFETY: the caller's arguments.
+    guarded(&SITE, kernel, |k| unsafe {
+        accept_on(fd, addr, len, 0, &|| k.call())
     })
 }
 
@@ -217,11 +264,49 @@ pub unsafe extern "C" fn accept4(
         return kernel();
     }
     static SITE: Site = Site::new("accept4");
-    guarded(&SITE, kernel, |k| {
-        let new = k.call();
-        track_accepted(fd, new);
-        new
+    // SAFETY: the caller's arguments.
+    guarded(&SITE, kernel, |k| unsafe {
+        accept_on(fd, addr, len, flags, &|| k.call())
     })
+}
+
+/// accept on a tracked listener: the stack's connections and, on the shadow, the kernel's.
+///
+/// # Safety
+/// `addr` and `len` as accept(2) takes them.
+unsafe fn accept_on(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+    kernel: &dyn Fn() -> c_int,
+) -> c_int {
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return fail(libc::EINVAL);
+    }
+    let stream = served(fd).filter(|e| e.offloaded().is_some_and(|o| o.stream().is_some()));
+    let Some(entry) = stream else {
+        let new = kernel();
+        track_accepted(fd, new);
+        return new;
+    };
+    let o = entry.offloaded().expect("served");
+    let s = o.stream().expect("a stream");
+    if !s.is_listener() {
+        return fail(libc::EINVAL);
+    }
+    match crate::stream::accept(fd, o, s, flags, kernel) {
+        Ok(crate::stream::Accepted::Stack(new, peer)) => {
+            // SAFETY: the caller's buffer of `*len` bytes.
+            let _ = unsafe { dgram::store_addr(peer, addr, len) };
+            new
+        }
+        Ok(crate::stream::Accepted::Kernel(new)) => {
+            track_accepted(fd, new);
+            new
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// Decides a still undecided socket at its first send with an address.
@@ -438,7 +523,12 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             if o.kernel_peer.load(std::sync::atomic::Ordering::Acquire) {
                 return k.call();
             }
-            let Some(peer) = o.udp.peer_addr() else {
+            let peer = match (o.udp(), o.stream()) {
+                (Some(u), _) => u.peer_addr(),
+                (_, Some(s)) => s.peer_addr(),
+                _ => None,
+            };
+            let Some(peer) = peer else {
                 return fail(libc::ENOTCONN);
             };
             if len.is_null() || addr.is_null() {
@@ -470,17 +560,28 @@ pub unsafe extern "C" fn getsockopt(
             return k.call();
         };
         let o = entry.offloaded().expect("served");
+        if let Some(s) = o.stream() {
+            let v = match (level, name) {
+                (libc::SOL_SOCKET, libc::SO_ERROR) => crate::stream::take_error(fd, o, s),
+                _ => return k.call(),
+            };
+            // SAFETY: the caller's buffer of `*len` bytes.
+            return status(unsafe { dgram::store_int(v, value, len) });
+        }
+        let Some(udp) = o.udp() else {
+            return k.call();
+        };
         let v = match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_ERROR) => match o.udp.take_error() {
+            (libc::SOL_SOCKET, libc::SO_ERROR) => match udp.take_error() {
                 // Nothing pending in the stack: the shadow's own (kernel paths).
                 0 => return k.call(),
                 e => e,
             },
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
-                o.udp.recv_buffer().min(c_int::MAX as usize) as c_int
+                udp.recv_buffer().min(c_int::MAX as usize) as c_int
             }
             (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
-                o.udp.send_buffer().min(c_int::MAX as usize) as c_int
+                udp.send_buffer().min(c_int::MAX as usize) as c_int
             }
             // Everything else is mirrored on the shadow by setsockopt (see there).
             _ => return k.call(),
@@ -517,8 +618,70 @@ pub unsafe extern "C" fn setsockopt(
     })
 }
 
-fd_hooks! {
-    fn listen(fd: c_int, backlog: c_int) -> c_int;
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::listen(fd, backlog) };
+    if !TABLE.is_tracked(fd) {
+        return kernel();
+    }
+    static SITE: Site = Site::new("listen");
+    guarded(&SITE, kernel, |k| {
+        let Some(entry) = TABLE.get(fd) else {
+            return k.call();
+        };
+        if entry.is_datagram() || entry.route() != Route::Offload {
+            return k.call();
+        }
+        if let Some(o) = entry.offloaded() {
+            if crate::offload::inherited_in_child(fd) || o.fell_back() {
+                return k.call();
+            }
+            // Bound to a data IP: the stack alone listens.
+            if let Some(s) = o.stream() {
+                return status(crate::stream::listen(o, s, backlog));
+            }
+            return k.call();
+        }
+        // Bound on INADDR_ANY: the kernel listens for its own addresses' clients, the stack
+        // on the same port for sluice peers.
+        let r = k.call();
+        if r != 0 {
+            return r;
+        }
+        let Some(local) = crate::dgram::sockname(fd) else {
+            return r;
+        };
+        let Some(o) = offloaded_stream(fd, &entry) else {
+            return r;
+        };
+        let s = o.stream().expect("a stream");
+        let attached = s
+            .bind(SocketAddrV4::new(
+                std::net::Ipv4Addr::UNSPECIFIED,
+                local.port(),
+            ))
+            .and_then(|()| crate::stream::listen(o, s, backlog));
+        match attached {
+            Ok(()) => {
+                o.shadow_receives
+                    .store(true, std::sync::atomic::Ordering::Release);
+                log::debug!(target: "sluice", "sluice: fd {fd} listens on the stack and the kernel ({local})");
+            }
+            Err(e) => {
+                // The kernel listener still works: kernel clients only.
+                log::warn!(
+                    target: "sluice",
+                    "sluice: fd {fd}: the stack cannot listen on port {} ({}); kernel clients only",
+                    local.port(),
+                    std::io::Error::from_raw_os_error(e)
+                );
+                o.kernel_peer
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        r
+    })
 }
 
 #[no_mangle]

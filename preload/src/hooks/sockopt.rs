@@ -1,4 +1,4 @@
-//! setsockopt on an offloaded datagram socket.
+//! setsockopt on an offloaded socket.
 //!
 //! The shadow gets every option first (except the multicast ones naming data-port addresses,
 //! which the kernel does not have): its answer is the kernel's validation and errno, and its
@@ -10,6 +10,8 @@ use std::net::Ipv4Addr;
 use std::os::raw::{c_int, c_void};
 
 use libc::socklen_t;
+
+use sluice_stack::socket::stream::StreamSocket;
 
 use crate::dgram::Res;
 use crate::entry::Offloaded;
@@ -26,7 +28,12 @@ pub unsafe fn set(
     len: socklen_t,
     kernel: impl Fn() -> c_int,
 ) -> Res<()> {
-    let udp = &o.udp;
+    if let Some(s) = o.stream() {
+        return set_stream(fd, s, level, name, kernel);
+    }
+    let Some(udp) = o.udp() else {
+        return Err(libc::EOPNOTSUPP);
+    };
     if level == libc::IPPROTO_IP {
         match name {
             libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP => {
@@ -74,6 +81,37 @@ pub unsafe fn set(
             udp.set_multicast_loop(int(level, name) != 0)
         }
         // Options the stack has no use for live on the shadow alone.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// setsockopt on an offloaded stream: the shadow validates and keeps the value; the stack
+/// takes what it uses (the kernel's value, read back).
+fn set_stream(
+    fd: c_int,
+    s: &StreamSocket,
+    level: c_int,
+    name: c_int,
+    kernel: impl Fn() -> c_int,
+) -> Res<()> {
+    if kernel() != 0 {
+        return Err(crate::guard::errno());
+    }
+    let int = |level, name| sockopt::<c_int>(fd, level, name).unwrap_or(0);
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.set_reuse_addr(int(level, name) != 0),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.set_nodelay(int(level, name) != 0),
+        (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_RCVBUFFORCE) => {
+            s.set_buffers(Some(int(level, libc::SO_RCVBUF).max(0) as usize / 2), None)
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDBUF | libc::SO_SNDBUFFORCE) => {
+            s.set_buffers(None, Some(int(level, libc::SO_SNDBUF).max(0) as usize / 2))
+        }
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE | libc::SO_LINGER)
+        | (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL | libc::TCP_KEEPCNT) => {
+            crate::offload::carry_over_stream(fd, s)
+        }
         _ => {}
     }
     Ok(())
