@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ use crate::config::{Config, Mode};
 use crate::iface::{Event, Interface, InterfaceConfig};
 use crate::link::capture::{CaptureLink, Pcap};
 use crate::link::dpdk::{DpdkLink, PortConfig};
-use crate::link::kernel_udp::KernelUdpLink;
+use crate::link::kernel_udp::KernelCarriers;
 use crate::link::{Link, MacAddr};
 use crate::socket::stream::StreamSocket;
 use crate::socket::udp::{SocketShared, UdpSocket};
@@ -232,7 +232,8 @@ pub(crate) struct Engine {
     /// Sockets that joined each (port, group).
     pub(crate) memberships: HashMap<(usize, Ipv4Addr), usize>,
     next_socket: u64,
-    kernel_udp: Option<KernelUdpLink>,
+    /// Mode udp: the kernel UDP sockets carrying streams.
+    pub(crate) kernel: Option<KernelCarriers>,
     /// Stream sockets: listeners, connections and the UDP ports carrying them.
     pub(crate) streams: Streams,
 }
@@ -252,6 +253,22 @@ impl Engine {
     /// The port owning local address `ip`.
     pub(crate) fn port_of(&self, ip: Ipv4Addr) -> Option<usize> {
         self.ports.iter().position(|p| p.iface.config().addr == ip)
+    }
+
+    /// Whether `ip` is one of the stack's own addresses.
+    pub(crate) fn owns(&self, ip: Ipv4Addr) -> bool {
+        self.port_of(ip).is_some() || self.kernel.as_ref().is_some_and(|k| k.ip() == ip)
+    }
+
+    /// The data port and source address a stream to `peer` leaves from.
+    pub(crate) fn stream_source(&self, peer: Ipv4Addr) -> (usize, Ipv4Addr) {
+        match &self.kernel {
+            Some(k) => (0, k.ip()),
+            None => {
+                let port = self.route_port(peer);
+                (port, self.ports[port].iface.config().addr)
+            }
+        }
     }
 }
 
@@ -363,11 +380,11 @@ impl Stack {
                     .first()
                     .map(|p| p.addr)
                     .unwrap_or(Ipv4Addr::UNSPECIFIED);
-                let transport = KernelUdpLink::open(SocketAddrV4::new(bind_ip, 0))
+                let transport = KernelCarriers::new(bind_ip)
                     .map_err(|e| StackError(format!("kernel UDP transport on {bind_ip}: {e}")))?;
                 log::info!(
-                    "sluice stack: mode udp, kernel UDP transport on {}, data ports [{}], spin {} us; datagram sockets stay in the kernel",
-                    transport.local_addr(),
+                    "sluice stack: mode udp, streams over kernel UDP on {}, data ports [{}], spin {} us; datagram sockets stay in the kernel",
+                    bind_ip,
                     describe_ports(config),
                     config.spin_us
                 );
@@ -392,7 +409,7 @@ impl Stack {
     fn build(
         mode: Mode,
         links: Vec<(Box<dyn Link + Send>, InterfaceConfig)>,
-        kernel_udp: Option<KernelUdpLink>,
+        kernel: Option<KernelCarriers>,
         spin: Duration,
     ) -> Result<Arc<Stack>, StackError> {
         let stream_fall_back = STREAM_FALL_BACK;
@@ -404,7 +421,8 @@ impl Stack {
             port.iface.up();
             port.flush();
         }
-        let wait_fds = ports.iter().flat_map(|p| p.link.wait_fds()).collect();
+        let mut wait_fds: Vec<RawFd> = ports.iter().flat_map(|p| p.link.wait_fds()).collect();
+        wait_fds.extend(kernel.as_ref().map(KernelCarriers::wait_fd));
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -420,7 +438,7 @@ impl Stack {
                 sockets: HashMap::new(),
                 memberships: HashMap::new(),
                 next_socket: 1,
-                kernel_udp,
+                kernel,
                 streams: Streams::new(stream_fall_back),
             }),
             epoch: Instant::now(),
@@ -495,15 +513,14 @@ impl Stack {
         Ok(Arc::new(UdpSocket::new(self.clone(), key, shared)))
     }
 
-    /// A new stream socket (the reliable protocol over UDP). Mode udp: `Err(EOPNOTSUPP)`
-    /// for now (streams over the kernel-UDP transport are not written yet).
+    /// A new stream socket (the reliable protocol over UDP: over the data ports, or in mode
+    /// udp over kernel UDP sockets).
     pub fn stream_socket(self: &Arc<Self>) -> Result<Arc<StreamSocket>, i32> {
-        if self.mode == Mode::Udp {
-            return Err(libc::EOPNOTSUPP);
-        }
-        if self.engine.lock().unwrap().ports.is_empty() {
+        let engine = self.engine.lock().unwrap();
+        if engine.ports.is_empty() && engine.kernel.is_none() {
             return Err(libc::ENODEV);
         }
+        drop(engine);
         Ok(Arc::new(StreamSocket::new(self.clone())))
     }
 
@@ -511,10 +528,15 @@ impl Stack {
     /// the window, a close), publishes their readiness, and flushes the ports.
     pub(crate) fn stream_transmit(&self, engine: &mut Engine) {
         let now = self.now();
-        let Engine { ports, streams, .. } = engine;
-        let woke = streams.poll(now, &mut |o| transmit(ports, now, o));
-        for ids in streams.take_closed_carriers() {
-            engine.close_carrier(&ids);
+        let Engine {
+            ports,
+            streams,
+            kernel,
+            ..
+        } = engine;
+        let woke = streams.poll(now, &mut |o| transmit(ports, kernel, now, o));
+        for (port, ids) in streams.take_closed_carriers() {
+            engine.close_carrier(port, &ids);
         }
         for port in &mut engine.ports {
             port.flush();
@@ -601,7 +623,7 @@ impl Stack {
                 igmp_sent: port.igmp_sent,
             });
         }
-        if let Some(k) = &engine.kernel_udp {
+        if let Some(k) = &engine.kernel {
             out.kernel_udp_rx = k.counters().rx_datagrams;
             out.kernel_udp_tx = k.counters().tx_datagrams;
         }
@@ -661,20 +683,19 @@ impl Stack {
             busy |= had_backlog;
         }
         busy |= self.stream_input(engine, now);
-        if let Some(kernel_udp) = &mut engine.kernel_udp {
-            // The stream protocol (a later issue) consumes these; until then they are counted only.
-            if let Ok(n) = kernel_udp.recv_datagrams(RX_BURST, &mut |_, _| {}) {
-                busy |= n > 0;
-            }
-        }
         self.deliver(engine);
-        let Engine { ports, streams, .. } = &mut *engine;
+        let Engine {
+            ports,
+            streams,
+            kernel,
+            ..
+        } = &mut *engine;
         if streams.active() {
-            if streams.poll(now, &mut |o| transmit(ports, now, o)) {
+            if streams.poll(now, &mut |o| transmit(ports, kernel, now, o)) {
                 self.signal_readable();
             }
-            for ids in streams.take_closed_carriers() {
-                engine.close_carrier(&ids);
+            for (port, ids) in streams.take_closed_carriers() {
+                engine.close_carrier(port, &ids);
             }
             for port in &mut engine.ports {
                 port.flush();
@@ -687,9 +708,24 @@ impl Stack {
     /// Hands the datagrams the carriers received to the stream endpoint; true when there were
     /// some.
     fn stream_input(&self, engine: &mut Engine, now: u64) -> bool {
-        let Engine { ports, streams, .. } = engine;
+        let Engine {
+            ports,
+            streams,
+            kernel,
+            ..
+        } = engine;
         if !streams.active() {
             return false;
+        }
+        if let Some(carriers) = kernel.as_mut() {
+            let got = carriers.recv(RX_BURST);
+            let ip = carriers.ip();
+            for (local_port, from, data) in &got {
+                streams.input(now, 0, *from, ip, *local_port, data, &mut |o| {
+                    transmit(ports, kernel, now, o)
+                });
+            }
+            return !got.is_empty();
         }
         let carriers: Vec<(u16, Vec<crate::udp::SocketId>)> = streams
             .carriers()
@@ -701,7 +737,7 @@ impl Stack {
                 while let Ok(Some(d)) = ports[index].iface.sockets_mut().recv(*id) {
                     any = true;
                     streams.input(now, index, d.from, d.to, local_port, &d.data, &mut |o| {
-                        transmit(ports, now, o)
+                        transmit(ports, kernel, now, o)
                     });
                 }
             }
@@ -913,11 +949,17 @@ fn wait_for_frames(fds: &[RawFd], nap: Duration) -> bool {
 
 /// Sends one stream datagram from its carrier (best effort: a lost datagram is the protocol's
 /// to recover).
-fn transmit(ports: &mut [Port], now: u64, o: Outgoing<'_>) {
-    if let Some(port) = ports.get_mut(o.port) {
-        if let Err(e) = port.iface.send_udp(now, o.carrier, Some(o.to), o.datagram) {
-            log::debug!("stream datagram to {}: {e}", o.to);
+fn transmit(ports: &mut [Port], kernel: &mut Option<KernelCarriers>, now: u64, o: Outgoing<'_>) {
+    match (o.carrier, kernel) {
+        (Some(carrier), _) => {
+            if let Some(port) = ports.get_mut(o.port) {
+                if let Err(e) = port.iface.send_udp(now, carrier, Some(o.to), o.datagram) {
+                    log::debug!("stream datagram to {}: {e}", o.to);
+                }
+            }
         }
+        (None, Some(kernel)) => kernel.send(o.local_port, o.to, o.datagram),
+        (None, None) => {}
     }
 }
 

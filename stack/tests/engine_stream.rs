@@ -209,3 +209,35 @@ fn seeded_sweep_over_an_impaired_wire_delivers_every_byte_exactly_once() {
         }
     }
 }
+
+/// Mode udp: the same protocol over kernel UDP sockets (here two stacks on loopback addresses).
+#[test]
+fn streams_run_over_kernel_udp_in_mode_udp() {
+    let start = |ip: &str| {
+        let config = sluice_stack::config::Config::from_vars(
+            [("SLUICE_IFACES".to_string(), format!("lo={ip}/8"))].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(config.mode, sluice_stack::config::Mode::Udp);
+        Stack::start(&config, no_op).expect("mode udp needs nothing")
+    };
+    let (a, b) = (start("127.0.0.2"), start("127.0.0.3"));
+    let l = listener(&b, 7201);
+    let c = a.stream_socket().unwrap();
+    c.connect("127.0.0.3:7201".parse().unwrap(), false).unwrap();
+    let mut accepted = None;
+    wait_until("the handshake over kernel UDP", &[&a, &b], || {
+        if accepted.is_none() {
+            accepted = l.accept().ok();
+        }
+        accepted.is_some() && c.readiness() & ready::CONNECTED != 0
+    });
+    let s = accepted.unwrap().socket;
+    let data = pattern(300_000, 5);
+    assert_eq!(transfer(&[&a, &b], &c, &s, &data), data);
+    let counters = a.counters();
+    assert!(
+        counters.kernel_udp_tx > 100 && counters.kernel_udp_rx > 10,
+        "the stream went over the kernel UDP transport: {counters:?}"
+    );
+}

@@ -1,6 +1,7 @@
-//! The kernel-UDP transport of mode `udp`: one ordinary, non-blocking kernel
-//! UDP socket that carries the stack's own datagrams (the stream protocol,
-//! in a later issue) when there is no DPDK port.
+//! The kernel-UDP transport of mode `udp`: ordinary, non-blocking kernel UDP
+//! sockets that carry the stack's own datagrams (the stream protocol) when
+//! there is no DPDK port: [`KernelCarriers`] holds one per stream port, all
+//! watched by one epoll fd (the stack's wait fd in that mode).
 //!
 //! Unlike a [`super::Link`] it carries UDP payloads, not Ethernet frames: the
 //! kernel does Ethernet, ARP and IP. Its socket calls are made by the stack,
@@ -8,9 +9,10 @@
 //! "inside sluice" by the stack's `on_thread_start`, or by the preload around
 //! its calls into the stack).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Largest datagram received in one piece.
 const MAX_DATAGRAM: usize = 65_535;
@@ -104,6 +106,103 @@ impl KernelUdpLink {
             }
         }
         Ok(n)
+    }
+}
+
+/// The kernel UDP sockets carrying streams in mode udp: one per stream port, on the stack's
+/// address, all in one epoll set so that a sleeping thread waits on a single fd.
+pub struct KernelCarriers {
+    ip: Ipv4Addr,
+    links: HashMap<u16, KernelUdpLink>,
+    epoll: OwnedFd,
+    /// Counters of carriers already closed.
+    retired: KernelUdpCounters,
+}
+
+impl KernelCarriers {
+    pub fn new(ip: Ipv4Addr) -> io::Result<Self> {
+        // SAFETY: epoll_create1 has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(KernelCarriers {
+            ip,
+            links: HashMap::new(),
+            // SAFETY: a fresh fd owned by nobody else.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            retired: KernelUdpCounters::default(),
+        })
+    }
+
+    /// The address the carriers are bound to (the stack's address in mode udp).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// Polls readable while a datagram waits on any carrier.
+    pub fn wait_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Binds a carrier on `port` (0: an ephemeral one); returns its port.
+    pub fn bind(&mut self, port: u16) -> io::Result<u16> {
+        let link = KernelUdpLink::open(SocketAddrV4::new(self.ip, port))?;
+        let port = link.local_addr().port();
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: u64::from(port),
+        };
+        // SAFETY: both fds are open; `event` is a valid epoll_event.
+        let r = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                link.raw_fd(),
+                &mut event,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.links.insert(port, link);
+        Ok(port)
+    }
+
+    /// Closes the carrier of `port` (closing its socket also leaves the epoll set).
+    pub fn close(&mut self, port: u16) {
+        if let Some(link) = self.links.remove(&port) {
+            let c = link.counters();
+            self.retired.rx_datagrams += c.rx_datagrams;
+            self.retired.tx_datagrams += c.tx_datagrams;
+            self.retired.tx_errors += c.tx_errors;
+        }
+    }
+
+    /// Sends `payload` from the carrier of `port` (best effort: a full socket buffer drops).
+    pub fn send(&mut self, port: u16, to: SocketAddrV4, payload: &[u8]) {
+        if let Some(link) = self.links.get_mut(&port) {
+            let _ = link.send_to(payload, to);
+        }
+    }
+
+    /// Up to `max` datagrams from each carrier, as (port, sender, payload).
+    pub fn recv(&mut self, max: usize) -> Vec<(u16, SocketAddrV4, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (&port, link) in self.links.iter_mut() {
+            let _ = link.recv_datagrams(max, &mut |d, from| out.push((port, from, d.to_vec())));
+        }
+        out
+    }
+
+    pub fn counters(&self) -> KernelUdpCounters {
+        let mut c = self.retired;
+        for link in self.links.values() {
+            c.rx_datagrams += link.counters().rx_datagrams;
+            c.tx_datagrams += link.counters().tx_datagrams;
+            c.tx_errors += link.counters().tx_errors;
+        }
+        c
     }
 }
 

@@ -178,7 +178,7 @@ impl StreamSocket {
             return Err(libc::EINVAL);
         }
         let mut engine = self.stack.lock_engine();
-        if !addr.ip().is_unspecified() && engine.port_of(*addr.ip()).is_none() {
+        if !addr.ip().is_unspecified() && !engine.owns(*addr.ip()) {
             return Err(libc::EADDRNOTAVAIL);
         }
         let port = engine.bind_carrier(addr.port(), inner.reuse_addr)?;
@@ -229,8 +229,7 @@ impl StreamSocket {
         }
         let now = self.stack.now();
         let mut engine = self.stack.lock_engine();
-        let port = engine.route_port(*peer.ip());
-        let src_ip = engine.ports[port].iface.config().addr;
+        let (port, src_ip) = engine.stream_source(*peer.ip());
         let local = match inner.local {
             Some(l) if l.ip().is_unspecified() => SocketAddrV4::new(src_ip, l.port()),
             Some(l) => l,
@@ -254,8 +253,9 @@ impl StreamSocket {
         let mut inner = self.inner.lock().unwrap();
         if let Role::Conn(id) = inner.role {
             let mut engine = self.stack.lock_engine();
+            let local_port = inner.local.map_or(0, |l| l.port());
             if let Some(ids) = engine.streams.forget(id) {
-                engine.close_carrier(&ids);
+                engine.close_carrier(local_port, &ids);
             }
         }
         inner.role = Role::Closed;
@@ -469,7 +469,7 @@ impl StreamSocket {
             Role::Listener => {
                 if let Some(port) = inner.local.map(|l| l.port()) {
                     if let Some(ids) = engine.streams.close_listener(now, port) {
-                        engine.close_carrier(&ids);
+                        engine.close_carrier(port, &ids);
                     }
                 }
                 self.stack.stream_transmit(&mut engine);
@@ -477,7 +477,7 @@ impl StreamSocket {
             Role::Fresh => {
                 if let Some(port) = inner.local.map(|l| l.port()) {
                     if let Some(ids) = engine.streams.release(port) {
-                        engine.close_carrier(&ids);
+                        engine.close_carrier(port, &ids);
                     }
                 }
             }
@@ -506,6 +506,14 @@ impl Engine {
             self.streams.hold(port);
             return Ok(port);
         }
+        if let Some(kernel) = self.kernel.as_mut() {
+            let chosen = kernel
+                .bind(port)
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            self.streams.add_carrier(chosen, Vec::new());
+            self.streams.hold(chosen);
+            return Ok(chosen);
+        }
         let mut ids: Vec<SocketId> = Vec::new();
         let mut chosen = port;
         for index in 0..self.ports.len() {
@@ -519,7 +527,7 @@ impl Engine {
                 }
                 Err(e) => {
                     udp.close(id);
-                    self.close_carrier(&ids);
+                    self.close_carrier(chosen, &ids);
                     return Err(e.errno());
                 }
             }
@@ -530,7 +538,10 @@ impl Engine {
     }
 
     /// Closes a carrier's UDP sockets (its last user is gone).
-    pub(crate) fn close_carrier(&mut self, ids: &[SocketId]) {
+    pub(crate) fn close_carrier(&mut self, port: u16, ids: &[SocketId]) {
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.close(port);
+        }
         for (index, id) in ids.iter().enumerate() {
             if let Some(port) = self.ports.get_mut(index) {
                 port.iface.sockets_mut().close(*id);

@@ -138,7 +138,10 @@ pub enum StreamKey {
 /// A datagram the endpoint wants sent: from a carrier, on a data port.
 pub struct Outgoing<'a> {
     pub port: usize,
-    pub carrier: SocketId,
+    /// The carrier's UDP socket on that data port (None in mode udp: the kernel carrier of
+    /// `local_port`).
+    pub carrier: Option<SocketId>,
+    pub local_port: u16,
     pub to: SocketAddrV4,
     pub datagram: &'a [u8],
 }
@@ -154,7 +157,7 @@ pub struct Streams {
     /// The fall-back deadline of an active open (ns).
     fall_back_after: u64,
     /// Carriers whose last user went away in `poll`: the engine closes their UDP sockets.
-    closed_carriers: Vec<Vec<SocketId>>,
+    closed_carriers: Vec<(u16, Vec<SocketId>)>,
 }
 
 impl Streams {
@@ -209,7 +212,7 @@ impl Streams {
     }
 
     /// Carriers nobody uses any more (their UDP sockets are for the engine to close).
-    pub fn take_closed_carriers(&mut self) -> Vec<Vec<SocketId>> {
+    pub fn take_closed_carriers(&mut self) -> Vec<(u16, Vec<SocketId>)> {
         std::mem::take(&mut self.closed_carriers)
     }
 
@@ -410,7 +413,8 @@ impl Streams {
                 self.counters.resets_sent += 1;
                 out(Outgoing {
                     port,
-                    carrier: carrier.ids[port],
+                    carrier: carrier.ids.get(port).copied(),
+                    local_port,
                     to: from,
                     datagram: &self.scratch,
                 });
@@ -490,11 +494,13 @@ impl Streams {
         let mut finished = Vec::new();
         for (&id, e) in self.conns.iter_mut() {
             if let Some(carrier) = self.carriers.get(&e.local.port()) {
-                let (port, to, carrier) = (e.port, e.peer, carrier.ids[e.port]);
+                let (port, to, local_port) = (e.port, e.peer, e.local.port());
+                let carrier = carrier.ids.get(port).copied();
                 e.conn.poll_transmit(now, &mut |datagram| {
                     out(Outgoing {
                         port,
                         carrier,
+                        local_port,
                         to,
                         datagram,
                     })
@@ -529,9 +535,10 @@ impl Streams {
             woke |= l.shared.publish(bits);
         }
         for id in finished {
-            if let Some(ids) = self.forget(id) {
+            let port = self.conns.get(&id).map(|e| e.local.port());
+            if let (Some(ids), Some(port)) = (self.forget(id), port) {
                 // Carriers outlive their last connection only until the engine closes them.
-                self.closed_carriers.push(ids);
+                self.closed_carriers.push((port, ids));
             }
         }
         woke
