@@ -117,6 +117,9 @@ pub enum Stack {
     /// `LD_PRELOAD=libsluice.so`, `SLUICE_MODE=dpdk`, port p0 with this
     /// `IP/PREFIX`, over the given DPDK backend (`af_packet` or `af_xdp`).
     Dpdk { iface: String, backend: String },
+    /// `LD_PRELOAD=libsluice.so`, `SLUICE_MODE=udp` on this kernel `IP/PREFIX` of p0: streams
+    /// over kernel UDP.
+    KernelUdp { iface: String },
 }
 
 impl Stack {
@@ -143,6 +146,14 @@ impl Stack {
                     ("SLUICE_DPDK_BACKEND".to_string(), backend.clone()),
                 ]
             }
+            Stack::KernelUdp { iface } => vec![
+                (
+                    "LD_PRELOAD".to_string(),
+                    artefacts().preload.display().to_string(),
+                ),
+                ("SLUICE_MODE".to_string(), "udp".to_string()),
+                ("SLUICE_IFACES".to_string(), iface.clone()),
+            ],
         }
     }
 }
@@ -333,17 +344,30 @@ impl Drop for LabProcess {
     }
 }
 
+/// `Tcp:` counters of /proc/net/snmp inside `ns` (ActiveOpens, InSegs, OutSegs, ...).
+pub fn tcp_counters(ns: &str) -> HashMap<String, u64> {
+    snmp_counters(ns, "Tcp:")
+}
+
 /// `Udp:` counters of /proc/net/snmp inside `ns` (InDatagrams, OutDatagrams, ...).
 pub fn udp_counters(ns: &str) -> HashMap<String, u64> {
+    snmp_counters(ns, "Udp:")
+}
+
+/// One table (`Udp:`, `Tcp:`, ...) of /proc/net/snmp inside `ns`.
+fn snmp_counters(ns: &str, table: &str) -> HashMap<String, u64> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
         .output()
         .unwrap_or_else(|e| panic!("cannot read /proc/net/snmp in {ns}: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
-    let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
-    assert!(udp.len() >= 2, "no Udp: lines in /proc/net/snmp of {ns}");
-    let names = udp[0].split_whitespace().skip(1);
-    let values = udp[1].split_whitespace().skip(1);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(table)).collect();
+    assert!(
+        rows.len() >= 2,
+        "no {table} lines in /proc/net/snmp of {ns}"
+    );
+    let names = rows[0].split_whitespace().skip(1);
+    let values = rows[1].split_whitespace().skip(1);
     names
         .zip(values)
         .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))

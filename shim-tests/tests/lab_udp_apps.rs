@@ -47,7 +47,7 @@ fn sockperf_server(ns: &str, stack: &Stack, ip: &str, port: u16) -> LabProcess {
     );
     let mut server = LabProcess::start(&format!("sockperf server {ns} {ip}:{port}"), cmd);
     match stack {
-        Stack::Kernel => wait_kernel_udp_bound(&mut server, ns, ip, port),
+        Stack::Kernel | Stack::KernelUdp { .. } => wait_kernel_udp_bound(&mut server, ns, ip, port),
         Stack::Dpdk { .. } => {
             wait_stack_answers(&mut server, ip, READY);
             assert!(

@@ -1,0 +1,462 @@
+//! Stream sockets offloaded in the lab (docs/lab.md): unmodified programs whose TCP sockets
+//! run on sluice's reliable protocol over UDP, with both ends under sluice over DPDK
+//! (sl-h1 10.77.2.1 <-> sl-h2 10.77.2.2), and in the kernel-UDP mode between the hosts' kernel
+//! addresses; a kernel TCP client reaching a sluice listener on INADDR_ANY; a sluice client
+//! falling back to kernel TCP for a peer that does not speak the protocol.
+//!
+//! Needs root; brings the lab up when it is missing. Every test holds
+//! /run/sluice-lab/dpdk-p0.lock while it uses DPDK on p0. Run with
+//! `cargo test --release -p shim-tests --test lab_stream_apps -- --test-threads=1`.
+
+use shim_tests::lab::{
+    ensure_lab, in_ns, lab_port, lock_p0, number_after, tcp_counters, wait_stack_answers,
+    LabProcess, Stack, H1, H1_DATA, H1_MGMT, H2, H2_DATA, H2_MGMT, H3, H3_DATA,
+};
+use shim_tests::{python3, require_tool};
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Hang guards, not speed checks.
+const READY: Duration = Duration::from_secs(30);
+const RUN: Duration = Duration::from_secs(90);
+const DPDK_LIB: &str = "/libsluice_dpdk.so";
+
+/// A TCP echo server: `ECHO_SERVER ADDRESS PORT`; prints "listening" once it listens, one
+/// thread per connection, gives up after 60 s without a connection.
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+print("listening", flush=True)
+s.settimeout(60)
+def serve(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, a = s.accept()
+    c.settimeout(None)
+    print("accepted", a, flush=True)
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// `ECHO_CLIENT ADDRESS PORT BYTES`: sends BYTES random bytes while reading the echo back,
+/// then prints both digests and the length it got.
+const ECHO_CLIENT: &str = r#"
+import hashlib, os, socket, sys, threading
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = os.urandom(n)
+c = socket.create_connection((ip, port), timeout=30)
+print("connected", c.getsockname(), c.getpeername(), flush=True)
+got = bytearray()
+def reader():
+    while len(got) < n:
+        d = c.recv(65536)
+        if not d:
+            break
+        got.extend(d)
+t = threading.Thread(target=reader)
+t.start()
+c.sendall(data)
+t.join(60)
+c.shutdown(socket.SHUT_WR)
+print("sent", hashlib.sha256(data).hexdigest(), flush=True)
+print("got", hashlib.sha256(bytes(got)).hexdigest(), len(got), flush=True)
+c.close()
+"#;
+
+fn python() -> String {
+    python3().display().to_string()
+}
+
+fn wait_printed(proc: &mut LabProcess, what: &str, limit: Duration) {
+    let start = Instant::now();
+    while !proc.stdout().contains(what) {
+        proc.assert_running();
+        assert!(
+            start.elapsed() < limit,
+            "no {what:?} within {limit:?}.\n{}",
+            proc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn echo_server(ns: &str, stack: &Stack, ip: &str, port: u16) -> LabProcess {
+    let cmd = in_ns(
+        ns,
+        Some(1),
+        stack,
+        &python(),
+        &["-c", ECHO_SERVER, ip, &port.to_string()],
+    );
+    let mut server = LabProcess::start(&format!("TCP echo server {ns} {ip}:{port}"), cmd);
+    wait_printed(&mut server, "listening", READY);
+    server
+}
+
+/// Runs the echo client to completion; returns its output after checking the echo came back
+/// whole and unchanged.
+fn echo_client(ns: &str, stack: &Stack, ip: &str, port: u16, bytes: usize) -> (String, bool) {
+    let cmd = in_ns(
+        ns,
+        Some(0),
+        stack,
+        &python(),
+        &["-c", ECHO_CLIENT, ip, &port.to_string(), &bytes.to_string()],
+    );
+    let mut client = LabProcess::start(&format!("TCP echo client {ns} -> {ip}:{port}"), cmd);
+    let deadline = Instant::now() + RUN;
+    let mut mapped = false;
+    while client.running() {
+        mapped |= client.maps(DPDK_LIB);
+        assert!(
+            Instant::now() < deadline,
+            "the echo client did not finish within {RUN:?}.\n{}",
+            client.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = client.wait(Duration::ZERO);
+    let out = client.stdout();
+    assert!(
+        status.success(),
+        "echo client failed ({status}).\n{}",
+        client.logs()
+    );
+    let digest = |key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?} line.\n{}", client.logs()))
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        digest("sent "),
+        digest("got "),
+        "the echo differs from what was sent.\n{}",
+        client.logs()
+    );
+    assert_eq!(
+        number_after(&out, &format!("got {} ", digest("got "))),
+        Some(bytes as f64),
+        "{}",
+        client.logs()
+    );
+    (out, mapped)
+}
+
+/// Kernel TCP segments in plus out in `ns` since `before`.
+fn tcp_segments_since(ns: &str, before: &HashMap<String, u64>) -> u64 {
+    let now = tcp_counters(ns);
+    let moved = |k: &str| now.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    moved("InSegs") + moved("OutSegs")
+}
+
+#[test]
+fn a_tcp_echo_runs_offloaded_between_two_sluice_processes() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let port = lab_port(0);
+    let (t1, t2) = (tcp_counters(H1), tcp_counters(H2));
+    let mut server = echo_server(H2, &Stack::dpdk(H2_DATA), "0.0.0.0", port);
+    let bytes = 4 << 20;
+    let (out, mapped) = echo_client(H1, &Stack::dpdk(H1_DATA), H2_DATA, port, bytes);
+    assert!(mapped, "the client never mapped libsluice_dpdk.so.\n{out}");
+    assert!(
+        server.maps(DPDK_LIB),
+        "the server is not offloaded.\n{}",
+        server.logs()
+    );
+    assert!(
+        out.contains(&format!("('{H1_DATA}'")),
+        "the client's local address is its data IP.\n{out}"
+    );
+    // 4 MiB each way through the kernel would be thousands of segments.
+    for (ns, before) in [(H1, &t1), (H2, &t2)] {
+        let moved = tcp_segments_since(ns, before);
+        assert!(
+            moved < 50,
+            "{ns}: the kernel's TCP counters moved by {moved} segments: the stream went \
+             through the kernel.\n{out}\n{}",
+            server.logs()
+        );
+    }
+    server.assert_running();
+}
+
+#[test]
+fn a_kernel_tcp_client_reaches_a_sluice_listener_on_inaddr_any() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let port = lab_port(1);
+    let server = echo_server(H2, &Stack::dpdk(H2_DATA), "0.0.0.0", port);
+    // A plain kernel client on sl-h1, to sl-h2's kernel address.
+    let (out, _) = echo_client(H1, &Stack::Kernel, H2_MGMT, port, 256 << 10);
+    assert!(out.contains("connected"), "{out}");
+    assert!(
+        server.maps(DPDK_LIB),
+        "the server is not offloaded.\n{}",
+        server.logs()
+    );
+}
+
+/// Removes a kernel route when the test ends, pass or fail.
+struct Route(&'static str, String);
+
+impl Route {
+    fn add(ns: &'static str, spec: &str) -> Route {
+        let args: Vec<&str> = spec.split_whitespace().collect();
+        let ok = Command::new("ip")
+            .args(["-n", ns, "route", "replace"])
+            .args(&args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot add route {spec} in {ns}");
+        Route(ns, spec.to_string())
+    }
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        let args: Vec<&str> = self.1.split_whitespace().collect();
+        let _ = Command::new("ip")
+            .args(["-n", self.0, "route", "del"])
+            .args(&args)
+            .status();
+    }
+}
+
+#[test]
+fn a_peer_without_sluice_is_reached_through_kernel_tcp() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let port = lab_port(2);
+    // sl-h3 is a kernel-only host with 10.77.2.3: the policy offloads that address, the
+    // handshake gets an ICMP port unreachable, and the connection falls back to the kernel's
+    // TCP (which needs a route there from sl-h1's kernel).
+    let _route = Route::add(H1, &format!("{H3_DATA}/32 dev p0 src {H1_MGMT}"));
+    let _server = echo_server(H3, &Stack::Kernel, H3_DATA, port);
+    let before = tcp_counters(H1);
+    let start = Instant::now();
+    let (out, mapped) = echo_client(H1, &Stack::dpdk(H1_DATA), H3_DATA, port, 256 << 10);
+    let took = start.elapsed();
+    assert!(mapped, "the client never started its stack.\n{out}");
+    let opens = tcp_counters(H1)["ActiveOpens"] - before["ActiveOpens"];
+    assert_eq!(opens, 1, "one kernel TCP connection was opened.\n{out}");
+    eprintln!("fell back to kernel TCP; the whole echo took {took:?}");
+}
+
+fn sockperf() -> String {
+    require_tool("sockperf", "sockperf").display().to_string()
+}
+
+#[test]
+fn sockperf_tcp_ping_pong_sluice_to_sluice() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let port = lab_port(3).to_string();
+    let cmd = in_ns(
+        H2,
+        Some(1),
+        &Stack::dpdk(H2_DATA),
+        &sockperf(),
+        &["server", "--tcp", "-i", H2_DATA, "-p", &port],
+    );
+    let mut server = LabProcess::start("sockperf TCP server", cmd);
+    wait_stack_answers(&mut server, H2_DATA, READY);
+    let cmd = in_ns(
+        H1,
+        Some(0),
+        &Stack::dpdk(H1_DATA),
+        &sockperf(),
+        &[
+            "ping-pong",
+            "--tcp",
+            "-i",
+            H2_DATA,
+            "-p",
+            &port,
+            "-t",
+            "3",
+            "-m",
+            "64",
+        ],
+    );
+    let mut client = LabProcess::start("sockperf TCP ping-pong", cmd);
+    let status = client.wait(RUN);
+    let text = format!("{}\n{}", client.stdout(), client.stderr());
+    assert!(
+        status.success(),
+        "sockperf failed ({status}).\n{}",
+        client.logs()
+    );
+    let latency = number_after(&text, "Summary: Latency is")
+        .unwrap_or_else(|| panic!("no latency summary.\n{}\n{}", text, server.logs()));
+    assert!(latency > 0.0, "{text}");
+    let valid = &text[text
+        .find("[Valid Duration]")
+        .expect("a [Valid Duration] line")..];
+    let received = number_after(valid, "ReceivedMessages=").unwrap_or(0.0);
+    assert!(received > 1000.0, "few round trips: {received}.\n{text}");
+    eprintln!("sluice <-> sluice stream ping-pong 64 B: latency {latency} us, {received} messages");
+}
+
+fn iperf3() -> String {
+    require_tool("iperf3", "iperf3").display().to_string()
+}
+
+/// One iperf3 run between two sluice processes (`extra`: -R, -P 4); returns the receiver's
+/// bits per second.
+fn iperf3_run(port: u16, extra: &[&str]) -> f64 {
+    let port = port.to_string();
+    let cmd = in_ns(
+        H2,
+        Some(1),
+        &Stack::dpdk(H2_DATA),
+        &iperf3(),
+        &["-s", "-1", "-B", H2_DATA, "-p", &port],
+    );
+    let mut server = LabProcess::start("iperf3 server", cmd);
+    wait_stack_answers(&mut server, H2_DATA, READY);
+    let mut args = vec!["-c", H2_DATA, "-p", &port, "-t", "2", "-f", "m"];
+    args.extend_from_slice(extra);
+    let cmd = in_ns(H1, Some(0), &Stack::dpdk(H1_DATA), &iperf3(), &args);
+    let mut client = LabProcess::start(&format!("iperf3 client {extra:?}"), cmd);
+    let status = client.wait(RUN);
+    let text = client.stdout();
+    assert!(
+        status.success(),
+        "iperf3 {extra:?} failed ({status}).\n{}\n{}",
+        client.logs(),
+        server.logs()
+    );
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or_else(|| panic!("no receiver summary.\n{text}"));
+    let mbits: f64 = line
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[1] == "Mbits/sec")
+        .and_then(|w| w[0].parse().ok())
+        .unwrap_or_else(|| panic!("no Mbits/sec in {line:?}"));
+    assert!(mbits > 1.0, "iperf3 {extra:?} moved almost nothing: {line}");
+    server.wait(Duration::from_secs(10));
+    mbits
+}
+
+#[test]
+fn iperf3_streams_run_offloaded() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let one = iperf3_run(lab_port(4), &[]);
+    let reverse = iperf3_run(lab_port(4), &["-R"]);
+    let four = iperf3_run(lab_port(4), &["-P", "4"]);
+    eprintln!("iperf3 over sluice streams: {one} Mbit/s, -R {reverse} Mbit/s, -P 4 {four} Mbit/s");
+}
+
+/// redis-server and redis-benchmark (its default tests, 50 clients) with both ends under
+/// `server_stack` / `client_stack`, the server on `ip`.
+fn redis_pair(server_stack: &Stack, client_stack: &Stack, ip: &str, port: u16) {
+    let redis_server = require_tool("redis-server", "redis-server")
+        .display()
+        .to_string();
+    let redis_benchmark = require_tool("redis-benchmark", "redis-tools")
+        .display()
+        .to_string();
+    let port = port.to_string();
+    let cmd = in_ns(
+        H2,
+        Some(1),
+        server_stack,
+        &redis_server,
+        &[
+            "--port",
+            &port,
+            "--bind",
+            ip,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+    );
+    let mut server = LabProcess::start("redis-server", cmd);
+    wait_printed(&mut server, "Ready to accept connections", READY);
+    let cmd = in_ns(
+        H1,
+        Some(0),
+        client_stack,
+        &redis_benchmark,
+        &["-h", ip, "-p", &port, "-c", "50", "-n", "2000", "-q"],
+    );
+    let mut bench = LabProcess::start("redis-benchmark", cmd);
+    let status = bench.wait(Duration::from_secs(300));
+    let text = bench.stdout();
+    assert!(
+        status.success(),
+        "redis-benchmark failed ({status}).\n{}\n{}",
+        bench.logs(),
+        server.logs()
+    );
+    for test in [
+        "PING_INLINE",
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "LRANGE_100",
+        "MSET",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{test}:")))
+            .unwrap_or_else(|| panic!("no {test} result.\n{text}\n{}", server.logs()));
+        assert!(line.contains("requests per second"), "{line}");
+    }
+    server.assert_running();
+    eprintln!("redis-benchmark over sluice streams:\n{text}");
+}
+
+#[test]
+fn redis_benchmark_runs_offloaded() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    redis_pair(
+        &Stack::dpdk(H2_DATA),
+        &Stack::dpdk(H1_DATA),
+        H2_DATA,
+        lab_port(5),
+    );
+}
+
+#[test]
+fn redis_benchmark_runs_over_streams_in_kernel_udp_mode() {
+    ensure_lab();
+    let over = |ip: &str| Stack::KernelUdp {
+        iface: format!("p0={ip}/24"),
+    };
+    let (t1, t2) = (tcp_counters(H1), tcp_counters(H2));
+    redis_pair(&over(H2_MGMT), &over(H1_MGMT), H2_MGMT, lab_port(6));
+    for (ns, before) in [(H1, &t1), (H2, &t2)] {
+        let moved = tcp_segments_since(ns, before);
+        assert!(
+            moved < 50,
+            "{ns}: the kernel's TCP counters moved by {moved} segments: redis went through \
+             kernel TCP, not sluice streams over kernel UDP"
+        );
+    }
+}
