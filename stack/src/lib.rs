@@ -14,5 +14,6 @@ pub mod policy;
 pub mod signals;
 pub mod socket;
 pub mod stats;
+pub mod tcp;
 pub mod udp;
 pub mod wire;
