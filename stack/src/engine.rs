@@ -126,6 +126,8 @@ pub struct PortCounters {
     pub socket_queue_drops: u64,
     pub rx_udp_datagrams: u64,
     pub tx_udp_datagrams: u64,
+    /// TCP segments to the data address refused with a reset.
+    pub tcp_resets_sent: u64,
     /// IGMP membership reports and leaves sent.
     pub igmp_sent: u64,
 }
@@ -620,6 +622,7 @@ impl Stack {
                 socket_queue_drops: port.socket_queue_drops(),
                 rx_udp_datagrams: c.rx_udp_datagrams,
                 tx_udp_datagrams: c.tx_udp_datagrams,
+                tcp_resets_sent: c.tcp_resets_sent,
                 igmp_sent: port.igmp_sent,
             });
         }

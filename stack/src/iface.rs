@@ -1,5 +1,6 @@
 //! [`Interface`]: one data port (MAC, IPv4 address and prefix, gateway,
 //! MTU) with its ARP, IPv4, ICMP and UDP state, as a pure state machine.
+//! TCP segments to its address are refused with a reset ([`crate::tcp`]).
 //!
 //! Frames come in through [`Interface::receive`], timers run in
 //! [`Interface::poll`], datagrams go out through [`Interface::send_udp`];
@@ -16,11 +17,12 @@ use crate::config::DataPort;
 use crate::icmp::{Icmp, IcmpAction, IcmpRateLimit, Unreachable};
 use crate::ipv4::reassembly::{Reassembler, ReassemblyConfig};
 use crate::ipv4::{Addressed, Ipv4Sender, NextHop, RouteError, Routes, DEFAULT_MTU, DEFAULT_TTL};
+use crate::tcp::{self, ResetLimiter, TcpResetLimit};
 use crate::udp::{Datagram, Delivery, SocketId, UdpError, UdpSockets};
 use crate::wire::{
     multicast_mac, ArpMessage, EtherType, EthernetHeader, IcmpMessage, Ipv4Header, MacAddr,
-    UdpHeader, WireError, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, PROTO_ICMP, PROTO_IGMP, PROTO_UDP,
-    UDP_HEADER_LEN, UDP_MAX_PAYLOAD,
+    TcpHeader, UdpHeader, WireError, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, PROTO_ICMP, PROTO_IGMP,
+    PROTO_TCP, PROTO_UDP, TCP_HEADER_LEN, UDP_HEADER_LEN, UDP_MAX_PAYLOAD,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct InterfaceConfig {
     pub neighbours: NeighbourConfig,
     pub reassembly: ReassemblyConfig,
     pub icmp: IcmpRateLimit,
+    /// Resets sent to TCP segments (nothing listens for TCP on a data address).
+    pub tcp_resets: TcpResetLimit,
     /// Varies the first IP identification and ephemeral port between processes.
     pub seed: u16,
 }
@@ -53,6 +57,7 @@ impl InterfaceConfig {
             neighbours: NeighbourConfig::default(),
             reassembly: ReassemblyConfig::default(),
             icmp: IcmpRateLimit::default(),
+            tcp_resets: TcpResetLimit::default(),
             seed: 0,
         }
     }
@@ -82,7 +87,8 @@ pub enum DropReason {
     ArpNotForUs,
     /// An EtherType or IP protocol this stack does not handle.
     Unsupported,
-    /// UDP to a port no socket is bound to.
+    /// UDP to a port no socket is bound to; a TCP segment that gets no reset
+    /// (a reset itself, or one sent to a broadcast or multicast address).
     NoSocket,
     /// The receiving socket's queue was full.
     SocketQueueFull,
@@ -90,10 +96,13 @@ pub enum DropReason {
     NeighbourQueueFull,
     /// Outbound: the next hop never answered ARP.
     Unresolved,
+    /// A TCP segment that would have been refused with a reset, but the
+    /// interface's reset budget ([`TcpResetLimit`]) was spent.
+    TcpRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::BadChecksum,
@@ -104,6 +113,7 @@ impl DropReason {
         DropReason::SocketQueueFull,
         DropReason::NeighbourQueueFull,
         DropReason::Unresolved,
+        DropReason::TcpRateLimited,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -118,6 +128,7 @@ impl DropReason {
             DropReason::SocketQueueFull => "socket_queue_full",
             DropReason::NeighbourQueueFull => "neighbour_queue_full",
             DropReason::Unresolved => "unresolved",
+            DropReason::TcpRateLimited => "tcp_rate_limited",
         }
     }
 
@@ -137,6 +148,8 @@ pub struct Counters {
     pub tx_frames: u64,
     pub rx_udp_datagrams: u64,
     pub tx_udp_datagrams: u64,
+    /// TCP segments to our address answered with a reset.
+    pub tcp_resets_sent: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -208,6 +221,7 @@ pub struct Interface {
     sender: Ipv4Sender,
     reassembler: Reassembler,
     icmp: Icmp,
+    tcp_resets: ResetLimiter,
     udp: UdpSockets,
     groups: Vec<Ipv4Addr>,
     tx: Vec<Vec<u8>>,
@@ -223,6 +237,7 @@ impl Interface {
             sender: Ipv4Sender::new(config.mtu, config.seed),
             reassembler: Reassembler::new(config.reassembly),
             icmp: Icmp::new(config.icmp),
+            tcp_resets: ResetLimiter::new(config.tcp_resets),
             udp: UdpSockets::new(&[config.addr], config.seed),
             groups: Vec::new(),
             tx: Vec::new(),
@@ -368,6 +383,7 @@ impl Interface {
             }
             // Membership queries: reports are sent by whoever joins groups.
             PROTO_IGMP => Ok(()),
+            PROTO_TCP => self.receive_tcp(now, addressed, header, payload),
             _ => Err(DropReason::Unsupported),
         }
     }
@@ -394,6 +410,33 @@ impl Interface {
                 Err(DropReason::NoSocket)
             }
         }
+    }
+
+    /// A TCP segment: nothing listens for TCP here (streams run over UDP), so a
+    /// valid segment to our own address is refused with a reset, within the
+    /// reset budget. Resets and segments to broadcast or multicast addresses
+    /// are never answered.
+    fn receive_tcp(
+        &mut self,
+        now: u64,
+        addressed: Addressed,
+        header: &Ipv4Header,
+        segment: &[u8],
+    ) -> Result<(), DropReason> {
+        let (tcp, data) =
+            TcpHeader::parse(header.src, header.dst, segment).map_err(DropReason::from_wire)?;
+        if addressed != Addressed::Unicast || header.src.is_unspecified() {
+            return Err(DropReason::NoSocket);
+        }
+        let reset = tcp::reset_for(&tcp, data.len()).ok_or(DropReason::NoSocket)?;
+        if !self.tcp_resets.allow(now) {
+            return Err(DropReason::TcpRateLimited);
+        }
+        let mut bytes = [0u8; TCP_HEADER_LEN];
+        reset.write(self.config.addr, header.src, &mut bytes);
+        self.send_ip(now, header.src, PROTO_TCP, self.config.ttl, &bytes);
+        self.counters.tcp_resets_sent += 1;
+        Ok(())
     }
 
     /// Sends one IP datagram, best effort (an unreachable peer of an ICMP

@@ -15,5 +15,6 @@ pub mod signals;
 pub mod socket;
 pub mod stats;
 pub mod stream;
+pub mod tcp;
 pub mod udp;
 pub mod wire;

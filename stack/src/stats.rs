@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::engine::{Engine, Stack};
+use crate::iface::DropReason;
 
 /// Where the snapshots live; sticky and world-writable like /tmp, since every user's processes
 /// publish there.
@@ -114,7 +115,8 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
         let _ = writeln!(
             out,
             "port index={i} addr={}/{} mac={} rx_frames={} tx_frames={} rx_drops={} tx_drops={} \
-             rx_udp={} tx_udp={} socket_queue_drops={} tx_backlog={}",
+             rx_udp={} tx_udp={} socket_queue_drops={} tx_backlog={} tcp_resets_sent={} \
+             tcp_rate_limited={}",
             config.addr,
             config.prefix_len,
             config.mac,
@@ -126,6 +128,8 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
             c.tx_udp_datagrams,
             port.socket_queue_drops(),
             port.backlog_len(),
+            c.tcp_resets_sent,
+            c.dropped(DropReason::TcpRateLimited),
         );
         for n in port.iface.neighbours().entries(now) {
             let _ = writeln!(

@@ -1,4 +1,5 @@
-//! Wire formats: Ethernet II, ARP, IPv4, ICMPv4 and UDP, parsed and emitted.
+//! Wire formats: Ethernet II, ARP, IPv4, ICMPv4, UDP and the TCP header
+//! (for resets only), parsed and emitted.
 //!
 //! The byte-level work is done by `smoltcp::wire` (bounds-checked views over
 //! untrusted buffers); this module turns those views into the stack's own
@@ -15,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet,
-    UdpPacket,
+    TcpPacket, TcpSeqNumber, UdpPacket,
 };
 
 pub use crate::link::MacAddr;
@@ -25,6 +26,8 @@ pub const ARP_LEN: usize = 28;
 pub const IPV4_HEADER_LEN: usize = 20;
 pub const UDP_HEADER_LEN: usize = 8;
 pub const ICMP_HEADER_LEN: usize = 8;
+/// A TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
 /// Largest IPv4 datagram (the total-length field is 16 bits).
 pub const IPV4_MAX_LEN: usize = 65535;
 /// Largest UDP payload that fits one IPv4 datagram without options.
@@ -32,6 +35,7 @@ pub const UDP_MAX_PAYLOAD: usize = IPV4_MAX_LEN - IPV4_HEADER_LEN - UDP_HEADER_L
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_IGMP: u8 = 2;
+pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 /// Why bytes from the wire were rejected.
@@ -361,6 +365,76 @@ impl UdpHeader {
         view.set_dst_port(dst.port());
         view.set_len(len);
         view.fill_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip()));
+    }
+}
+
+/// The control bits of a TCP header the stack acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// The fields of a TCP header the stack reads (to refuse a segment) and writes
+/// (a reset: no options, no payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    pub window: u16,
+}
+
+impl TcpHeader {
+    /// Parses a TCP segment carried from `src` to `dst`: the data offset must
+    /// fit the buffer and the checksum over the pseudo-header must verify
+    /// (TCP has no "not computed" value). Returns the header and the payload.
+    pub fn parse(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+    ) -> Result<(TcpHeader, &[u8]), WireError> {
+        let view = TcpPacket::new_checked(segment).map_err(|_| WireError::Truncated)?;
+        if !view.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+            return Err(WireError::BadChecksum);
+        }
+        let header = TcpHeader {
+            src_port: view.src_port(),
+            dst_port: view.dst_port(),
+            seq: view.seq_number().0 as u32,
+            ack: view.ack_number().0 as u32,
+            flags: TcpFlags {
+                syn: view.syn(),
+                ack: view.ack(),
+                fin: view.fin(),
+                rst: view.rst(),
+            },
+            window: view.window_len(),
+        };
+        Ok((header, &segment[view.header_len() as usize..]))
+    }
+
+    /// Writes a 20-byte header (no options) and the checksum into `segment`,
+    /// whose payload (after [`TCP_HEADER_LEN`] bytes) is already in place.
+    pub fn write(&self, src: Ipv4Addr, dst: Ipv4Addr, segment: &mut [u8]) {
+        segment[..TCP_HEADER_LEN].fill(0);
+        let mut view = TcpPacket::new_unchecked(segment);
+        view.set_src_port(self.src_port);
+        view.set_dst_port(self.dst_port);
+        view.set_seq_number(TcpSeqNumber(self.seq as i32));
+        view.set_ack_number(TcpSeqNumber(self.ack as i32));
+        view.set_header_len(TCP_HEADER_LEN as u8);
+        view.set_syn(self.flags.syn);
+        view.set_ack(self.flags.ack);
+        view.set_fin(self.flags.fin);
+        view.set_rst(self.flags.rst);
+        view.set_window_len(self.window);
+        view.set_urgent_at(0);
+        view.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
     }
 }
 

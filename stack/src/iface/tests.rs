@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::udp::BindOptions;
-use crate::wire::{ArpOp, IPV4_HEADER_LEN};
+use crate::wire::{ArpOp, TcpFlags, IPV4_HEADER_LEN};
 
 const SECOND: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -619,4 +619,274 @@ fn configuration_comes_from_sluice_ifaces_and_gateway() {
         (iface.mtu, iface.ttl, iface.mac),
         (DEFAULT_MTU, DEFAULT_TTL, A_MAC)
     );
+}
+
+// TCP: nothing listens for it on a data address, so a segment is refused with a reset.
+
+const B_TCP_PORT: u16 = 40_000;
+const A_TCP_PORT: u16 = 5201;
+
+/// Two interfaces that know each other's MAC (B pinged A), so that A's resets go out at once.
+fn acquainted() -> Wire {
+    let mut w = Wire::new();
+    w.b.ping(0, A_IP, 1, 1, b"hi").unwrap();
+    w.run(10);
+    assert!(w.a.neighbours().lookup(B_IP).is_some());
+    w
+}
+
+fn segment(seq: u32, ack: u32, flags: TcpFlags) -> TcpHeader {
+    TcpHeader {
+        src_port: B_TCP_PORT,
+        dst_port: A_TCP_PORT,
+        seq,
+        ack,
+        flags,
+        window: 64_240,
+    }
+}
+
+const SYN: TcpFlags = TcpFlags {
+    syn: true,
+    ack: false,
+    fin: false,
+    rst: false,
+};
+
+/// An Ethernet frame from B carrying `tcp` + `payload` from B_IP to `dst`.
+fn tcp_frame(dst: Ipv4Addr, dst_mac: MacAddr, tcp: &TcpHeader, payload: &[u8]) -> Vec<u8> {
+    let ip = ETHERNET_HEADER_LEN;
+    let at = ip + IPV4_HEADER_LEN;
+    let mut frame = vec![0u8; at + TCP_HEADER_LEN + payload.len()];
+    EthernetHeader {
+        dst: dst_mac,
+        src: B_MAC,
+        ethertype: EtherType::Ipv4,
+    }
+    .write(&mut frame);
+    Ipv4Header {
+        src: B_IP,
+        dst,
+        protocol: PROTO_TCP,
+        ttl: 64,
+        ident: 7,
+        dont_fragment: true,
+        more_fragments: false,
+        fragment_offset: 0,
+        header_len: IPV4_HEADER_LEN,
+        total_len: frame.len() - ip,
+    }
+    .write(&mut frame[ip..at]);
+    frame[at + TCP_HEADER_LEN..].copy_from_slice(payload);
+    tcp.write(B_IP, dst, &mut frame[at..]);
+    frame
+}
+
+/// The Internet checksum (RFC 1071) of `chunks` laid end to end, each of even length
+/// except perhaps the last: written here rather than taken from the code under test.
+fn internet_checksum(chunks: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = chunks.concat();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0)))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The one frame A sent, checked down to the bytes: to B's MAC, a 20-byte IPv4
+/// header from A to B with a right checksum, a 20-byte TCP header with a right
+/// checksum over the pseudo-header. Returns the TCP header.
+fn the_reset(frames: Vec<Vec<u8>>) -> TcpHeader {
+    assert_eq!(frames.len(), 1, "exactly one frame: the reset");
+    let frame = &frames[0];
+    let (eth, packet) = EthernetHeader::parse(frame).unwrap();
+    assert_eq!((eth.dst, eth.src), (B_MAC, A_MAC));
+    assert_eq!(eth.ethertype, EtherType::Ipv4);
+    assert_eq!(packet.len(), IPV4_HEADER_LEN + TCP_HEADER_LEN);
+    assert_eq!(
+        internet_checksum(&[&packet[..IPV4_HEADER_LEN]]),
+        0,
+        "IPv4 checksum"
+    );
+    let (ip, tcp) = Ipv4Header::parse(packet).unwrap();
+    assert_eq!((ip.src, ip.dst, ip.protocol), (A_IP, B_IP, PROTO_TCP));
+    let pseudo = [
+        &A_IP.octets()[..],
+        &B_IP.octets()[..],
+        &[0, PROTO_TCP, 0, TCP_HEADER_LEN as u8][..],
+    ]
+    .concat();
+    assert_eq!(internet_checksum(&[&pseudo, tcp]), 0, "TCP checksum");
+    assert_eq!(tcp[12] >> 4, 5, "data offset: 5 words, no options");
+    let (header, payload) = TcpHeader::parse(A_IP, B_IP, tcp).unwrap();
+    assert!(payload.is_empty());
+    assert_eq!(
+        (header.src_port, header.dst_port, header.window),
+        (A_TCP_PORT, B_TCP_PORT, 0)
+    );
+    header
+}
+
+#[test]
+fn a_syn_to_our_address_is_answered_with_rst_ack() {
+    let mut w = acquainted();
+    w.a.receive(
+        w.now,
+        &tcp_frame(A_IP, A_MAC, &segment(0xffff_fff0, 0, SYN), b""),
+    );
+    let reset = the_reset(w.a.take_frames());
+    assert_eq!(
+        reset.flags,
+        TcpFlags {
+            rst: true,
+            ack: true,
+            ..TcpFlags::default()
+        }
+    );
+    assert_eq!(
+        (reset.seq, reset.ack),
+        (0, 0xffff_fff1),
+        "ack = seq + 1 for the SYN"
+    );
+    assert_eq!(w.a.counters().tcp_resets_sent, 1);
+    assert_eq!(w.a.counters().total_dropped(), 0);
+
+    // Data and FIN without ACK: ack covers the payload, the SYN and the FIN (and wraps).
+    let syn_fin = TcpFlags { fin: true, ..SYN };
+    let frame = tcp_frame(A_IP, A_MAC, &segment(u32::MAX - 2, 0, syn_fin), b"hello");
+    w.a.receive(w.now, &frame);
+    let reset = the_reset(w.a.take_frames());
+    assert_eq!(
+        (reset.seq, reset.ack),
+        (0, 4),
+        "(2^32 - 3) + 5 + 1 + 1 wraps to 4"
+    );
+    assert!(reset.flags.rst && reset.flags.ack && !reset.flags.syn && !reset.flags.fin);
+    assert_eq!(w.a.counters().tcp_resets_sent, 2);
+}
+
+#[test]
+fn a_segment_with_ack_is_answered_with_rst_whose_seq_is_its_ack() {
+    let mut w = acquainted();
+    let ack = TcpFlags {
+        ack: true,
+        ..TcpFlags::default()
+    };
+    w.a.receive(
+        w.now,
+        &tcp_frame(A_IP, A_MAC, &segment(1000, 0xdead_beef, ack), b"data"),
+    );
+    let reset = the_reset(w.a.take_frames());
+    assert_eq!(
+        reset.flags,
+        TcpFlags {
+            rst: true,
+            ..TcpFlags::default()
+        },
+        "RST alone, no ACK"
+    );
+    assert_eq!((reset.seq, reset.ack), (0xdead_beef, 0));
+    // A SYN-ACK too (an answer to a SYN we never sent).
+    let syn_ack = TcpFlags { ack: true, ..SYN };
+    w.a.receive(
+        w.now,
+        &tcp_frame(A_IP, A_MAC, &segment(5, 77, syn_ack), b""),
+    );
+    assert_eq!(the_reset(w.a.take_frames()).seq, 77);
+}
+
+#[test]
+fn resets_bad_checksums_and_broadcasts_are_never_answered() {
+    let mut w = acquainted();
+    let rst = TcpFlags {
+        rst: true,
+        ..TcpFlags::default()
+    };
+    let rst_ack = TcpFlags { ack: true, ..rst };
+    for flags in [rst, rst_ack] {
+        w.a.receive(w.now, &tcp_frame(A_IP, A_MAC, &segment(1, 2, flags), b""));
+    }
+    assert!(w.a.take_frames().is_empty(), "a reset is never answered");
+    assert_eq!(w.a.counters().dropped(DropReason::NoSocket), 2);
+
+    let mut bad = tcp_frame(A_IP, A_MAC, &segment(1, 0, SYN), b"x");
+    *bad.last_mut().unwrap() ^= 0x40; // payload: TCP checksum now wrong, IP's still right
+    w.a.receive(w.now, &bad);
+    let mut bad = tcp_frame(A_IP, A_MAC, &segment(1, 0, SYN), b"");
+    bad[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 16] ^= 1; // the checksum field itself
+    w.a.receive(w.now, &bad);
+    assert!(
+        w.a.take_frames().is_empty(),
+        "no answer to a damaged segment"
+    );
+    assert_eq!(w.a.counters().dropped(DropReason::BadChecksum), 2);
+
+    let subnet_broadcast = Ipv4Addr::new(10, 77, 2, 255);
+    let frame = tcp_frame(
+        subnet_broadcast,
+        MacAddr::BROADCAST,
+        &segment(1, 0, SYN),
+        b"",
+    );
+    w.a.receive(w.now, &frame);
+    let frame = tcp_frame(
+        Ipv4Addr::BROADCAST,
+        MacAddr::BROADCAST,
+        &segment(1, 0, SYN),
+        b"",
+    );
+    w.a.receive(w.now, &frame);
+    let group = Ipv4Addr::new(239, 7, 7, 7);
+    w.a.join_group(group);
+    let frame = tcp_frame(group, multicast_mac(group), &segment(1, 0, SYN), b"");
+    w.a.receive(w.now, &frame);
+    assert!(
+        w.a.take_frames().is_empty(),
+        "no answer to broadcast or multicast"
+    );
+    assert_eq!(w.a.counters().dropped(DropReason::NoSocket), 5);
+    assert_eq!(w.a.counters().tcp_resets_sent, 0);
+
+    // Another host's address: not ours to refuse.
+    let frame = tcp_frame(Ipv4Addr::new(10, 77, 2, 9), A_MAC, &segment(1, 0, SYN), b"");
+    w.a.receive(w.now, &frame);
+    assert!(w.a.take_frames().is_empty());
+    assert_eq!(w.a.counters().dropped(DropReason::NotForUs), 1);
+}
+
+#[test]
+fn resets_are_rate_limited_per_interface() {
+    let mut w = acquainted();
+    let limit = TcpResetLimit::default();
+    assert_eq!(limit.interval_ns, 1_000_000, "1000 resets a second");
+    let frame = tcp_frame(A_IP, A_MAC, &segment(1, 0, SYN), b"");
+    let start = w.now;
+    // A burst at one instant: the bucket's depth and no more.
+    for _ in 0..500 {
+        w.a.receive(start, &frame);
+    }
+    assert_eq!(w.a.take_frames().len(), limit.burst as usize);
+    assert_eq!(w.a.counters().tcp_resets_sent, limit.burst as u64);
+    assert_eq!(
+        w.a.counters().dropped(DropReason::TcpRateLimited),
+        500 - limit.burst as u64
+    );
+    // A flood of 10 000 segments a second for 2 s: at most 1000 resets a second get out.
+    let before = w.a.counters().tcp_resets_sent;
+    for i in 1..=20_000u64 {
+        w.a.receive(start + i * 100_000, &frame);
+    }
+    let sent = w.a.counters().tcp_resets_sent - before;
+    assert_eq!(w.a.take_frames().len() as u64, sent);
+    assert!((1990..=2000).contains(&sent), "{sent} resets in 2 s");
+    // Quiet for a while: the bucket is full again, but no deeper than its burst.
+    let later = start + 20_000 * 100_000 + 10 * SECOND;
+    let before = w.a.counters().tcp_resets_sent;
+    for _ in 0..500 {
+        w.a.receive(later, &frame);
+    }
+    assert_eq!(w.a.counters().tcp_resets_sent - before, limit.burst as u64);
 }
