@@ -136,6 +136,10 @@ next! {
         sys!(libc::SYS_write, fd, buf, count) as ssize_t;
     fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t =
         sys!(libc::SYS_writev, fd, iov, count) as ssize_t;
+    fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t =
+        sys!(libc::SYS_sendfile, out_fd, in_fd, offset, count) as ssize_t;
+    fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut libc::off64_t, count: size_t) -> ssize_t =
+        sys!(libc::SYS_sendfile, out_fd, in_fd, offset, count) as ssize_t;
     fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t =
         sys!(libc::SYS_sendto, fd, buf, len, flags, 0, 0) as ssize_t;
     fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int,

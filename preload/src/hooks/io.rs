@@ -159,6 +159,89 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
     })
 }
 
+/// sendfile to an offloaded socket: the file's bytes are read here and sent through the
+/// stack (one bounded chunk per call, as a short count the caller loops on); the file offset
+/// (`offset`, or the file position) advances by what was sent.
+///
+/// # Safety
+/// `offset` is null or valid.
+unsafe fn sendfile_via_stack(
+    o: &Offloaded,
+    in_fd: c_int,
+    offset: *mut i64,
+    count: size_t,
+    kernel: &dyn Fn() -> ssize_t,
+) -> ssize_t {
+    const CHUNK: usize = 256 << 10;
+    if let SendRoute::Shadow = dgram::send_route(o, None) {
+        return kernel();
+    }
+    let mut buf = vec![0u8; count.min(CHUNK)];
+    let n = if offset.is_null() {
+        // SAFETY: a buffer of its length.
+        unsafe { real::read(in_fd, buf.as_mut_ptr().cast(), buf.len()) }
+    } else {
+        // SAFETY: `offset` is valid per the contract; a buffer of its length.
+        unsafe { libc::pread(in_fd, buf.as_mut_ptr().cast(), buf.len(), *offset) }
+    };
+    if n <= 0 {
+        return n;
+    }
+    let n = n as usize;
+    let sent = match dgram::send(o, &[&buf[..n]], None, 0) {
+        Ok(sent) => sent,
+        Err(e) => {
+            if offset.is_null() {
+                // SAFETY: plain lseek on the caller's fd: nothing was sent, give the bytes back.
+                unsafe { libc::lseek(in_fd, -(n as i64), libc::SEEK_CUR) };
+            }
+            return fail(e) as ssize_t;
+        }
+    };
+    if offset.is_null() {
+        if sent < n {
+            // SAFETY: as above, for the unsent tail.
+            unsafe { libc::lseek(in_fd, -((n - sent) as i64), libc::SEEK_CUR) };
+        }
+    } else {
+        // SAFETY: valid per the contract.
+        unsafe { *offset += sent as i64 };
+    }
+    sent as ssize_t
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
+    static SITE: Site = Site::new("sendfile");
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::sendfile(out_fd, in_fd, offset, count) };
+    // SAFETY: the caller's offset pointer.
+    dispatch(&SITE, out_fd, kernel, |o, k| unsafe {
+        sendfile_via_stack(o, in_fd, offset, count, k)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off64_t,
+    count: size_t,
+) -> ssize_t {
+    static SITE: Site = Site::new("sendfile64");
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let kernel = || unsafe { real::sendfile64(out_fd, in_fd, offset, count) };
+    // SAFETY: the caller's offset pointer.
+    dispatch(&SITE, out_fd, kernel, |o, k| unsafe {
+        sendfile_via_stack(o, in_fd, offset, count, k)
+    })
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     static SITE: Site = Site::new("send");
