@@ -164,6 +164,9 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
              rx_queued_bytes={bytes} rx_drops={drops}"
         );
     }
+    if engine.streams.active() {
+        engine.streams.describe(out);
+    }
 }
 
 /// Creates (truncates) `path` readable and writable by its owner only: another user's

@@ -254,6 +254,7 @@ impl StreamSocket {
         if let Role::Conn(id) = inner.role {
             let mut engine = self.stack.lock_engine();
             let local_port = inner.local.map_or(0, |l| l.port());
+            engine.streams.note_fall_back();
             if let Some(ids) = engine.streams.forget(id) {
                 engine.close_carrier(local_port, &ids);
             }

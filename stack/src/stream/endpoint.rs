@@ -352,6 +352,11 @@ impl Streams {
         }
     }
 
+    /// A connection's socket went to the kernel's TCP (counted for sluice-stat).
+    pub fn note_fall_back(&mut self) {
+        self.counters.fallbacks += 1;
+    }
+
     /// Forgets connection `id` at once (its socket fell back to the kernel). Returns the
     /// carrier's UDP sockets to close, if this was its last user.
     #[must_use]
@@ -607,6 +612,86 @@ pub fn random_u32() -> u32 {
 }
 
 impl Streams {
+    /// The streams as sluice-stat lines: the endpoint's counters, each listener, each
+    /// connection with its protocol state.
+    pub fn describe(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let c = &self.counters;
+        let _ = writeln!(
+            out,
+            "streams carriers={} listeners={} connections={} datagrams_in={} malformed={} \
+             no_connection={} wrong_peer={} resets_sent={} syn_dropped={} opened={} accepted={} \
+             fell_back_to_kernel={}",
+            self.carriers.len(),
+            self.listeners.len(),
+            self.conns.len(),
+            c.datagrams_in,
+            c.malformed,
+            c.no_connection,
+            c.wrong_peer,
+            c.resets_sent,
+            c.syn_dropped,
+            c.connections_opened,
+            c.connections_accepted,
+            c.fallbacks,
+        );
+        let mut ports: Vec<&u16> = self.listeners.keys().collect();
+        ports.sort();
+        for port in ports {
+            let l = &self.listeners[port];
+            let _ = writeln!(
+                out,
+                "listener local={} backlog={} ready={} half_open={}",
+                l.local,
+                l.backlog,
+                l.ready.len(),
+                l.half_open
+            );
+        }
+        let mut ids: Vec<&u32> = self.conns.keys().collect();
+        ids.sort();
+        for id in ids {
+            let e = &self.conns[id];
+            let st = e.conn.stats();
+            let state = if e.fall_back_at == Some(0) || e.shared.has(ready::FALL_BACK) {
+                "falling-back".to_string()
+            } else {
+                format!("{:?}", e.conn.state()).to_lowercase()
+            };
+            let _ = writeln!(
+                out,
+                "stream id={id:08x} peer_id={:08x} local={} peer={} state={state} closed_by_app={} \
+                 srtt_us={} rttvar_us={} rto_us={} cwnd={} ssthresh={} in_flight={} \
+                 peer_window={} send_queued={} recv_queued={} bytes_sent={} bytes_received={} \
+                 segments_sent={} segments_received={} retransmits={} fast_retransmits={} \
+                 timeouts={} dup_segments={} out_of_order={} dropped={}",
+                e.conn.peer_id(),
+                e.local,
+                e.peer,
+                u8::from(e.orphan_since.is_some()),
+                st.srtt_us,
+                st.rttvar_us,
+                st.rto_us,
+                st.cwnd,
+                st.ssthresh,
+                st.bytes_in_flight,
+                st.peer_window,
+                st.send_queued,
+                st.recv_queued,
+                st.bytes_sent,
+                st.bytes_received,
+                st.segments_sent,
+                st.segments_received,
+                st.retransmits,
+                st.fast_retransmits,
+                st.timeouts,
+                st.dup_segments,
+                st.out_of_order_segments,
+                st.dropped_segments,
+            );
+        }
+    }
+
     fn fresh_id(&self) -> u32 {
         loop {
             let id = random_u32();
