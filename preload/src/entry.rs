@@ -150,7 +150,7 @@ impl Drop for Offloaded {
         }
         match &*self.sock {
             Sock::Datagram(u) => u.close(),
-            Sock::Stream(s) => s.close(crate::stream::lingers_zero(s)),
+            Sock::Stream(s) => crate::stream::close(s),
         }
         // SAFETY: dropped once, here; `self` is never used again.
         unsafe { ManuallyDrop::drop(&mut self.sock) };

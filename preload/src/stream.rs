@@ -23,9 +23,25 @@ use crate::init::TABLE;
 use crate::offload::{duration, sockopt};
 use crate::{real, signals};
 
-/// Whether the application set SO_LINGER with a zero timeout (close resets).
-pub fn lingers_zero(s: &StreamSocket) -> bool {
-    s.linger_zero()
+/// The last close of a stream socket: SO_LINGER 0 resets; SO_LINGER N waits (at most N s)
+/// until the peer acknowledged everything, as the kernel's close does; otherwise an orderly
+/// close goes on in the background.
+pub fn close(s: &StreamSocket) {
+    match s.linger() {
+        Some(0) => s.close(true),
+        Some(secs) if s.is_connection() => {
+            let _ = s.shutdown(libc::SHUT_WR);
+            let until = Instant::now() + std::time::Duration::from_secs(u64::from(secs));
+            if let Some(stack) = crate::offload::running() {
+                while !s.all_acked() && Instant::now() < until {
+                    stack.poll();
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+            s.close(false);
+        }
+        _ => s.close(false),
+    }
 }
 
 fn nonblocking(o: &Offloaded, flags: c_int) -> bool {

@@ -116,9 +116,9 @@ impl StreamSocket {
         self.inner.lock().unwrap().linger = seconds;
     }
 
-    /// SO_LINGER on with a zero timeout: close resets the connection.
-    pub fn linger_zero(&self) -> bool {
-        self.inner.lock().unwrap().linger == Some(0)
+    /// SO_LINGER: Some(seconds) when on.
+    pub fn linger(&self) -> Option<u32> {
+        self.inner.lock().unwrap().linger
     }
 
     pub fn nodelay(&self) -> bool {
