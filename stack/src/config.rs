@@ -25,6 +25,7 @@ pub const LOG: &str = "SLUICE_LOG";
 pub const PROFILE: &str = "SLUICE_PROFILE";
 pub const DPDK_LIB: &str = "SLUICE_DPDK_LIB";
 pub const PCAP: &str = "SLUICE_PCAP";
+pub const STREAM_FALLBACK_MS: &str = "SLUICE_STREAM_FALLBACK_MS";
 /// Read by the launcher only (where libsluice.so is); accepted and ignored here.
 pub const LIB: &str = "SLUICE_LIB";
 
@@ -34,6 +35,7 @@ pub const LAB_PREFIX: &str = "SLUICE_LAB_";
 /// Every variable sluice understands; any other `SLUICE_*` name (outside
 /// `SLUICE_LAB_*`) is an error.
 pub const VARIABLES: &[&str] = &[
+    STREAM_FALLBACK_MS,
     MODE,
     IFACES,
     GATEWAY,
@@ -63,6 +65,9 @@ pub fn secure_process() -> bool {
 pub const DEFAULT_SPIN_US: u32 = 50;
 /// Ten seconds: a longer spin is indistinguishable from "forever" and is most likely a typo.
 pub const MAX_SPIN_US: u32 = 10_000_000;
+/// Default and largest `SLUICE_STREAM_FALLBACK_MS`.
+pub const DEFAULT_STREAM_FALLBACK_MS: u32 = 500;
+pub const MAX_STREAM_FALLBACK_MS: u32 = 60_000;
 pub const DEFAULT_LOG: &str = "warn";
 
 /// A bad variable: Display is one line, `NAME="value": reason`.
@@ -364,6 +369,9 @@ pub struct Config {
     pub dpdk_lib: Option<PathBuf>,
     /// `SLUICE_PCAP`: capture every frame of the data ports to this pcap file (`%p`: pid).
     pub pcap: Option<PathBuf>,
+    /// `SLUICE_STREAM_FALLBACK_MS`: how long a stream connect waits for an answer in sluice's
+    /// protocol before it goes through the kernel's TCP.
+    pub stream_fallback_ms: u32,
 }
 
 impl Default for Config {
@@ -382,6 +390,7 @@ impl Default for Config {
             profile: None,
             dpdk_lib: None,
             pcap: None,
+            stream_fallback_ms: DEFAULT_STREAM_FALLBACK_MS,
         }
     }
 }
@@ -522,6 +531,18 @@ impl Config {
             };
         }
 
+        if let Some(v) = get(STREAM_FALLBACK_MS) {
+            config.stream_fallback_ms = match v.parse::<u32>() {
+                Ok(ms) if (1..=MAX_STREAM_FALLBACK_MS).contains(&ms) => ms,
+                _ => {
+                    return Err(fail(
+                        STREAM_FALLBACK_MS,
+                        format!("expected milliseconds in 1..={MAX_STREAM_FALLBACK_MS}"),
+                    ))
+                }
+            };
+        }
+
         if let Some(v) = get(LOG) {
             if v.chars().any(char::is_control) {
                 return Err(fail(LOG, "control character in log filter".to_string()));
@@ -571,6 +592,11 @@ impl Config {
         }
 
         Ok(config)
+    }
+
+    /// `SLUICE_STREAM_FALLBACK_MS` as a duration.
+    pub fn stream_fallback(&self) -> Duration {
+        Duration::from_millis(u64::from(self.stream_fallback_ms))
     }
 
     /// `SLUICE_SPIN_US` as a duration.

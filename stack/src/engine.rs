@@ -40,9 +40,6 @@ use crate::wire::{
     PROTO_IGMP,
 };
 
-/// How long an active open waits for an answer in the stream protocol before it connects
-/// through the kernel's TCP instead (an ICMP port unreachable falls back at once).
-const STREAM_FALL_BACK: Duration = Duration::from_millis(500);
 /// Frames taken from a link per poll.
 const RX_BURST: usize = 64;
 /// Frames waiting for room in a link's transmit ring; beyond this they drop.
@@ -359,7 +356,7 @@ impl Stack {
                     };
                     ports.push((link, iface_config));
                 }
-                let stack = Self::build(Mode::Dpdk, ports, None, spin)?;
+                let stack = Self::build(Mode::Dpdk, ports, None, spin, config.stream_fallback())?;
                 log::info!(
                     "sluice stack: mode dpdk, ports [{}], backend {}, hugepages {}, spin {} us",
                     describe_ports(config),
@@ -390,7 +387,13 @@ impl Stack {
                     describe_ports(config),
                     config.spin_us
                 );
-                let stack = Self::build(Mode::Udp, Vec::new(), Some(transport), spin)?;
+                let stack = Self::build(
+                    Mode::Udp,
+                    Vec::new(),
+                    Some(transport),
+                    spin,
+                    config.stream_fallback(),
+                )?;
                 Self::spawn_helper(&stack, on_thread_start)?;
                 Ok(stack)
             }
@@ -403,7 +406,8 @@ impl Stack {
         spin: Duration,
         on_thread_start: fn(),
     ) -> Result<Arc<Stack>, StackError> {
-        let stack = Self::build(Mode::Dpdk, links, None, spin)?;
+        let fall_back = Config::default().stream_fallback();
+        let stack = Self::build(Mode::Dpdk, links, None, spin, fall_back)?;
         Self::spawn_helper(&stack, on_thread_start)?;
         Ok(stack)
     }
@@ -413,8 +417,8 @@ impl Stack {
         links: Vec<(Box<dyn Link + Send>, InterfaceConfig)>,
         kernel: Option<KernelCarriers>,
         spin: Duration,
+        stream_fall_back: Duration,
     ) -> Result<Arc<Stack>, StackError> {
-        let stream_fall_back = STREAM_FALL_BACK;
         let mut ports: Vec<Port> = links
             .into_iter()
             .map(|(link, config)| Port::new(link, Interface::new(config)))
