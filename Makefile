@@ -64,12 +64,14 @@ lab-down:
 	tools/sluice-lab down
 
 install: build
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sluice/profiles
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sluice/profiles \
+		$(DESTDIR)$(PREFIX)/share/sluice/wireshark
 	install -m 0755 $(RELEASE)/libsluice.so $(RELEASE)/libsluice_dpdk.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(RELEASE)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
 	install -m 0755 $(RELEASE)/sluice-stat $(DESTDIR)$(PREFIX)/bin/sluice-stat
 	install -m 0755 tools/sluice-lab $(DESTDIR)$(PREFIX)/bin/sluice-lab
 	install -m 0644 tools/profiles/*.conf $(DESTDIR)$(PREFIX)/share/sluice/profiles/
+	install -m 0644 tools/sluice-stream.lua $(DESTDIR)$(PREFIX)/share/sluice/wireshark/
 
 fmt:
 	$(CARGO) fmt --all
