@@ -35,7 +35,6 @@ pub const LAB_PREFIX: &str = "SLUICE_LAB_";
 /// Every variable sluice understands; any other `SLUICE_*` name (outside
 /// `SLUICE_LAB_*`) is an error.
 pub const VARIABLES: &[&str] = &[
-    STREAM_FALLBACK_MS,
     MODE,
     IFACES,
     GATEWAY,
@@ -49,6 +48,7 @@ pub const VARIABLES: &[&str] = &[
     PROFILE,
     DPDK_LIB,
     PCAP,
+    STREAM_FALLBACK_MS,
     LIB,
 ];
 
