@@ -19,3 +19,6 @@ pub mod congestion;
 pub mod conn;
 pub mod rtt;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
