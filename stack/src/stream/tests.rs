@@ -174,6 +174,8 @@ pub(crate) struct Pair {
     /// Every datagram side 1 received before it had a connection.
     pub unrouted: Vec<Vec<u8>>,
     pub filter: Option<Filter>,
+    /// No emitted datagram may be longer (the header plus the larger mss).
+    pub max_datagram: usize,
 }
 
 pub(crate) const CLIENT_ID: u32 = 0x1111_0001;
@@ -191,6 +193,7 @@ impl Pair {
             server_config: server,
             unrouted: Vec::new(),
             filter: None,
+            max_datagram: wire::HEADER_LEN + client.mss.max(server.mss),
         }
     }
 
@@ -212,7 +215,11 @@ impl Pair {
                 continue;
             };
             let net = &mut self.net;
-            conn.poll_transmit(now, &mut |d| net.send(now, 1 - side, d));
+            let max = self.max_datagram;
+            conn.poll_transmit(now, &mut |d| {
+                assert!(d.len() <= max, "a {} byte datagram", d.len());
+                net.send(now, 1 - side, d)
+            });
         }
         while let Some((to, bytes)) = self.net.pop_due(now) {
             let Ok((header, payload)) = wire::parse(&bytes) else {

@@ -231,7 +231,8 @@ impl Connection {
             self.peer_max_window = self.peer_max_window.max(h.window as u64);
         }
         let pipe_before = self.send.pipe() as usize;
-        if ack > self.send.una() {
+        let advanced = ack > self.send.una();
+        if advanced {
             let acked = self.send.ack(ack);
             let rtt = if h.flags.echo {
                 self.sample_echo(now, h.ts_ecr)
@@ -264,6 +265,9 @@ impl Connection {
         let mut lost = 0;
         if sacked {
             lost += self.send.detect_losses(self.mss);
+        }
+        if sacked || advanced {
+            lost += self.send.detect_lost_retransmissions(self.rtt.srtt() / 4);
         }
         if self.dupacks >= DUP_THRESH as u32 && self.send.mark_first_lost() {
             lost += 1;

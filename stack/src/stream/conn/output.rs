@@ -3,7 +3,9 @@
 
 use super::{ts_of, Connection, Phase, StreamError, MAX_WINDOW, SYN_RTO};
 use crate::stream::rtt::MAX_RTO;
-use crate::stream::wire::{emit_parts, emit_syn_options, Flags, Header, SegmentType, SynOptions};
+use crate::stream::wire::{
+    emit_parts, emit_syn_options, Flags, Header, SegmentType, SynOptions, SACK_BLOCK_LEN,
+};
 
 impl Connection {
     /// Runs timers due at `now` (retransmission, delayed ACK, keepalive,
@@ -247,12 +249,20 @@ impl Connection {
         let seq = self.snd_seq(off);
         self.fill_header(SegmentType::Data, seq, now);
         self.header.flags.fin = fin;
+        // The caller's mss leaves no room for SACK blocks beside a full
+        // payload: carry the ones that fit, and send the rest in a pure ACK.
+        let room = (self.config.mss - len) / SACK_BLOCK_LEN;
+        let sacks_left_off = self.header.sacks.len() > room;
+        self.header.sacks.truncate(room);
         let (a, b) = self.send.payload(off, len);
         emit_parts(&self.header, &[a, b], &mut self.out);
         emit(&self.out);
         self.stats.segments_sent += 1;
         self.stats.bytes_sent += len as u64;
         self.acked_peer();
+        if sacks_left_off {
+            self.ack_now = true;
+        }
     }
 
     /// A segment without payload: pure ACK (DATA) or PROBE.

@@ -82,6 +82,10 @@ pub(super) struct SendBuffer {
     lost_count: usize,
     /// Lost records are looked for from here on.
     rexmit_cursor: u64,
+    /// Retransmissions in the order they were sent: (offset, sent_at).
+    rexmits: VecDeque<(u64, u64)>,
+    /// Latest send time of a segment (sent once) known to have arrived.
+    delivered_sent_at: u64,
 }
 
 impl SendBuffer {
@@ -101,6 +105,8 @@ impl SendBuffer {
             sacked_below_scan: 0,
             lost_count: 0,
             rexmit_cursor: 0,
+            rexmits: VecDeque::new(),
+            delivered_sent_at: 0,
         }
     }
 
@@ -191,6 +197,7 @@ impl SendBuffer {
         self.lost_count = 0;
         self.sacked_total = 0;
         self.sacked_below_scan = 0;
+        self.rexmits = VecDeque::new();
     }
 
     /// The payload of `[off, off + len)` as up to two slices.
@@ -273,6 +280,7 @@ impl SendBuffer {
             if r.end() <= ack {
                 self.unaccount(&r);
                 self.records.pop_front();
+                self.delivered(&r);
                 acked.clean_sent_at = (r.xmits == 1 && !r.sacked).then_some(r.sent_at);
                 if r.fin {
                     self.fin_acked = true;
@@ -317,6 +325,8 @@ impl SendBuffer {
                     r.sacked = true;
                     r.lost = false;
                 });
+                let r = self.records[i];
+                self.delivered(&r);
                 changed = true;
             }
             i += 1;
@@ -345,6 +355,38 @@ impl SendBuffer {
             self.sacked_below_scan += own;
             self.scan_off = r.end();
             i += 1;
+        }
+        marked
+    }
+
+    /// Notes that `r` arrived. Only segments sent once say when: for a
+    /// retransmitted one we cannot tell which copy arrived.
+    fn delivered(&mut self, r: &Sent) {
+        if r.xmits == 1 {
+            self.delivered_sent_at = self.delivered_sent_at.max(r.sent_at);
+        }
+    }
+
+    /// Marks lost every retransmission that should have arrived by now: a
+    /// segment sent more than `reorder_window` ns after it was delivered
+    /// (the retransmission itself was lost; without this only the timeout
+    /// would find out). Returns how many were marked.
+    pub fn detect_lost_retransmissions(&mut self, reorder_window: u64) -> usize {
+        let mut marked = 0;
+        while let Some(&(off, sent_at)) = self.rexmits.front() {
+            if sent_at.saturating_add(reorder_window) >= self.delivered_sent_at {
+                break;
+            }
+            self.rexmits.pop_front();
+            let i = self.records.partition_point(|r| r.off < off);
+            let Some(r) = self.records.get(i) else {
+                continue;
+            };
+            if r.off == off && r.sent_at == sent_at && !r.sacked && !r.lost {
+                self.update(i, |r| r.lost = true);
+                self.rexmit_cursor = self.rexmit_cursor.min(off);
+                marked += 1;
+            }
         }
         marked
     }
@@ -403,6 +445,7 @@ impl SendBuffer {
                 r.sent_at = now;
             });
             self.rexmit_cursor = self.records[i].end();
+            self.rexmits.push_back((off, now));
         }
     }
 }
