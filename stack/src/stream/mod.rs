@@ -20,3 +20,6 @@ pub mod conn;
 pub mod endpoint;
 pub mod rtt;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;

@@ -218,16 +218,23 @@ pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), WireError> {
 /// Only the first [`MAX_SACK`] blocks are written; a payload longer than
 /// `u16::MAX` is cut there (no caller sends one: segments are at most mss).
 pub fn emit(header: &Header, payload: &[u8], out: &mut Vec<u8>) {
+    emit_parts(header, &[payload], out);
+}
+
+/// Like [`emit`], with the payload in pieces (e.g. the two halves of a
+/// ring buffer), written one after the other.
+pub fn emit_parts(header: &Header, parts: &[&[u8]], out: &mut Vec<u8>) {
     let sacks = &header.sacks[..header.sacks.len().min(MAX_SACK)];
-    let payload = &payload[..payload.len().min(u16::MAX as usize)];
+    let mut room = u16::MAX as usize;
+    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>().min(room);
     out.clear();
-    out.reserve(HEADER_LEN + SACK_BLOCK_LEN * sacks.len() + payload.len());
+    out.reserve(HEADER_LEN + SACK_BLOCK_LEN * sacks.len() + len);
     out.extend_from_slice(&MAGIC.to_be_bytes());
     out.push(VERSION);
     out.push(header.kind.code());
     out.push(header.flags.bits());
     out.push(sacks.len() as u8);
-    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(len as u16).to_be_bytes());
     for field in [
         header.src_conn,
         header.dst_conn,
@@ -245,7 +252,11 @@ pub fn emit(header: &Header, payload: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&start.to_be_bytes());
         out.extend_from_slice(&end.to_be_bytes());
     }
-    out.extend_from_slice(payload);
+    for part in parts {
+        let take = part.len().min(room);
+        out.extend_from_slice(&part[..take]);
+        room -= take;
+    }
 }
 
 /// The options a SYN or SYN-ACK carries in its payload.

@@ -1,0 +1,357 @@
+//! Timers and everything that leaves: SYN and SYN-ACK, retransmissions,
+//! new data, ACKs, probes and RST.
+
+use super::{ts_of, Connection, Phase, StreamError, MAX_WINDOW, SYN_RTO};
+use crate::stream::rtt::MAX_RTO;
+use crate::stream::wire::{
+    emit_parts, emit_syn_options, Flags, Header, SegmentType, SynOptions, SACK_BLOCK_LEN,
+};
+
+impl Connection {
+    /// Runs timers due at `now` (retransmission, delayed ACK, keepalive,
+    /// persist, connect timeout) and emits every datagram that should go
+    /// out now, each a complete encoded segment (header + SACKs + payload),
+    /// at most mss payload bytes, within min(cwnd, peer window).
+    pub fn poll_transmit(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        self.last_now = self.last_now.max(now);
+        self.needs_poll = false;
+        match self.phase {
+            Phase::Closed => {
+                if self.rst_now {
+                    self.emit_rst(now, emit);
+                }
+                if self.ack_now && self.error.is_none() && !self.aborted {
+                    self.emit_control(SegmentType::Data, now, emit);
+                }
+                self.ack_now = false;
+                return;
+            }
+            Phase::SynSent | Phase::SynReceived => {
+                if now >= self.opened_at.saturating_add(self.config.connect_timeout) {
+                    self.fail(StreamError::TimedOut);
+                } else if self.syn_now || self.syn_deadline.is_some_and(|d| now >= d) {
+                    self.emit_syn(now, emit);
+                }
+                return;
+            }
+            Phase::Open => {}
+        }
+        self.run_timers(now, emit);
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.retransmit_lost(now, emit);
+        self.send_new_data(now, emit);
+        if self.ack_now {
+            self.emit_control(SegmentType::Data, now, emit);
+        }
+        self.arm_timers(now);
+    }
+
+    fn run_timers(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        if self.rto_deadline.is_some_and(|d| now >= d) {
+            self.on_rto(now);
+            if self.phase != Phase::Open {
+                return;
+            }
+        }
+        if self.delack_deadline.is_some_and(|d| now >= d) {
+            self.ack_now = true;
+        }
+        if let (Some(k), Some(due)) = (self.config.keepalive, self.keepalive_deadline()) {
+            if now >= due {
+                if self.keepalive_probes >= k.count {
+                    self.fail(StreamError::TimedOut);
+                    return;
+                }
+                self.keepalive_probes += 1;
+                self.emit_control(SegmentType::Probe, now, emit);
+            }
+        }
+        if self.persist_deadline.is_some_and(|d| now >= d) {
+            if now.saturating_sub(self.last_recv) >= self.config.user_timeout {
+                self.fail(StreamError::TimedOut);
+                return;
+            }
+            self.emit_control(SegmentType::Probe, now, emit);
+            self.persist_backoff = (self.persist_backoff + 1).min(16);
+            self.persist_deadline = Some(now + self.persist_interval());
+        }
+    }
+
+    fn on_rto(&mut self, now: u64) {
+        if !self.send.in_flight() {
+            self.rto_deadline = None;
+            return;
+        }
+        if now.saturating_sub(self.last_progress) >= self.config.user_timeout {
+            self.fail(StreamError::TimedOut);
+            return;
+        }
+        self.stats.timeouts += 1;
+        self.rtt.backoff();
+        self.cc.on_timeout(now);
+        self.send.mark_all_lost();
+        self.in_recovery = true;
+        self.rto_recovery = true;
+        self.recovery_end = self.send.sent_end();
+        self.dupacks = 0;
+        self.rto_deadline = Some(now + self.rtt.rto());
+    }
+
+    fn persist_interval(&self) -> u64 {
+        self.rtt
+            .rto()
+            .saturating_mul(1 << self.persist_backoff)
+            .min(MAX_RTO)
+    }
+
+    /// When the next keepalive probe (or the verdict) is due, if keepalive
+    /// applies now: on, synchronised, nothing in flight (retransmission
+    /// watches the peer then) and no persist probing.
+    fn keepalive_deadline(&self) -> Option<u64> {
+        let k = self.config.keepalive?;
+        if self.phase != Phase::Open || self.send.in_flight() || self.persist_deadline.is_some() {
+            return None;
+        }
+        Some(
+            self.last_recv
+                .saturating_add(k.idle)
+                .saturating_add(k.interval.saturating_mul(self.keepalive_probes as u64)),
+        )
+    }
+
+    fn arm_timers(&mut self, now: u64) {
+        if !self.send.in_flight() {
+            self.rto_deadline = None;
+        } else if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+        if self.window_blocked() {
+            if self.persist_deadline.is_none() {
+                self.persist_deadline = Some(now + self.persist_interval());
+            }
+        } else {
+            self.persist_deadline = None;
+            self.persist_backoff = 0;
+        }
+    }
+
+    /// Data waits, nothing is in flight, and only the peer's window stops it.
+    fn window_blocked(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.send.in_flight()
+            && self.send.unsent() > 0
+            && self.next_new_segment().is_none()
+    }
+
+    /// The next new segment (payload length, FIN) that may go out now.
+    fn next_new_segment(&self) -> Option<(usize, bool)> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        let unsent = self.send.unsent();
+        let fin = self.send.fin_pending();
+        if unsent == 0 {
+            // A FIN alone takes no buffer space at the peer.
+            return fin.then_some((0, true));
+        }
+        let peer_room = self.snd_right.saturating_sub(self.send.nxt());
+        let cwnd_room = (self.cc.window() as u64).saturating_sub(self.send.pipe());
+        let len = (self.mss as u64).min(unsent).min(peer_room);
+        if len == 0 || len > cwnd_room {
+            return None;
+        }
+        if len < self.mss as u64 {
+            if len < unsent {
+                // Limited by the peer's window: avoid silly small segments.
+                if len * 2 < self.peer_max_window {
+                    return None;
+                }
+            } else if !self.config.nodelay && self.send.in_flight() && !fin {
+                // Nagle: hold the small tail until the data in flight is acknowledged.
+                return None;
+            }
+        }
+        Some((len as usize, fin && len == unsent))
+    }
+
+    fn retransmit_lost(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        while self.send.pipe() < self.cc.window() as u64 {
+            let Some(r) = self.send.next_lost() else {
+                break;
+            };
+            self.emit_data(now, r.off, r.len as usize, r.fin, emit);
+            self.send.retransmitted(r.off, now);
+            self.stats.retransmits += 1;
+            if !self.rto_recovery {
+                self.stats.fast_retransmits += 1;
+            }
+        }
+    }
+
+    fn send_new_data(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        while let Some((len, fin)) = self.next_new_segment() {
+            if !self.send.in_flight() {
+                self.last_progress = now;
+            }
+            let off = self.send.nxt();
+            self.emit_data(now, off, len, fin, emit);
+            self.send.sent_new(len, fin, now);
+        }
+    }
+
+    /// Fills the reused header with what every segment after the
+    /// handshake carries: ids, ACK, window, timestamps, SACK blocks.
+    fn fill_header(&mut self, kind: SegmentType, seq: u32, now: u64) {
+        self.recv.sack_blocks(&mut self.blocks);
+        let base = self.irs.wrapping_add(1);
+        let ack = self.rcv_ack();
+        let h = &mut self.header;
+        h.kind = kind;
+        h.flags = Flags {
+            fin: false,
+            ack: true,
+            echo: self.ts_recent.is_some(),
+        };
+        h.src_conn = self.local_id;
+        h.dst_conn = self.peer_id;
+        h.seq = seq;
+        h.ack = ack;
+        h.window = self.recv.window().min(MAX_WINDOW) as u32;
+        h.ts_val = ts_of(now);
+        h.ts_ecr = self.ts_recent.unwrap_or(0);
+        h.path = 0;
+        h.sacks.clear();
+        h.sacks.extend(
+            self.blocks
+                .iter()
+                .map(|&(s, e)| (base.wrapping_add(s as u32), base.wrapping_add(e as u32))),
+        );
+    }
+
+    /// Bookkeeping after a segment carrying our ACK went out.
+    fn acked_peer(&mut self) {
+        self.ack_now = false;
+        self.delack_deadline = None;
+        self.unacked_bytes = 0;
+        self.adv_right = self.recv.right_edge();
+    }
+
+    fn emit_data(
+        &mut self,
+        now: u64,
+        off: u64,
+        len: usize,
+        fin: bool,
+        emit: &mut dyn FnMut(&[u8]),
+    ) {
+        let seq = self.snd_seq(off);
+        self.fill_header(SegmentType::Data, seq, now);
+        self.header.flags.fin = fin;
+        // The caller's mss leaves no room for SACK blocks beside a full
+        // payload: carry the ones that fit, and send the rest in a pure ACK.
+        let room = (self.config.mss - len) / SACK_BLOCK_LEN;
+        let sacks_left_off = self.header.sacks.len() > room;
+        self.header.sacks.truncate(room);
+        let (a, b) = self.send.payload(off, len);
+        emit_parts(&self.header, &[a, b], &mut self.out);
+        emit(&self.out);
+        self.stats.segments_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        self.acked_peer();
+        if sacks_left_off {
+            self.ack_now = true;
+        }
+    }
+
+    /// A segment without payload: pure ACK (DATA) or PROBE.
+    fn emit_control(&mut self, kind: SegmentType, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        let seq = self.snd_seq(self.send.sent_end());
+        self.fill_header(kind, seq, now);
+        emit_parts(&self.header, &[], &mut self.out);
+        emit(&self.out);
+        self.stats.segments_sent += 1;
+        self.acked_peer();
+    }
+
+    fn emit_rst(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        let seq = self.snd_seq(self.send.sent_end());
+        self.fill_header(SegmentType::Rst, seq, now);
+        self.header.sacks.clear();
+        emit_parts(&self.header, &[], &mut self.out);
+        emit(&self.out);
+        self.stats.segments_sent += 1;
+        self.rst_now = false;
+    }
+
+    fn emit_syn(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        let synack = self.phase == Phase::SynReceived;
+        let mut h = Header::new(
+            if synack {
+                SegmentType::SynAck
+            } else {
+                SegmentType::Syn
+            },
+            self.local_id,
+            self.peer_id,
+        );
+        h.seq = self.iss;
+        h.flags.ack = synack;
+        h.ack = self.irs.wrapping_add(1);
+        h.window = self.recv.window().min(MAX_WINDOW) as u32;
+        h.ts_val = ts_of(now);
+        if synack {
+            h.flags.echo = self.ts_recent.is_some();
+            h.ts_ecr = self.ts_recent.unwrap_or(0);
+        }
+        let mut options = Vec::with_capacity(4);
+        let mss = SynOptions {
+            mss: Some(self.config.mss.min(u16::MAX as usize) as u16),
+            addrs: Vec::new(),
+        };
+        emit_syn_options(&mss, &mut options);
+        emit_parts(&h, &[&options], &mut self.out);
+        emit(&self.out);
+        self.stats.segments_sent += 1;
+        self.syn_xmits += 1;
+        if self.syn_xmits > 1 {
+            self.stats.retransmits += 1;
+        }
+        self.syn_now = false;
+        let backoff = SYN_RTO.saturating_mul(1 << (self.syn_xmits - 1).min(16));
+        let give_up = self.opened_at.saturating_add(self.config.connect_timeout);
+        self.syn_deadline = Some(now.saturating_add(backoff).min(give_up));
+    }
+
+    /// The earliest time poll_transmit has timer work to do (None: nothing
+    /// pending). A time at or before the latest `now` seen means "at once".
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.needs_poll || self.rst_now || self.ack_now || self.syn_now {
+            return Some(self.last_now);
+        }
+        match self.phase {
+            Phase::Closed => None,
+            Phase::SynSent | Phase::SynReceived => {
+                let give_up = self.opened_at.saturating_add(self.config.connect_timeout);
+                Some(self.syn_deadline.map_or(give_up, |d| d.min(give_up)))
+            }
+            Phase::Open => {
+                let retransmit =
+                    self.send.lost_count() > 0 && self.send.pipe() < self.cc.window() as u64;
+                if retransmit || self.next_new_segment().is_some() {
+                    return Some(self.last_now);
+                }
+                [
+                    self.rto_deadline,
+                    self.delack_deadline,
+                    self.persist_deadline,
+                    self.keepalive_deadline(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            }
+        }
+    }
+}

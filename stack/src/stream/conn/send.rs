@@ -1,0 +1,454 @@
+//! The send side: queued bytes, the segments in flight, and the SACK
+//! scoreboard that finds which of them were lost.
+//!
+//! Offsets are 64-bit stream positions (offset 0 is the first data byte,
+//! the ISN + 1 on the wire); the FIN takes the offset after the last data
+//! byte. Every segment sent keeps its boundaries in a [`Sent`] record until
+//! it is acknowledged, so SACK blocks mark whole records and a
+//! retransmission resends exactly what was sent before.
+//!
+//! Loss detection follows RFC 6675 in spirit: a record is lost when more
+//! than `DUP_THRESH - 1` segments' worth of bytes above it were SACKed. A
+//! scan pointer only moves forward, and running sums of SACKed bytes keep
+//! every ACK's work proportional to what it changed, not to the window.
+
+use std::collections::VecDeque;
+
+/// Segments SACKed above a hole before the hole counts as lost.
+pub(super) const DUP_THRESH: u64 = 3;
+
+/// One segment in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sent {
+    /// Offset of the first byte.
+    pub off: u64,
+    /// Payload bytes.
+    pub len: u32,
+    /// The FIN follows the payload.
+    pub fin: bool,
+    /// When it was last (re)sent, ns.
+    pub sent_at: u64,
+    /// How many times it was sent.
+    pub xmits: u16,
+    /// The peer reported it in a SACK block.
+    pub sacked: bool,
+    /// Judged lost and not yet retransmitted.
+    pub lost: bool,
+}
+
+impl Sent {
+    /// Sequence space taken: payload, plus one for FIN.
+    pub fn span(&self) -> u64 {
+        self.len as u64 + self.fin as u64
+    }
+
+    /// Offset after the segment.
+    pub fn end(&self) -> u64 {
+        self.off + self.span()
+    }
+}
+
+/// What an acknowledgement removed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Acked {
+    /// Sequence space newly acknowledged (data bytes plus one for FIN).
+    pub bytes: u64,
+    /// Send time of the newest fully acknowledged record if it was sent
+    /// only once (Karn's rule: a retransmitted one gives no RTT sample) and
+    /// not SACKed before (its cumulative ACK waited for a hole).
+    pub clean_sent_at: Option<u64>,
+}
+
+/// Queued data and the retransmission scoreboard.
+#[derive(Debug)]
+pub(super) struct SendBuffer {
+    /// Bytes from `una` (first unacknowledged) to the end of what was written.
+    data: VecDeque<u8>,
+    capacity: usize,
+    /// First unacknowledged offset.
+    una: u64,
+    /// Next offset never sent.
+    nxt: u64,
+    fin_queued: bool,
+    fin_sent: bool,
+    fin_acked: bool,
+    records: VecDeque<Sent>,
+    /// Bytes in flight: sent, not SACKed, not judged lost (RFC 6675 "pipe").
+    pipe: u64,
+    sacked_total: u64,
+    /// Records below this offset were judged (lost or SACKed).
+    scan_off: u64,
+    sacked_below_scan: u64,
+    lost_count: usize,
+    /// Lost records are looked for from here on.
+    rexmit_cursor: u64,
+    /// Retransmissions in the order they were sent: (offset, sent_at).
+    rexmits: VecDeque<(u64, u64)>,
+    /// Latest send time of a segment (sent once) known to have arrived.
+    delivered_sent_at: u64,
+}
+
+impl SendBuffer {
+    pub fn new(capacity: usize) -> SendBuffer {
+        SendBuffer {
+            data: VecDeque::new(),
+            capacity,
+            una: 0,
+            nxt: 0,
+            fin_queued: false,
+            fin_sent: false,
+            fin_acked: false,
+            records: VecDeque::new(),
+            pipe: 0,
+            sacked_total: 0,
+            scan_off: 0,
+            sacked_below_scan: 0,
+            lost_count: 0,
+            rexmit_cursor: 0,
+            rexmits: VecDeque::new(),
+            delivered_sent_at: 0,
+        }
+    }
+
+    /// Bytes `write` would take.
+    pub fn space(&self) -> usize {
+        if self.fin_queued {
+            return 0;
+        }
+        self.capacity.saturating_sub(self.data.len())
+    }
+
+    /// Queues bytes; returns how many were taken.
+    pub fn write(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.space());
+        self.data.extend(&bytes[..n]);
+        n
+    }
+
+    /// Unacknowledged plus unsent bytes held.
+    pub fn queued(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Offset after the last byte written (where the FIN goes).
+    pub fn data_end(&self) -> u64 {
+        if self.fin_acked {
+            self.una - 1
+        } else {
+            self.una + self.data.len() as u64
+        }
+    }
+
+    pub fn una(&self) -> u64 {
+        self.una
+    }
+
+    pub fn nxt(&self) -> u64 {
+        self.nxt
+    }
+
+    /// Offset after everything sent, FIN included.
+    pub fn sent_end(&self) -> u64 {
+        self.nxt + self.fin_sent as u64
+    }
+
+    pub fn unsent(&self) -> u64 {
+        self.data_end() - self.nxt
+    }
+
+    pub fn queue_fin(&mut self) {
+        self.fin_queued = true;
+    }
+
+    pub fn fin_queued(&self) -> bool {
+        self.fin_queued
+    }
+
+    pub fn fin_pending(&self) -> bool {
+        self.fin_queued && !self.fin_sent
+    }
+
+    pub fn fin_acked(&self) -> bool {
+        self.fin_acked
+    }
+
+    /// Written data and FIN (if queued) all acknowledged.
+    pub fn all_acked(&self) -> bool {
+        self.data.is_empty() && (!self.fin_queued || self.fin_acked)
+    }
+
+    pub fn in_flight(&self) -> bool {
+        !self.records.is_empty()
+    }
+
+    pub fn pipe(&self) -> u64 {
+        self.pipe
+    }
+
+    pub fn lost_count(&self) -> usize {
+        self.lost_count
+    }
+
+    /// Drops everything (abort, reset).
+    pub fn clear(&mut self) {
+        self.data = VecDeque::new();
+        self.records = VecDeque::new();
+        self.pipe = 0;
+        self.lost_count = 0;
+        self.sacked_total = 0;
+        self.sacked_below_scan = 0;
+        self.rexmits = VecDeque::new();
+    }
+
+    /// The payload of `[off, off + len)` as up to two slices.
+    pub fn payload(&self, off: u64, len: usize) -> (&[u8], &[u8]) {
+        let start = (off - self.una) as usize;
+        let (a, b) = self.data.as_slices();
+        if start >= a.len() {
+            let s = start - a.len();
+            (&b[s..s + len], &[])
+        } else if start + len <= a.len() {
+            (&a[start..start + len], &[])
+        } else {
+            (&a[start..], &b[..len - (a.len() - start)])
+        }
+    }
+
+    fn account(&mut self, r: &Sent) {
+        if r.sacked {
+            self.sacked_total += r.span();
+            if r.off < self.scan_off {
+                self.sacked_below_scan += r.span();
+            }
+        } else if r.lost {
+            self.lost_count += 1;
+        } else {
+            self.pipe += r.span();
+        }
+    }
+
+    fn unaccount(&mut self, r: &Sent) {
+        if r.sacked {
+            self.sacked_total -= r.span();
+            if r.off < self.scan_off {
+                self.sacked_below_scan -= r.span();
+            }
+        } else if r.lost {
+            self.lost_count -= 1;
+        } else {
+            self.pipe -= r.span();
+        }
+    }
+
+    /// Changes record `i` through `f`, keeping the sums right.
+    fn update(&mut self, i: usize, f: impl FnOnce(&mut Sent)) {
+        let mut r = self.records[i];
+        self.unaccount(&r);
+        f(&mut r);
+        self.account(&r);
+        self.records[i] = r;
+    }
+
+    /// Records a new segment `[nxt, nxt + len)` (+ FIN) as sent at `now`.
+    pub fn sent_new(&mut self, len: usize, fin: bool, now: u64) {
+        let r = Sent {
+            off: self.nxt,
+            len: len as u32,
+            fin,
+            sent_at: now,
+            xmits: 1,
+            sacked: false,
+            lost: false,
+        };
+        self.nxt += len as u64;
+        if fin {
+            self.fin_sent = true;
+        }
+        self.account(&r);
+        self.records.push_back(r);
+    }
+
+    /// Processes a cumulative acknowledgement up to `ack` (the caller
+    /// checked `una < ack <= sent_end`).
+    pub fn ack(&mut self, ack: u64) -> Acked {
+        let data_end = self.data_end();
+        let mut acked = Acked {
+            bytes: ack - self.una,
+            clean_sent_at: None,
+        };
+        while let Some(&r) = self.records.front() {
+            if r.end() <= ack {
+                self.unaccount(&r);
+                self.records.pop_front();
+                self.delivered(&r);
+                acked.clean_sent_at = (r.xmits == 1 && !r.sacked).then_some(r.sent_at);
+                if r.fin {
+                    self.fin_acked = true;
+                }
+            } else {
+                if r.off < ack {
+                    // Only a misbehaving peer splits a segment; keep the rest.
+                    self.update(0, |r| {
+                        r.len -= (ack - r.off) as u32;
+                        r.off = ack;
+                    });
+                }
+                break;
+            }
+        }
+        let data_acked = (ack.min(data_end) - self.una) as usize;
+        self.data.drain(..data_acked);
+        self.una = ack;
+        if self.scan_off < ack {
+            self.scan_off = ack;
+            self.sacked_below_scan = 0;
+        }
+        if self.rexmit_cursor < ack {
+            self.rexmit_cursor = ack;
+        }
+        acked
+    }
+
+    /// Marks the records inside SACK block `[start, end)`. Returns whether
+    /// any record was newly SACKed.
+    pub fn sack(&mut self, start: u64, end: u64) -> bool {
+        let start = start.max(self.una);
+        let end = end.min(self.sent_end());
+        if start >= end {
+            return false;
+        }
+        let mut i = self.records.partition_point(|r| r.off < start);
+        let mut changed = false;
+        while i < self.records.len() && self.records[i].end() <= end {
+            if !self.records[i].sacked {
+                self.update(i, |r| {
+                    r.sacked = true;
+                    r.lost = false;
+                });
+                let r = self.records[i];
+                self.delivered(&r);
+                changed = true;
+            }
+            i += 1;
+        }
+        changed
+    }
+
+    /// Marks lost every record with more than `DUP_THRESH - 1` segments'
+    /// worth of SACKed bytes above it. Returns how many were marked.
+    pub fn detect_losses(&mut self, mss: usize) -> usize {
+        let threshold = (DUP_THRESH - 1) * mss as u64;
+        let mut i = self.records.partition_point(|r| r.off < self.scan_off);
+        let mut marked = 0;
+        while i < self.records.len() {
+            let r = self.records[i];
+            let own = if r.sacked { r.span() } else { 0 };
+            let above = self.sacked_total - self.sacked_below_scan - own;
+            if above <= threshold {
+                break;
+            }
+            if !r.sacked && !r.lost {
+                self.update(i, |r| r.lost = true);
+                self.rexmit_cursor = self.rexmit_cursor.min(r.off);
+                marked += 1;
+            }
+            self.sacked_below_scan += own;
+            self.scan_off = r.end();
+            i += 1;
+        }
+        marked
+    }
+
+    /// Notes that `r` arrived. Only segments sent once say when: for a
+    /// retransmitted one we cannot tell which copy arrived.
+    fn delivered(&mut self, r: &Sent) {
+        if r.xmits == 1 {
+            self.delivered_sent_at = self.delivered_sent_at.max(r.sent_at);
+        }
+    }
+
+    /// Marks lost every retransmission that should have arrived by now: a
+    /// segment sent more than `reorder_window` ns after it was delivered
+    /// (the retransmission itself was lost; without this only the timeout
+    /// would find out). Returns how many were marked.
+    pub fn detect_lost_retransmissions(&mut self, reorder_window: u64) -> usize {
+        let mut marked = 0;
+        while let Some(&(off, sent_at)) = self.rexmits.front() {
+            if sent_at.saturating_add(reorder_window) >= self.delivered_sent_at {
+                break;
+            }
+            self.rexmits.pop_front();
+            let i = self.records.partition_point(|r| r.off < off);
+            let Some(r) = self.records.get(i) else {
+                continue;
+            };
+            if r.off == off && r.sent_at == sent_at && !r.sacked && !r.lost {
+                self.update(i, |r| r.lost = true);
+                self.rexmit_cursor = self.rexmit_cursor.min(off);
+                marked += 1;
+            }
+        }
+        marked
+    }
+
+    /// Three duplicate ACKs without SACK information: the first segment is
+    /// lost (once). Returns whether it was marked.
+    pub fn mark_first_lost(&mut self) -> bool {
+        match self.records.front() {
+            Some(r) if !r.sacked && !r.lost && r.xmits == 1 => {
+                let off = r.off;
+                self.update(0, |r| r.lost = true);
+                self.rexmit_cursor = self.rexmit_cursor.min(off);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Retransmission timeout: every record not SACKed is lost.
+    pub fn mark_all_lost(&mut self) {
+        for i in 0..self.records.len() {
+            if !self.records[i].sacked && !self.records[i].lost {
+                self.update(i, |r| r.lost = true);
+            }
+        }
+        self.scan_off = self.sent_end();
+        self.sacked_below_scan = self.sacked_total;
+        self.rexmit_cursor = self.una;
+    }
+
+    /// The first lost record (to retransmit), if any.
+    pub fn next_lost(&mut self) -> Option<Sent> {
+        if self.lost_count == 0 {
+            return None;
+        }
+        let mut i = self
+            .records
+            .partition_point(|r| r.end() <= self.rexmit_cursor);
+        while let Some(r) = self.records.get(i) {
+            if r.lost {
+                self.rexmit_cursor = r.off;
+                return Some(*r);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The lost record at `off` was retransmitted at `now`.
+    pub fn retransmitted(&mut self, off: u64, now: u64) {
+        let i = self.records.partition_point(|r| r.off < off);
+        if self.records.get(i).is_some_and(|r| r.off == off) {
+            self.update(i, |r| {
+                r.lost = false;
+                r.xmits = r.xmits.saturating_add(1);
+                r.sent_at = now;
+            });
+            self.rexmit_cursor = self.records[i].end();
+            self.rexmits.push_back((off, now));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
