@@ -314,6 +314,10 @@ fn decide_at_send(fd: c_int, entry: &SocketEntry, dst: Option<SocketAddrV4>) {
     let Some(dst) = dst else {
         return;
     };
+    // A stream is decided by connect, bind or listen (an address on its sends is ignored).
+    if !entry.is_datagram() {
+        return;
+    }
     if entry.route() != Route::Undecided {
         return;
     }
@@ -354,21 +358,23 @@ pub unsafe extern "C" fn sendto(
         let Some(o) = offloaded_datagram(fd, &entry) else {
             return k.call();
         };
+        let data: &[u8] = if len == 0 || buf.is_null() {
+            &[]
+        } else {
+            // SAFETY: the caller promises `len` readable bytes at `buf`.
+            unsafe { std::slice::from_raw_parts(buf.cast(), len) }
+        };
+        // A connected stream ignores the address, as Linux's TCP does.
+        if o.stream().is_some() {
+            return sent(dgram::send(o, &[data], None, flags));
+        }
         // An address that is not IPv4: the kernel's answer (its errno) is the one to give.
         if !addr.is_null() && dst.is_none() {
             return k.call();
         }
         match dgram::send_route(o, dst) {
             SendRoute::Shadow => k.call(),
-            SendRoute::Stack => {
-                let data: &[u8] = if len == 0 || buf.is_null() {
-                    &[]
-                } else {
-                    // SAFETY: the caller promises `len` readable bytes at `buf`.
-                    unsafe { std::slice::from_raw_parts(buf.cast(), len) }
-                };
-                sent(dgram::send(o, &[data], dst, flags))
-            }
+            SendRoute::Stack => sent(dgram::send(o, &[data], dst, flags)),
         }
     })
 }
@@ -390,12 +396,17 @@ unsafe fn msg_dst(msg: *const msghdr) -> Option<SocketAddrV4> {
 /// `msg` is a valid msghdr.
 unsafe fn stack_sendmsg(o: &Offloaded, msg: &msghdr, flags: c_int) -> Option<dgram::Res<usize>> {
     // SAFETY: per the contract.
-    let dst = unsafe { inet_addr(msg.msg_name.cast(), msg.msg_namelen) };
-    if !msg.msg_name.is_null() && dst.is_none() {
-        return None;
-    }
-    if let SendRoute::Shadow = dgram::send_route(o, dst) {
-        return None;
+    let mut dst = unsafe { inet_addr(msg.msg_name.cast(), msg.msg_namelen) };
+    if o.stream().is_some() {
+        // A connected stream ignores the address, as Linux's TCP does.
+        dst = None;
+    } else {
+        if !msg.msg_name.is_null() && dst.is_none() {
+            return None;
+        }
+        if let SendRoute::Shadow = dgram::send_route(o, dst) {
+            return None;
+        }
     }
     if msg.msg_iovlen > 1024 {
         return Some(Err(libc::EMSGSIZE));
