@@ -207,6 +207,8 @@ pub struct Connection {
     syn_xmits: u32,
     syn_deadline: Option<u64>,
     syn_now: bool,
+    /// The SYN-ACK to send answers a SYN just received (so it may echo it).
+    syn_echo_fresh: bool,
 
     // Sending.
     send: SendBuffer,
@@ -225,6 +227,10 @@ pub struct Connection {
     dupacks: u32,
     persist_deadline: Option<u64>,
     persist_backoff: u32,
+    /// When to probe for a lost tail (2 SRTT after the last send).
+    tlp_deadline: Option<u64>,
+    /// A tail probe went out and nothing new was acknowledged since.
+    tail_probed: bool,
 
     // Receiving.
     recv: RecvBuffer,
@@ -277,6 +283,7 @@ impl Connection {
             syn_xmits: 0,
             syn_deadline: None,
             syn_now: true,
+            syn_echo_fresh: false,
             send: SendBuffer::new(config.send_buffer),
             snd_right: 0,
             peer_max_window: 0,
@@ -290,6 +297,8 @@ impl Connection {
             dupacks: 0,
             persist_deadline: None,
             persist_backoff: 0,
+            tlp_deadline: None,
+            tail_probed: false,
             recv: RecvBuffer::new(config.recv_buffer),
             ts_recent: None,
             ack_now: false,
@@ -327,6 +336,7 @@ impl Connection {
         c.peer_id = syn.src_conn;
         c.irs = syn.seq;
         c.ts_recent = Some(syn.ts_val);
+        c.syn_echo_fresh = true;
         c.last_recv = now;
         c.stats.segments_received += 1;
         c.synchronise(syn.window, parse_syn_options(syn_payload).mss);
@@ -391,6 +401,7 @@ impl Connection {
         self.rto_deadline = None;
         self.delack_deadline = None;
         self.persist_deadline = None;
+        self.tlp_deadline = None;
         if self.error.is_some() || self.aborted {
             self.send.clear();
             self.recv.clear();

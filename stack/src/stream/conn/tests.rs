@@ -340,6 +340,17 @@ fn a_lost_syn_ack_is_resent_for_the_repeated_syn() {
     assert_eq!(*dropped.borrow(), 1);
     // Either the SYN retry (200 ms) or the SYN-ACK retry brought it back.
     assert!(p.now - start >= 200 * MS && p.now - start < 300 * MS);
+    // And the RTT measured is the network's, not the 200 ms of the retry.
+    assert!(
+        p.client().stats().srtt_us < 1_000,
+        "{:?}",
+        p.client().stats()
+    );
+    assert!(
+        p.server().stats().srtt_us < 1_000,
+        "{:?}",
+        p.server().stats()
+    );
 }
 
 #[test]
