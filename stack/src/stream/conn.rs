@@ -320,7 +320,8 @@ impl Connection {
         Connection::new(config, now, local_id, isn, Phase::SynSent)
     }
 
-    /// Passive open from a received SYN (already parsed, dst_conn == 0):
+    /// Passive open from a received SYN (already parsed, dst_conn == 0; the
+    /// caller checked it is a SYN with a non-zero src_conn):
     /// state SynReceived, a SYN-ACK goes out at the next poll_transmit;
     /// Established when the peer acknowledges it (any valid segment with
     /// ACK covering our ISN + 1, data included).
@@ -523,6 +524,11 @@ impl Connection {
     /// Nothing more to send or receive: both FINs exchanged and
     /// acknowledged (or reset, or timed out). The caller may drop it (it
     /// keeps a short quiet period of its own for stray segments).
+    ///
+    /// After an orderly close the connection still answers the peer's
+    /// retransmitted data or FIN with the final ACK (that ACK may have been
+    /// lost), so routing stray segments to it during the quiet period, and
+    /// polling it, is better than answering them with an RST.
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Closed && !self.rst_now && !self.ack_now
     }

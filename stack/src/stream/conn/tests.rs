@@ -530,3 +530,67 @@ fn random_and_mutated_segments_never_panic() {
         }
     }
 }
+
+#[test]
+fn connections_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Connection>();
+}
+
+#[test]
+fn the_smaller_mss_of_the_two_sides_is_used() {
+    let client = ConnConfig::default();
+    let server = ConnConfig {
+        mss: 500,
+        ..ConnConfig::default()
+    };
+    let mut p = Pair::new(client, server, clean(), 8);
+    let largest = Rc::new(RefCell::new([0usize; 2]));
+    let l = largest.clone();
+    p.filter = Some(Box::new(move |to, _, payload| {
+        let mut l = l.borrow_mut();
+        l[to] = l[to].max(payload.len());
+        true
+    }));
+    p.establish();
+    send_and_check(&mut p, 0, 50_000);
+    p.server().write(&[1; 50_000]);
+    assert!(p.run_until(SEC, |p| p.client().readable() == 50_000));
+    assert_eq!(*largest.borrow(), [500, 500]);
+}
+
+#[test]
+fn buffers_smaller_than_a_segment_still_carry_a_lossy_stream() {
+    let config = ConnConfig {
+        recv_buffer: 1000,
+        send_buffer: 3000,
+        ..ConnConfig::default()
+    };
+    let net = NetConfig {
+        loss_per_mille: 50,
+        reorder_per_mille: 50,
+        dup_per_mille: 20,
+        ..clean()
+    };
+    let mut p = Pair::new(config, config, net, 9);
+    p.establish();
+    let total = 200_000u64;
+    let (mut written, mut got) = (0u64, Vec::new());
+    let mut buf = [0; 4096];
+    assert!(p.run_until(60 * SEC, |p| {
+        while written < total {
+            let byte = [pattern(0, written)];
+            if p.client().write(&byte) == 0 {
+                break;
+            }
+            written += 1;
+        }
+        let n = p.server().read(&mut buf, false);
+        got.extend_from_slice(&buf[..n]);
+        assert!(p.server().stats().recv_queued <= 1000);
+        assert!(p.client().stats().send_queued <= 3000);
+        got.len() as u64 == total
+    }));
+    let expect: Vec<u8> = (0..total).map(|o| pattern(0, o)).collect();
+    assert_eq!(got, expect);
+}
