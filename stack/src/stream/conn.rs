@@ -242,6 +242,7 @@ pub struct Connection {
     adv_right: u64,
     last_recv: u64,
     keepalive_probes: u32,
+    keepalive_probed_at: u64,
     rst_now: bool,
 
     // Reused for every emitted segment.
@@ -307,6 +308,7 @@ impl Connection {
             adv_right: config.recv_buffer as u64,
             last_recv: now,
             keepalive_probes: 0,
+            keepalive_probed_at: 0,
             rst_now: false,
             header: Header::new(SegmentType::Data, local_id, 0),
             out: Vec::with_capacity(HEADER_LEN + 4 * 8 + mss),

@@ -220,6 +220,14 @@ impl Pair {
                 assert!(d.len() <= max, "a {} byte datagram", d.len());
                 net.send(now, 1 - side, d)
             });
+            // Whatever was due has been done: asking again now would spin.
+            if let Some(due) = conn.next_deadline() {
+                assert!(
+                    due > now,
+                    "side {side} due again at once: {}",
+                    conn.debug_state()
+                );
+            }
         }
         while let Some((to, bytes)) = self.net.pop_due(now) {
             let Ok((header, payload)) = wire::parse(&bytes) else {

@@ -27,6 +27,9 @@ impl Connection {
                 return;
             }
             Phase::SynSent | Phase::SynReceived => {
+                // Nothing but the SYN or SYN-ACK can go out before the
+                // handshake completes (a wanted ACK waits for it).
+                self.ack_now = false;
                 if now >= self.opened_at.saturating_add(self.config.connect_timeout) {
                     self.fail(StreamError::TimedOut);
                 } else if self.syn_now || self.syn_deadline.is_some_and(|d| now >= d) {
@@ -68,6 +71,7 @@ impl Connection {
                     return;
                 }
                 self.keepalive_probes += 1;
+                self.keepalive_probed_at = now;
                 self.emit_control(SegmentType::Probe, now, emit);
             }
         }
@@ -139,11 +143,11 @@ impl Connection {
         if self.phase != Phase::Open || self.send.in_flight() || self.persist_deadline.is_some() {
             return None;
         }
-        Some(
-            self.last_recv
-                .saturating_add(k.idle)
-                .saturating_add(k.interval.saturating_mul(self.keepalive_probes as u64)),
-        )
+        Some(if self.keepalive_probes == 0 {
+            self.last_recv.saturating_add(k.idle)
+        } else {
+            self.keepalive_probed_at.saturating_add(k.interval)
+        })
     }
 
     fn arm_timers(&mut self, now: u64) {

@@ -594,3 +594,84 @@ fn buffers_smaller_than_a_segment_still_carry_a_lossy_stream() {
     let expect: Vec<u8> = (0..total).map(|o| pattern(0, o)).collect();
     assert_eq!(got, expect);
 }
+
+#[test]
+fn an_unacceptable_segment_before_the_handshake_completes_does_not_spin() {
+    let mut c = Connection::connect(ConnConfig::default(), T0, CLIENT_ID, 500);
+    let (syn, payload) = drain(&mut c, T0).remove(0);
+    let mut s = Connection::accept(ConnConfig::default(), T0, SERVER_ID, 9, &syn, &payload);
+    drain(&mut s, T0);
+    let mut stray = Header::new(SegmentType::Data, CLIENT_ID, SERVER_ID);
+    stray.seq = 501u32.wrapping_add(1 << 30);
+    s.handle(T0 + MS, &stray, b"junk");
+    assert_eq!(s.state(), State::SynReceived);
+    drain(&mut s, T0 + MS);
+    assert!(s.next_deadline().unwrap() > T0 + MS);
+}
+
+#[test]
+fn keepalive_turned_on_late_probes_at_its_interval_not_in_a_burst() {
+    let mut p = established(ConnConfig::default());
+    // Quiet for ten seconds (nothing is pending, so time just passes).
+    p.step();
+    assert_eq!(p.next_event(None), None);
+    p.now += 10 * SEC;
+    p.net.cut = [true, true];
+    p.client().set_keepalive(Some(Keepalive {
+        idle: SEC,
+        interval: 100 * MS,
+        count: 3,
+    }));
+    let start = p.now;
+    let sent = p.client().stats().segments_sent;
+    p.step();
+    assert_eq!(
+        p.client().stats().segments_sent,
+        sent + 1,
+        "one probe at once"
+    );
+    assert!(p.run_until(SEC, |p| p.client().error().is_some()));
+    assert_eq!(p.client().stats().segments_sent, sent + 3);
+    assert_eq!(p.now - start, 300 * MS);
+}
+
+#[test]
+fn garbage_during_the_handshake_never_panics_or_spins() {
+    let mut rng = Rng::new(5);
+    for round in 0..200u64 {
+        let now = T0 + round * SEC;
+        let mut c = Connection::connect(ConnConfig::default(), now, CLIENT_ID, rng.next() as u32);
+        let (syn, payload) = drain(&mut c, now).remove(0);
+        let mut s = Connection::accept(ConnConfig::default(), now, SERVER_ID, 9, &syn, &payload);
+        let mut good = Vec::new();
+        s.poll_transmit(now, &mut |d| good = d.to_vec());
+        for i in 0..20u64 {
+            let t = now + i * 10 * US;
+            let mut bytes = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = rng.next() as u8;
+            }
+            if let Ok((mut h, p)) = wire::parse(&bytes) {
+                c.handle(t, &h, p);
+                h.src_conn = if rng.chance(500) {
+                    CLIENT_ID
+                } else {
+                    h.src_conn
+                };
+                h.dst_conn = if rng.chance(500) {
+                    SERVER_ID
+                } else {
+                    h.dst_conn
+                };
+                s.handle(t, &h, p);
+            }
+            for conn in [&mut c, &mut s] {
+                conn.poll_transmit(t, &mut |d| assert!(wire::parse(d).is_ok()));
+                if let Some(due) = conn.next_deadline() {
+                    assert!(due > t);
+                }
+            }
+        }
+    }
+}
