@@ -207,6 +207,8 @@ pub struct Connection {
     syn_xmits: u32,
     syn_deadline: Option<u64>,
     syn_now: bool,
+    /// The SYN-ACK to send answers a SYN just received (so it may echo it).
+    syn_echo_fresh: bool,
 
     // Sending.
     send: SendBuffer,
@@ -225,6 +227,10 @@ pub struct Connection {
     dupacks: u32,
     persist_deadline: Option<u64>,
     persist_backoff: u32,
+    /// When to probe for a lost tail (2 SRTT after the last send).
+    tlp_deadline: Option<u64>,
+    /// A tail probe went out and nothing new was acknowledged since.
+    tail_probed: bool,
 
     // Receiving.
     recv: RecvBuffer,
@@ -236,6 +242,7 @@ pub struct Connection {
     adv_right: u64,
     last_recv: u64,
     keepalive_probes: u32,
+    keepalive_probed_at: u64,
     rst_now: bool,
 
     // Reused for every emitted segment.
@@ -277,6 +284,7 @@ impl Connection {
             syn_xmits: 0,
             syn_deadline: None,
             syn_now: true,
+            syn_echo_fresh: false,
             send: SendBuffer::new(config.send_buffer),
             snd_right: 0,
             peer_max_window: 0,
@@ -290,6 +298,8 @@ impl Connection {
             dupacks: 0,
             persist_deadline: None,
             persist_backoff: 0,
+            tlp_deadline: None,
+            tail_probed: false,
             recv: RecvBuffer::new(config.recv_buffer),
             ts_recent: None,
             ack_now: false,
@@ -298,6 +308,7 @@ impl Connection {
             adv_right: config.recv_buffer as u64,
             last_recv: now,
             keepalive_probes: 0,
+            keepalive_probed_at: 0,
             rst_now: false,
             header: Header::new(SegmentType::Data, local_id, 0),
             out: Vec::with_capacity(HEADER_LEN + 4 * 8 + mss),
@@ -311,7 +322,8 @@ impl Connection {
         Connection::new(config, now, local_id, isn, Phase::SynSent)
     }
 
-    /// Passive open from a received SYN (already parsed, dst_conn == 0):
+    /// Passive open from a received SYN (already parsed, dst_conn == 0; the
+    /// caller checked it is a SYN with a non-zero src_conn):
     /// state SynReceived, a SYN-ACK goes out at the next poll_transmit;
     /// Established when the peer acknowledges it (any valid segment with
     /// ACK covering our ISN + 1, data included).
@@ -327,6 +339,7 @@ impl Connection {
         c.peer_id = syn.src_conn;
         c.irs = syn.seq;
         c.ts_recent = Some(syn.ts_val);
+        c.syn_echo_fresh = true;
         c.last_recv = now;
         c.stats.segments_received += 1;
         c.synchronise(syn.window, parse_syn_options(syn_payload).mss);
@@ -391,6 +404,7 @@ impl Connection {
         self.rto_deadline = None;
         self.delack_deadline = None;
         self.persist_deadline = None;
+        self.tlp_deadline = None;
         if self.error.is_some() || self.aborted {
             self.send.clear();
             self.recv.clear();
@@ -512,6 +526,11 @@ impl Connection {
     /// Nothing more to send or receive: both FINs exchanged and
     /// acknowledged (or reset, or timed out). The caller may drop it (it
     /// keeps a short quiet period of its own for stray segments).
+    ///
+    /// After an orderly close the connection still answers the peer's
+    /// retransmitted data or FIN with the final ACK (that ACK may have been
+    /// lost), so routing stray segments to it during the quiet period, and
+    /// polling it, is better than answering them with an RST.
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Closed && !self.rst_now && !self.ack_now
     }

@@ -76,7 +76,8 @@ impl Connection {
     fn handshake_rtt(&mut self, now: u64, h: &Header) {
         if h.flags.echo {
             self.sample_echo(now, h.ts_ecr);
-        } else if self.syn_xmits == 1 {
+        } else if self.phase == Phase::SynReceived && self.syn_xmits == 1 {
+            // (A SYN-ACK without echo may be a timer retry: no sample then.)
             self.rtt.sample(now.saturating_sub(self.opened_at));
         }
     }
@@ -120,7 +121,11 @@ impl Connection {
         }
         self.stats.segments_received += 1;
         if self.phase == Phase::SynReceived {
-            self.syn_now = true; // our SYN-ACK was lost
+            // Our SYN-ACK was lost. The new one answers this SYN: echo its
+            // time, or the peer would measure from its first SYN.
+            self.ts_recent = Some(h.ts_val);
+            self.syn_echo_fresh = true;
+            self.syn_now = true;
         } else {
             self.ack_now = true;
         }
@@ -248,6 +253,8 @@ impl Connection {
             self.dupacks = 0;
             self.last_progress = now;
             self.rto_deadline = self.send.in_flight().then(|| now + self.rtt.rto());
+            self.tail_probed = false;
+            self.tlp_deadline = None;
             if self.in_recovery && ack >= self.recovery_end {
                 self.in_recovery = false;
                 self.rto_recovery = false;
@@ -263,11 +270,10 @@ impl Connection {
             }
         }
         let mut lost = 0;
-        if sacked {
-            lost += self.send.detect_losses(self.mss);
-        }
         if sacked || advanced {
-            lost += self.send.detect_lost_retransmissions(self.rtt.srtt() / 4);
+            let reorder_window = self.rtt.srtt() / 4;
+            lost += self.send.detect_losses(self.mss, reorder_window);
+            lost += self.send.detect_lost_retransmissions(reorder_window);
         }
         if self.dupacks >= DUP_THRESH as u32 && self.send.mark_first_lost() {
             lost += 1;

@@ -1,7 +1,7 @@
 //! Timers and everything that leaves: SYN and SYN-ACK, retransmissions,
 //! new data, ACKs, probes and RST.
 
-use super::{ts_of, Connection, Phase, StreamError, MAX_WINDOW, SYN_RTO};
+use super::{ts_of, Connection, Phase, StreamError, DELAYED_ACK, MAX_WINDOW, SYN_RTO};
 use crate::stream::rtt::MAX_RTO;
 use crate::stream::wire::{
     emit_parts, emit_syn_options, Flags, Header, SegmentType, SynOptions, SACK_BLOCK_LEN,
@@ -27,6 +27,9 @@ impl Connection {
                 return;
             }
             Phase::SynSent | Phase::SynReceived => {
+                // Nothing but the SYN or SYN-ACK can go out before the
+                // handshake completes (a wanted ACK waits for it).
+                self.ack_now = false;
                 if now >= self.opened_at.saturating_add(self.config.connect_timeout) {
                     self.fail(StreamError::TimedOut);
                 } else if self.syn_now || self.syn_deadline.is_some_and(|d| now >= d) {
@@ -58,6 +61,9 @@ impl Connection {
         if self.delack_deadline.is_some_and(|d| now >= d) {
             self.ack_now = true;
         }
+        if self.tlp_deadline.is_some_and(|d| now >= d) {
+            self.probe_tail(now, emit);
+        }
         if let (Some(k), Some(due)) = (self.config.keepalive, self.keepalive_deadline()) {
             if now >= due {
                 if self.keepalive_probes >= k.count {
@@ -65,6 +71,7 @@ impl Connection {
                     return;
                 }
                 self.keepalive_probes += 1;
+                self.keepalive_probed_at = now;
                 self.emit_control(SegmentType::Probe, now, emit);
             }
         }
@@ -77,6 +84,27 @@ impl Connection {
             self.persist_backoff = (self.persist_backoff + 1).min(16);
             self.persist_deadline = Some(now + self.persist_interval());
         }
+    }
+
+    /// Tail-loss probe (RFC 8985 style): no ACK for two round trips after
+    /// the last send, so the last segment goes again; its SACK or ACK
+    /// shows which of the tail was lost, long before the RTO would.
+    fn probe_tail(&mut self, now: u64, emit: &mut dyn FnMut(&[u8])) {
+        self.tlp_deadline = None;
+        if self.in_recovery || self.send.lost_count() > 0 {
+            return;
+        }
+        if let Some(r) = self.send.probe_last(now) {
+            self.emit_data(now, r.off, r.len as usize, r.fin, emit);
+            self.stats.retransmits += 1;
+            self.tail_probed = true;
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+    }
+
+    /// Probe timeout: two smoothed RTTs, plus the peer's ACK delay.
+    fn probe_timeout(&self) -> u64 {
+        2 * self.rtt.srtt() + DELAYED_ACK
     }
 
     fn on_rto(&mut self, now: u64) {
@@ -97,6 +125,7 @@ impl Connection {
         self.recovery_end = self.send.sent_end();
         self.dupacks = 0;
         self.rto_deadline = Some(now + self.rtt.rto());
+        self.tlp_deadline = None;
     }
 
     fn persist_interval(&self) -> u64 {
@@ -114,11 +143,11 @@ impl Connection {
         if self.phase != Phase::Open || self.send.in_flight() || self.persist_deadline.is_some() {
             return None;
         }
-        Some(
-            self.last_recv
-                .saturating_add(k.idle)
-                .saturating_add(k.interval.saturating_mul(self.keepalive_probes as u64)),
-        )
+        Some(if self.keepalive_probes == 0 {
+            self.last_recv.saturating_add(k.idle)
+        } else {
+            self.keepalive_probed_at.saturating_add(k.interval)
+        })
     }
 
     fn arm_timers(&mut self, now: u64) {
@@ -126,6 +155,20 @@ impl Connection {
             self.rto_deadline = None;
         } else if self.rto_deadline.is_none() {
             self.rto_deadline = Some(now + self.rtt.rto());
+        }
+        let may_probe_tail = self.send.in_flight()
+            && !self.in_recovery
+            && !self.tail_probed
+            && self.rtt.has_sample()
+            && self.send.lost_count() == 0;
+        if !may_probe_tail {
+            self.tlp_deadline = None;
+        } else if self.tlp_deadline.is_none() {
+            let pto = self.probe_timeout();
+            // Not worth it when the RTO comes first anyway.
+            if self.rto_deadline.is_some_and(|rto| now + pto < rto) {
+                self.tlp_deadline = Some(now + pto);
+            }
         }
         if self.window_blocked() {
             if self.persist_deadline.is_none() {
@@ -198,6 +241,7 @@ impl Connection {
             let off = self.send.nxt();
             self.emit_data(now, off, len, fin, emit);
             self.send.sent_new(len, fin, now);
+            self.tlp_deadline = None; // counts from the last send
         }
     }
 
@@ -301,10 +345,14 @@ impl Connection {
         h.ack = self.irs.wrapping_add(1);
         h.window = self.recv.window().min(MAX_WINDOW) as u32;
         h.ts_val = ts_of(now);
-        if synack {
+        // A SYN-ACK echoes the SYN it answers. One resent by the timer
+        // answers no new SYN: echoing the old one would make the peer
+        // count the retry wait as round-trip time.
+        if synack && self.syn_echo_fresh {
             h.flags.echo = self.ts_recent.is_some();
             h.ts_ecr = self.ts_recent.unwrap_or(0);
         }
+        self.syn_echo_fresh = false;
         let mut options = Vec::with_capacity(4);
         let mss = SynOptions {
             mss: Some(self.config.mss.min(u16::MAX as usize) as u16),
@@ -345,6 +393,7 @@ impl Connection {
                 [
                     self.rto_deadline,
                     self.delack_deadline,
+                    self.tlp_deadline,
                     self.persist_deadline,
                     self.keepalive_deadline(),
                 ]

@@ -28,6 +28,8 @@ pub(super) struct Sent {
     pub fin: bool,
     /// When it was last (re)sent, ns.
     pub sent_at: u64,
+    /// When it was first sent, ns.
+    pub first_sent_at: u64,
     /// How many times it was sent.
     pub xmits: u16,
     /// The peer reported it in a SACK block.
@@ -256,6 +258,7 @@ impl SendBuffer {
             len: len as u32,
             fin,
             sent_at: now,
+            first_sent_at: now,
             xmits: 1,
             sacked: false,
             lost: false,
@@ -335,19 +338,26 @@ impl SendBuffer {
     }
 
     /// Marks lost every record with more than `DUP_THRESH - 1` segments'
-    /// worth of SACKed bytes above it. Returns how many were marked.
-    pub fn detect_losses(&mut self, mss: usize) -> usize {
+    /// worth of SACKed bytes above it, and every record sent once that was
+    /// sent more than `reorder_window` ns before something that arrived
+    /// (RACK's time rule: it finds losses at the tail, where too few
+    /// segments follow to reach the count). Returns how many were marked.
+    pub fn detect_losses(&mut self, mss: usize, reorder_window: u64) -> usize {
         let threshold = (DUP_THRESH - 1) * mss as u64;
         let mut i = self.records.partition_point(|r| r.off < self.scan_off);
         let mut marked = 0;
         while i < self.records.len() {
             let r = self.records[i];
             let own = if r.sacked { r.span() } else { 0 };
-            let above = self.sacked_total - self.sacked_below_scan - own;
-            if above <= threshold {
-                break;
-            }
-            if !r.sacked && !r.lost {
+            // Retransmissions in flight are judged by their own send times
+            // (detect_lost_retransmissions); SACKed and lost ones are settled.
+            let judged = r.sacked || r.lost || r.xmits > 1;
+            if !judged {
+                let above = self.sacked_total - self.sacked_below_scan - own;
+                let late = r.sent_at.saturating_add(reorder_window) < self.delivered_sent_at;
+                if above <= threshold && !late {
+                    break;
+                }
                 self.update(i, |r| r.lost = true);
                 self.rexmit_cursor = self.rexmit_cursor.min(r.off);
                 marked += 1;
@@ -359,12 +369,10 @@ impl SendBuffer {
         marked
     }
 
-    /// Notes that `r` arrived. Only segments sent once say when: for a
-    /// retransmitted one we cannot tell which copy arrived.
+    /// Notes that `r` arrived. For a retransmitted one we cannot tell which
+    /// copy did, so the first send time stands (it errs on the early side).
     fn delivered(&mut self, r: &Sent) {
-        if r.xmits == 1 {
-            self.delivered_sent_at = self.delivered_sent_at.max(r.sent_at);
-        }
+        self.delivered_sent_at = self.delivered_sent_at.max(r.first_sent_at);
     }
 
     /// Marks lost every retransmission that should have arrived by now: a
@@ -433,6 +441,23 @@ impl SendBuffer {
             i += 1;
         }
         None
+    }
+
+    /// Tail-loss probe: resends the last segment (unless SACKed) without
+    /// marking anything lost, so that its acknowledgement or SACK reveals
+    /// what happened to the tail. Returns the record to emit.
+    pub fn probe_last(&mut self, now: u64) -> Option<Sent> {
+        let i = self.records.len().checked_sub(1)?;
+        let r = self.records[i];
+        if r.sacked || r.lost {
+            return None;
+        }
+        self.update(i, |r| {
+            r.xmits = r.xmits.saturating_add(1);
+            r.sent_at = now;
+        });
+        self.rexmits.push_back((r.off, now));
+        Some(self.records[i])
     }
 
     /// The lost record at `off` was retransmitted at `now`.

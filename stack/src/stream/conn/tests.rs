@@ -340,6 +340,17 @@ fn a_lost_syn_ack_is_resent_for_the_repeated_syn() {
     assert_eq!(*dropped.borrow(), 1);
     // Either the SYN retry (200 ms) or the SYN-ACK retry brought it back.
     assert!(p.now - start >= 200 * MS && p.now - start < 300 * MS);
+    // And the RTT measured is the network's, not the 200 ms of the retry.
+    assert!(
+        p.client().stats().srtt_us < 1_000,
+        "{:?}",
+        p.client().stats()
+    );
+    assert!(
+        p.server().stats().srtt_us < 1_000,
+        "{:?}",
+        p.server().stats()
+    );
 }
 
 #[test]
@@ -515,6 +526,151 @@ fn random_and_mutated_segments_never_panic() {
             for conn in p.conns.iter_mut().flatten() {
                 conn.read(&mut buf, false);
                 let _ = (conn.next_deadline(), conn.stats());
+            }
+        }
+    }
+}
+
+#[test]
+fn connections_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Connection>();
+}
+
+#[test]
+fn the_smaller_mss_of_the_two_sides_is_used() {
+    let client = ConnConfig::default();
+    let server = ConnConfig {
+        mss: 500,
+        ..ConnConfig::default()
+    };
+    let mut p = Pair::new(client, server, clean(), 8);
+    let largest = Rc::new(RefCell::new([0usize; 2]));
+    let l = largest.clone();
+    p.filter = Some(Box::new(move |to, _, payload| {
+        let mut l = l.borrow_mut();
+        l[to] = l[to].max(payload.len());
+        true
+    }));
+    p.establish();
+    send_and_check(&mut p, 0, 50_000);
+    p.server().write(&[1; 50_000]);
+    assert!(p.run_until(SEC, |p| p.client().readable() == 50_000));
+    assert_eq!(*largest.borrow(), [500, 500]);
+}
+
+#[test]
+fn buffers_smaller_than_a_segment_still_carry_a_lossy_stream() {
+    let config = ConnConfig {
+        recv_buffer: 1000,
+        send_buffer: 3000,
+        ..ConnConfig::default()
+    };
+    let net = NetConfig {
+        loss_per_mille: 50,
+        reorder_per_mille: 50,
+        dup_per_mille: 20,
+        ..clean()
+    };
+    let mut p = Pair::new(config, config, net, 9);
+    p.establish();
+    let total = 200_000u64;
+    let (mut written, mut got) = (0u64, Vec::new());
+    let mut buf = [0; 4096];
+    assert!(p.run_until(60 * SEC, |p| {
+        while written < total {
+            let byte = [pattern(0, written)];
+            if p.client().write(&byte) == 0 {
+                break;
+            }
+            written += 1;
+        }
+        let n = p.server().read(&mut buf, false);
+        got.extend_from_slice(&buf[..n]);
+        assert!(p.server().stats().recv_queued <= 1000);
+        assert!(p.client().stats().send_queued <= 3000);
+        got.len() as u64 == total
+    }));
+    let expect: Vec<u8> = (0..total).map(|o| pattern(0, o)).collect();
+    assert_eq!(got, expect);
+}
+
+#[test]
+fn an_unacceptable_segment_before_the_handshake_completes_does_not_spin() {
+    let mut c = Connection::connect(ConnConfig::default(), T0, CLIENT_ID, 500);
+    let (syn, payload) = drain(&mut c, T0).remove(0);
+    let mut s = Connection::accept(ConnConfig::default(), T0, SERVER_ID, 9, &syn, &payload);
+    drain(&mut s, T0);
+    let mut stray = Header::new(SegmentType::Data, CLIENT_ID, SERVER_ID);
+    stray.seq = 501u32.wrapping_add(1 << 30);
+    s.handle(T0 + MS, &stray, b"junk");
+    assert_eq!(s.state(), State::SynReceived);
+    drain(&mut s, T0 + MS);
+    assert!(s.next_deadline().unwrap() > T0 + MS);
+}
+
+#[test]
+fn keepalive_turned_on_late_probes_at_its_interval_not_in_a_burst() {
+    let mut p = established(ConnConfig::default());
+    // Quiet for ten seconds (nothing is pending, so time just passes).
+    p.step();
+    assert_eq!(p.next_event(None), None);
+    p.now += 10 * SEC;
+    p.net.cut = [true, true];
+    p.client().set_keepalive(Some(Keepalive {
+        idle: SEC,
+        interval: 100 * MS,
+        count: 3,
+    }));
+    let start = p.now;
+    let sent = p.client().stats().segments_sent;
+    p.step();
+    assert_eq!(
+        p.client().stats().segments_sent,
+        sent + 1,
+        "one probe at once"
+    );
+    assert!(p.run_until(SEC, |p| p.client().error().is_some()));
+    assert_eq!(p.client().stats().segments_sent, sent + 3);
+    assert_eq!(p.now - start, 300 * MS);
+}
+
+#[test]
+fn garbage_during_the_handshake_never_panics_or_spins() {
+    let mut rng = Rng::new(5);
+    for round in 0..200u64 {
+        let now = T0 + round * SEC;
+        let mut c = Connection::connect(ConnConfig::default(), now, CLIENT_ID, rng.next() as u32);
+        let (syn, payload) = drain(&mut c, now).remove(0);
+        let mut s = Connection::accept(ConnConfig::default(), now, SERVER_ID, 9, &syn, &payload);
+        let mut good = Vec::new();
+        s.poll_transmit(now, &mut |d| good = d.to_vec());
+        for i in 0..20u64 {
+            let t = now + i * 10 * US;
+            let mut bytes = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = rng.next() as u8;
+            }
+            if let Ok((mut h, p)) = wire::parse(&bytes) {
+                c.handle(t, &h, p);
+                h.src_conn = if rng.chance(500) {
+                    CLIENT_ID
+                } else {
+                    h.src_conn
+                };
+                h.dst_conn = if rng.chance(500) {
+                    SERVER_ID
+                } else {
+                    h.dst_conn
+                };
+                s.handle(t, &h, p);
+            }
+            for conn in [&mut c, &mut s] {
+                conn.poll_transmit(t, &mut |d| assert!(wire::parse(d).is_ok()));
+                if let Some(due) = conn.next_deadline() {
+                    assert!(due > t);
+                }
             }
         }
     }

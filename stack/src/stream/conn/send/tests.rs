@@ -42,9 +42,13 @@ fn cumulative_ack_frees_data_and_records() {
 fn three_sacked_segments_above_a_hole_mark_it_lost() {
     let mut s = sent(6);
     assert!(s.sack(100, 300));
-    assert_eq!(s.detect_losses(MSS), 0, "two segments are not enough");
+    assert_eq!(
+        s.detect_losses(MSS, u64::MAX),
+        0,
+        "two segments are not enough"
+    );
     assert!(s.sack(300, 400));
-    assert_eq!(s.detect_losses(MSS), 1);
+    assert_eq!(s.detect_losses(MSS, u64::MAX), 1);
     assert_eq!(s.lost_count(), 1);
     assert_eq!(s.pipe(), 200, "segments 4 and 5 are still in flight");
     let lost = s.next_lost().unwrap();
@@ -68,7 +72,7 @@ fn several_holes_are_found_in_order() {
         s.sack(k * 100, k * 100 + 100);
     }
     assert_eq!(
-        s.detect_losses(MSS),
+        s.detect_losses(MSS, u64::MAX),
         3,
         "segments 0, 2 and 4 have >= 3 SACKed above"
     );
