@@ -16,16 +16,32 @@ Sections so far:
                 "Total N messages received" over the client's test duration).
                 Plus a raw DPDK reference: dpdk-testpmd txonly on sl-h1 p0.
                 Needs root (namespaces); holds /run/sluice-lab/dpdk-p0.lock.
+                Quick runs leave out the udp-mode contender.
+  lab streams   the same hosts, SOCK_STREAM: the kernel's TCP (10.77.1.1 ->
+                10.77.1.2) against sluice streams (its reliable protocol over
+                UDP) over DPDK af_packet and af_xdp (data IPs 10.77.2.x) and over
+                kernel UDP sockets (SLUICE_MODE=udp, SLUICE_IFACES=p0=10.77.1.X/24:
+                the kernel IPs). Unmodified programs: sockperf TCP ping-pong
+                64 B (avg, p50, p99, p99.9 one-way), iperf3 1 stream and -P 4
+                (receiver Gbit/s), redis-benchmark SET and GET (50 clients:
+                requests/s, p50). STREAM_PLAN says which contender runs what
+                (quick runs: the kernel and af_packet). An offloaded contender
+                whose run moved kernel TCP segments (a fall-back to the kernel's
+                TCP) is reported failed; a failure is not retried in later
+                rounds; the section stops starting runs after STREAM_BUDGET_S.
 
 Rounds alternate plain and preloaded runs so that drift on a shared machine
 hits both sides alike; the median of the rounds is reported. Client and server
 are pinned (server CPU 1, client CPU 0) the same way for every contender.
-Results go to bench-results/results.json and a picture to
-bench-results/lab_udp.svg; the tables go to stdout.
+Results go to bench-results/results.json and a picture of both lab sections to
+bench-results/lab_udp.svg; the tables go to stdout. A contender that fails a
+measurement is shown as failed, with the reason under the table.
 """
 
 import argparse
+import csv
 import fcntl
+import io
 import json
 import math
 import os
@@ -123,7 +139,7 @@ def median_of(runs, key):
 def passthrough(quick):
     need("sockperf", "sockperf")
     need("taskset", "util-linux")
-    rounds, seconds, iters = (2, 2, 50000) if quick else (5, 5, 300000)
+    rounds, seconds, iters = (2, 1, 50000) if quick else (5, 5, 300000)
     plain_env, sluice_env = dict(os.environ), preload_env()
     plain, sluice = [], []
     for _ in range(rounds):
@@ -240,6 +256,10 @@ class ContenderFailed(Exception):
 
 class ServerFailed(ContenderFailed):
     """The contender's server did not start: its other measurements are skipped."""
+
+
+class Hung(ContenderFailed):
+    """A stream run that did not end (or whose server never became ready) in its time."""
 
 
 def lab_contenders():
@@ -386,6 +406,11 @@ def lab_client(c, mode, port, size, seconds, extra=()):
 
 def lab_pingpong(c, port, size, seconds, server, extra=()):
     text = lab_client(c, "pp", port, size, seconds, extra)
+    return pingpong_summary(text, server)
+
+
+def pingpong_summary(text, server):
+    """sockperf ping-pong client output -> {avg, p50, p99, p999, dropped} (one-way, us)."""
     pct = {float(p): float(v) for p, v in PCT.findall(text)}
     avg = AVG.search(text)
     dropped = re.search(r"# dropped messages = (\d+)", text)
@@ -464,8 +489,17 @@ def testpmd_txonly(backend, seconds):
     return {"tx_pps": statistics.median(rates), "samples": len(rates)}
 
 
-def lab_udp(quick):
-    """Runs every contender; a failure is recorded per contender and measurement."""
+def take_lock(lock):
+    """Exclusive use of sl-h1/sl-h2 p0 (shim-tests take the same lock); returns the seconds
+    spent waiting for other users of the lab."""
+    started = time.time()
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return round(time.time() - started, 1)
+
+
+def lab_udp(quick, only=None):
+    """Runs every contender (or the kernel and those in ONLY); a failure is recorded per
+    contender and measurement."""
     need("sockperf", "sockperf")
     need("taskset", "util-linux")
     if os.geteuid() != 0:
@@ -473,6 +507,12 @@ def lab_udp(quick):
     rounds, seconds = (1, 1) if quick else (3, 4)
     LabServer.ready_s = 10 if quick else 20
     contenders = lab_contenders()
+    if only:
+        contenders = {n: c for n, c in contenders.items() if n == "kernel" or n in only}
+    if quick:
+        # Datagrams pass through to the kernel in udp mode (the pass-through section measures
+        # that too); leaving it out keeps the quick run, streams included, under 2 minutes.
+        contenders.pop("sluice_udp_mode", None)
     try:
         brought_up = lab_up()
     except (subprocess.CalledProcessError, OSError) as e:
@@ -485,7 +525,7 @@ def lab_udp(quick):
     P0_LOCK.parent.mkdir(parents=True, exist_ok=True)
     port = 17000 + os.getpid() % 1000 * 10
     with open(P0_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_wait = take_lock(lock)
         try:
             # Rounds interleave the contenders so that drift hits all of them alike.
             for _ in range(rounds):
@@ -528,6 +568,7 @@ def lab_udp(quick):
             if key.startswith("pp_"):
                 results[name][key]["dropped"] = sum(r["dropped"] or 0 for r in runs)
     return {"contenders": results, "raw_dpdk_txonly_64B": raw, "rounds": rounds,
+            "lock_wait_s": lock_wait,
             "seconds": seconds, "server_cpu": int(SERVER_CPU), "client_cpu": int(CLIENT_CPU),
             "latency": "one-way (sockperf: round trip / 2), microseconds",
             "throughput": "messages received per second at the server (server-side count "
@@ -552,10 +593,63 @@ LAB_MEASURES = [
 
 
 def lab_value(result, name, key, field):
-    v = result["contenders"][name].get(key, {}).get(field)
+    v = result["contenders"].get(name, {}).get(key, {}).get(field)
     if v is not None and field.endswith("_per_s"):
         v /= 1000.0
     return v
+
+
+SHORT = {"kernel": "kernel", "sluice_af_packet": "af_packet", "sluice_af_xdp": "af_xdp",
+         "sluice_udp_mode": "udp-mode"}
+
+
+def lab_cell(result, name, key, field):
+    """(value or None, text when None): "failed" when the measure failed, "skipped" when it
+    was not run because of an earlier failure, "-" when it is not run for that contender
+    (e.g. left out of a quick run)."""
+    v = lab_value(result, name, key, field)
+    if v is not None:
+        return v, None
+    errors = result["contenders"].get(name, {}).get("errors", {})
+    if key not in errors:
+        return None, "-"
+    return None, "skipped" if errors[key].startswith("not run") else "failed"
+
+
+def print_measures(result, measures):
+    """Rows of one lab section: kernel, then each sluice contender with its ratio to the kernel
+    and, where a target applies, met or NOT met."""
+    others = [n for n in result["contenders"] if n != "kernel"]
+    head = f"{'measure':<34}{'kernel':>9}"
+    for n in others:
+        head += f"{SHORT.get(n, n):>11}{'ratio':>7}"
+    print(head + "  target (offloaded contenders)")
+    for label, key, field, better, target in measures:
+        kernel, why = lab_cell(result, "kernel", key, field)
+        line = f"{label:<34}" + (f"{kernel:>9.2f}" if kernel is not None else f"{why:>9}")
+        verdicts = []
+        for n in others:
+            v, why = lab_cell(result, n, key, field)
+            if v is None:
+                line += f"{why:>11}{'':>7}"
+                continue
+            ratio = v / kernel if kernel else None
+            line += f"{v:>11.2f}" + (f"{ratio:>7.2f}" if ratio is not None else f"{'-':>7}")
+            r = result["contenders"][n]
+            if target is not None and ratio is not None and r.get("targets", r["offloaded"]):
+                met = ratio <= target if better == "lower" else ratio >= target
+                verdicts.append(f"{SHORT.get(n, n)} {'met' if met else 'NOT met'}")
+        if target is not None:
+            line += (f"  {'<=' if better == 'lower' else '>='} {target:.1f}: "
+                     + (", ".join(verdicts) or "no offloaded result"))
+        print(line)
+
+
+def print_errors(result):
+    for n, r in result["contenders"].items():
+        for key, err in r["errors"].items():
+            verb = "" if err.startswith("not run") else "failed: "
+            print(f"  {n} {key} {verb}{err[:400]}")
 
 
 def print_lab_table(result):
@@ -564,31 +658,7 @@ def print_lab_table(result):
     if "error" in result:
         print(f"  not run: {result['error']}")
         return
-    others = [n for n in result["contenders"] if n != "kernel"]
-    short = {"sluice_af_packet": "af_packet", "sluice_af_xdp": "af_xdp",
-             "sluice_udp_mode": "udp-mode"}
-    head = f"{'measure':<34}{'kernel':>9}"
-    for n in others:
-        head += f"{short[n]:>11}{'ratio':>7}"
-    print(head + "  target (offloaded contenders)")
-    for label, key, field, better, target in LAB_MEASURES:
-        kernel = lab_value(result, "kernel", key, field)
-        line = f"{label:<34}" + (f"{kernel:>9.2f}" if kernel is not None else f"{'failed':>9}")
-        verdicts = []
-        for n in others:
-            v = lab_value(result, n, key, field)
-            if v is None:
-                line += f"{'failed':>11}{'':>7}"
-                continue
-            ratio = v / kernel if kernel else None
-            line += f"{v:>11.2f}" + (f"{ratio:>7.2f}" if ratio is not None else f"{'-':>7}")
-            if target is not None and ratio is not None and result["contenders"][n]["offloaded"]:
-                met = ratio <= target if better == "lower" else ratio >= target
-                verdicts.append(f"{short[n]} {'met' if met else 'NOT met'}")
-        if target is not None:
-            line += (f"  {'<=' if better == 'lower' else '>='} {target:.1f}: "
-                     + (", ".join(verdicts) or "no offloaded result"))
-        print(line)
+    print_measures(result, LAB_MEASURES)
     raw = result.get("raw_dpdk_txonly_64B", {})
     for backend, r in raw.items():
         if "tx_pps" in r:
@@ -599,52 +669,59 @@ def print_lab_table(result):
             print(line)
         else:
             print(f"raw DPDK {backend}: failed: {r.get('error', '?')[:200]}")
-    print("udp-mode: datagram sockets pass through to the kernel in that mode (it exists for "
-          "streams), so it measures interposition, not offload.")
+    if "sluice_udp_mode" in result["contenders"]:
+        print("udp-mode: datagram sockets pass through to the kernel in that mode (it exists "
+              "for streams), so it measures interposition, not offload.")
+    else:
+        print("udp-mode: not run (quick runs leave it out: for datagrams it measures "
+              "pass-through).")
     print("latency is one-way (round trip / 2) as sockperf reports it; throughput is messages "
           "received at the server per second of the client's run.")
-    for n, r in result["contenders"].items():
-        for key, err in r["errors"].items():
-            print(f"  {n} {key} failed: {err[:240]}")
+    print_errors(result)
 
 
-def lab_svg(result, path):
-    """Latency percentiles (64 B and 1024 B) and throughput bars, hand-drawn SVG."""
-    names = list(result["contenders"])
-    colours = ["#555555", "#1f77b4", "#2ca02c", "#ff7f0e"]
-    panels = [
-        ("UDP ping-pong 64 B, one-way latency (us, log scale, lower is better)", "pp_64B",
-         ["avg", "p50", "p99", "p999"]),
-        ("UDP ping-pong 1024 B, one-way latency (us, log scale, lower is better)", "pp_1024B",
-         ["avg", "p50", "p99", "p999"]),
-        ("UDP throughput, messages received (kmsg/s, higher is better)", None,
-         ["tp_64B", "tp_1472B"]),
-    ]
+LAB_UDP_PANELS = [
+    # (title, [(group label, key, field)], log scale)
+    ("UDP ping-pong 64 B, one-way latency (us, log scale, lower is better)",
+     [(f, "pp_64B", f) for f in ("avg", "p50", "p99", "p999")], True),
+    ("UDP ping-pong 1024 B, one-way latency (us, log scale, lower is better)",
+     [(f, "pp_1024B", f) for f in ("avg", "p50", "p99", "p999")], True),
+    ("UDP throughput, messages received (kmsg/s, higher is better)",
+     [("64B", "tp_64B", "received_per_s"), ("1472B", "tp_1472B", "received_per_s")], False),
+]
+
+
+def lab_svg(sections, path, date=""):
+    """Bars per contender, hand-drawn SVG; sections = [(lab result, panels)]; a section that
+    did not run (no contenders) is left out."""
+    names = []
+    panels = []
+    for result, section_panels in sections:
+        if "contenders" not in result:
+            continue
+        names += [n for n in result["contenders"] if n not in names]
+        panels += [(result, *p) for p in section_panels]
+    colours = {"kernel": "#555555", "sluice_af_packet": "#1f77b4", "sluice_af_xdp": "#2ca02c",
+               "sluice_udp_mode": "#ff7f0e"}
     width, panel_h, left, top = 760, 230, 60, 40
     height = top + len(panels) * (panel_h + 40) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="11">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{left}" y="20" font-size="14">sluice lab UDP, {result.get("date", "")}'
-           f'</text>']
+           f'<text x="{left}" y="20" font-size="14">sluice lab, {date}</text>']
     for i, n in enumerate(names):
-        x = left + 330 + i * 100
-        out.append(f'<rect x="{x}" y="10" width="10" height="10" fill="{colours[i]}"/>'
+        x = left + 250 + i * 110
+        out.append(f'<rect x="{x}" y="10" width="10" height="10" '
+                   f'fill="{colours.get(n, "#999999")}"/>'
                    f'<text x="{x + 14}" y="19">{n.replace("sluice_", "")}</text>')
-    for p, (title, key, groups) in enumerate(panels):
+    for p, (result, title, groups, log) in enumerate(panels):
         y0 = top + p * (panel_h + 40)
-        values = {}
-        for g in groups:
-            for n in names:
-                if key is None:
-                    v = lab_value(result, n, g, "received_per_s")
-                else:
-                    v = lab_value(result, n, key, g)
-                values[(g, n)] = v
-        present = [v for v in values.values() if v]
+        values = {(g, n): lab_cell(result, n, key, field)
+                  for g, key, field in groups for n in names}
+        present = [v for v, _ in values.values() if v]
         vmax = max(present or [1.0])
         # Latency percentiles span decades: a log scale keeps p50 visible beside p99.9.
-        lo = min(present or [1.0]) / 2 if key is not None else 0.0
+        lo = min(present or [1.0]) / 2 if log else 0.0
         plot_w = width - left - 20
         out.append(f'<text x="{left}" y="{y0 + 12}" font-size="12">{title}</text>')
         base = y0 + panel_h
@@ -652,42 +729,477 @@ def lab_svg(result, path):
                    f'stroke="black"/>')
         gw = plot_w / len(groups)
         bw = gw * 0.8 / len(names)
-        for gi, g in enumerate(groups):
+        for gi, (g, _, _) in enumerate(groups):
             gx = left + gi * gw + gw * 0.1
-            label = g.replace("tp_", "").replace("p999", "p99.9")
+            label = g.replace("p999", "p99.9")
             out.append(f'<text x="{gx + gw * 0.4}" y="{base + 14}" text-anchor="middle">'
                        f'{label}</text>')
             for ni, n in enumerate(names):
-                v = values[(g, n)]
+                v, why = values[(g, n)]
                 x = gx + ni * bw
                 if v is None:
-                    out.append(f'<text x="{x + bw / 2:.1f}" y="{base - 4}" text-anchor="middle" '
-                               f'fill="red">failed</text>')
+                    colour = "red" if why == "failed" else "#999999"
+                    out.append(f'<text x="{x + bw / 2:.1f}" y="{base - 4}" '
+                               f'text-anchor="middle" fill="{colour}">{why}</text>')
                     continue
-                if key is None:
+                if not log:
                     h = (panel_h - 30) * v / vmax
                 else:
                     h = (panel_h - 30) * math.log(v / lo) / math.log(vmax / lo)
                 out.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bw * 0.9:.1f}" '
-                           f'height="{h:.1f}" fill="{colours[ni]}"/>')
+                           f'height="{h:.1f}" fill="{colours.get(n, "#999999")}"/>')
                 out.append(f'<text x="{x + bw * 0.45:.1f}" y="{base - h - 3:.1f}" '
                            f'text-anchor="middle" font-size="9">{v:.1f}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 
 
+# ---------------------------------------------------------------------------
+# Lab streams: kernel TCP against sluice streams (its reliable protocol over UDP) between the
+# same two lab hosts, with unmodified sockperf (TCP), iperf3 and redis.
+
+STREAM_PP_SIZE = 64
+# A contender whose traffic moved more kernel TCP segments than this (in either host) during
+# one measurement fell back to the kernel's TCP: its numbers are not sluice's.
+FALLBACK_SEGMENTS = 1000
+# redis-benchmark: clients, and requests per test (SET, then GET) in quick and full runs.
+REDIS_CLIENTS = 50
+REDIS_REQUESTS = (20000, 50000)
+# Seconds the stream section may start new runs for (quick, full): make bench QUICK=1 stays
+# under 2 minutes and make bench under 15 whatever hangs; what is left is reported as not run.
+STREAM_BUDGET_S = (25, 300)
+# Which contenders run which measurement: (full run, quick run).
+ALL_STREAM = ("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_udp_mode")
+STREAM_PLAN = {
+    "tcp_pp": (ALL_STREAM, ("kernel", "sluice_af_packet")),
+    "iperf3": (("kernel", "sluice_af_packet", "sluice_af_xdp"), ("kernel", "sluice_af_packet")),
+    "redis": (("kernel", "sluice_af_packet"), ("kernel", "sluice_af_packet")),
+}
+# The result keys each kind of measurement produces.
+STREAM_KEYS = {"tcp_pp": [f"tcp_pp_{STREAM_PP_SIZE}B"], "iperf3": ["iperf3_1", "iperf3_P4"],
+               "redis": ["redis_set", "redis_get"]}
+
+
+def stream_contenders():
+    """name -> how it runs. "mode" says how a server shows it is ready; "targets" whether the
+    table's latency targets apply (DPDK only: the kernel-UDP mode is expected to be slower)."""
+    lib = str(RELEASE / "libsluice.so")
+
+    def dpdk(backend, ip):
+        return {"LD_PRELOAD": lib, "SLUICE_MODE": "dpdk", "SLUICE_IFACES": f"p0={ip}/24",
+                "SLUICE_DPDK_BACKEND": backend}
+
+    def udp(ip):
+        return {"LD_PRELOAD": lib, "SLUICE_MODE": "udp", "SLUICE_IFACES": f"p0={ip}/24"}
+    return {
+        "kernel": {"client_ip": "10.77.1.1", "server_ip": "10.77.1.2", "client_env": {},
+                   "server_env": {}, "mode": "kernel", "offloaded": False, "targets": False,
+                   "label": "kernel TCP"},
+        "sluice_af_packet": {"client_ip": "10.77.2.1", "server_ip": "10.77.2.2",
+                             "client_env": dpdk("af_packet", "10.77.2.1"),
+                             "server_env": dpdk("af_packet", "10.77.2.2"), "mode": "dpdk",
+                             "offloaded": True, "targets": True,
+                             "label": "sluice streams over DPDK af_packet"},
+        "sluice_af_xdp": {"client_ip": "10.77.2.1", "server_ip": "10.77.2.2",
+                          "client_env": dpdk("af_xdp", "10.77.2.1"),
+                          "server_env": dpdk("af_xdp", "10.77.2.2"), "mode": "dpdk",
+                          "offloaded": True, "targets": True,
+                          "label": "sluice streams over DPDK af_xdp"},
+        # The stream protocol over kernel UDP sockets, between the kernel IPs (whose subnet
+        # SLUICE_IFACES offloads in this mode).
+        "sluice_udp_mode": {"client_ip": "10.77.1.1", "server_ip": "10.77.1.2",
+                            "client_env": udp("10.77.1.1"), "server_env": udp("10.77.1.2"),
+                            "mode": "udp", "offloaded": True, "targets": False,
+                            "label": "sluice streams over kernel UDP (SLUICE_MODE=udp)"},
+    }
+
+
+def proc_net_has(ns, table, ip, port, state=None):
+    """Whether /proc/net/TABLE in NS has a socket bound to ip:port (in state, hex, if given)."""
+    octets = [int(o) for o in ip.split(".")]
+    local = "%02X%02X%02X%02X:%04X" % (octets[3], octets[2], octets[1], octets[0], port)
+    text = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/proc/net/{table}"],
+                          capture_output=True, text=True).stdout
+    for f in (line.split() for line in text.splitlines()[1:]):
+        if len(f) > 3 and f[1] == local and (state is None or f[3] == state):
+            return True
+    return False
+
+
+def kernel_tcp_segments(ns):
+    """The kernel's TCP InSegs + OutSegs in NS (/proc/net/snmp)."""
+    text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
+                          capture_output=True, text=True).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    if len(rows) < 2:
+        return 0
+    counters = dict(zip(rows[0], rows[1]))
+    return int(counters.get("InSegs", 0)) + int(counters.get("OutSegs", 0))
+
+
+class FallbackGuard:
+    """Fails an offloaded contender whose measurement went through the kernel's TCP (a
+    connection that fell back, e.g. because the peer did not answer the handshake)."""
+
+    def __init__(self, c):
+        self.c = c
+        self.before = {ns: kernel_tcp_segments(ns) for ns in (CLIENT_NS, SERVER_NS)}
+
+    def check(self):
+        if not self.c["offloaded"]:
+            return
+        for ns, before in self.before.items():
+            moved = kernel_tcp_segments(ns) - before
+            if moved > FALLBACK_SEGMENTS:
+                raise ContenderFailed(f"went through kernel TCP, not sluice streams: {ns}'s "
+                                      f"kernel TCP counters moved by {moved} segments "
+                                      "(fell back?)")
+
+
+class StreamServer:
+    """A stream server (sockperf, iperf3, redis-server) in the server namespace, pinned to the
+    server CPU; ready once it listens: in the kernel's TCP table (kernel), answering ping on its
+    data IP (DPDK: the IP is the stack's), or with its UDP carrier bound (kernel-UDP mode: the
+    stream on TCP port P is carried on UDP port P). Stopped with SIGINT, killed by PID if it
+    lingers."""
+
+    def __init__(self, what, c, port, argv, tmp, printed=None):
+        self.what = what
+        self.out_path = tmp / f"stream-server-{port}.out"
+        self.out = open(self.out_path, "w")
+        self.proc = subprocess.Popen(ns_cmd(SERVER_NS, SERVER_CPU, c["server_env"], argv),
+                                     env=clean_env(), cwd=tmp, stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        ip = c["server_ip"]
+        deadline = time.time() + LabServer.ready_s
+        while True:
+            if self.proc.poll() is not None:
+                self.out.close()
+                raise ServerFailed(f"{what} exited ({self.proc.returncode}): "
+                                   + failure_text(self.text()))
+            if c["mode"] == "kernel":
+                ready = proc_net_has(SERVER_NS, "tcp", ip, port, "0A")
+            elif c["mode"] == "udp":
+                ready = (proc_net_has(SERVER_NS, "udp", ip, port)
+                         or proc_net_has(SERVER_NS, "udp", "0.0.0.0", port))
+            else:
+                ready = pings(ip)
+            if ready and printed is not None:
+                ready = printed in self.text()
+            if ready:
+                if c["mode"] == "dpdk":
+                    # The stack answers ping once its port is up, which is at bind; listen
+                    # follows at once in these programs: a moment for it.
+                    time.sleep(0.3)
+                break
+            if time.time() > deadline:
+                self.stop()
+                raise Hung(f"{what} not ready within {LabServer.ready_s} s: "
+                           + failure_text(self.text()))
+            time.sleep(0.1)
+
+    def text(self):
+        if not self.out.closed:
+            self.out.flush()
+        return strip_ansi(self.out_path.read_text(errors="replace"))
+
+    def alive(self):
+        if self.proc.poll() is not None:
+            raise ContenderFailed(f"{self.what} exited ({self.proc.returncode}) during the run: "
+                                  + failure_text(self.text(), 200))
+
+    def stop(self, grace=3.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.out.closed:
+            self.out.close()
+        return self.text()
+
+
+def failure_text(text, limit=300):
+    """What a failed run said, for the table: sluice's own one-line messages first (an
+    internal fault, a bad configuration), then the end of the rest of the output."""
+    ours, rest = [], []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("sluice:"):
+            if line[:160] not in ours and len(ours) < 2:
+                ours.append(line[:160])
+        elif line and not line.startswith(("libbpf:", "libxdp:")):  # af_xdp's loader chatter
+            rest.append(line)
+    tail = " ".join(" ".join(rest).split())[-limit:]
+    return " | ".join(ours + ([tail] if tail else []))
+
+
+class ClientRun:
+    def __init__(self, rc, stdout, stderr):
+        self.rc, self.stdout = rc, stdout
+        self.text = strip_ansi(stdout + stderr)
+
+
+def stream_client(c, argv, timeout, what, check=True):
+    """Runs a client in the client namespace, pinned to the client CPU; returns a ClientRun.
+    subprocess.run kills it (by PID: every wrapper execs) when the timeout expires."""
+    try:
+        out = subprocess.run(ns_cmd(CLIENT_NS, CLIENT_CPU, c["client_env"], argv),
+                             env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Hung(f"{what} did not finish within {timeout:.0f} s")
+    run = ClientRun(out.returncode, out.stdout, out.stderr)
+    if check and out.returncode != 0:
+        raise ContenderFailed(f"{what} failed ({out.returncode}): " + failure_text(run.text))
+    return run
+
+
+def stream_pingpong(c, port, seconds, tmp, slack):
+    """sockperf TCP ping-pong, 64 B: {tcp_pp_64B: one-way latency}."""
+    ip = c["server_ip"]
+    server = StreamServer("sockperf server --tcp", c, port,
+                          ["sockperf", "server", "--tcp", "-i", ip, "-p", str(port)], tmp)
+    try:
+        guard = FallbackGuard(c)
+        text = stream_client(c, ["sockperf", "ping-pong", "--tcp", "-i", ip, "-p", str(port),
+                                 "-t", str(seconds), "-m", str(STREAM_PP_SIZE)],
+                             seconds + slack, "sockperf ping-pong --tcp").text
+        if "ERROR" in text:
+            raise ContenderFailed("sockperf ping-pong --tcp: " + failure_text(text))
+        r = pingpong_summary(text, server)
+        guard.check()
+    finally:
+        server.stop()
+    return {f"tcp_pp_{STREAM_PP_SIZE}B": r}
+
+
+def stream_iperf3(c, port, seconds, tmp, slack, parallel):
+    """iperf3 for SECONDS with PARALLEL streams: receiver Gbit/s."""
+    ip = c["server_ip"]
+    server = StreamServer("iperf3 -s", c, port,
+                          ["iperf3", "-s", "-1", "-B", ip, "-p", str(port)], tmp)
+    try:
+        guard = FallbackGuard(c)
+        argv = ["iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J"]
+        if parallel > 1:
+            argv += ["-P", str(parallel)]
+        run = stream_client(c, argv, seconds + slack, f"iperf3 -P {parallel}", check=False)
+        rc, text = run.rc, run.text
+        try:
+            data = json.loads(run.stdout[run.stdout.index("{"):run.stdout.rindex("}") + 1])
+        except ValueError:
+            raise ContenderFailed(f"iperf3 ({rc}): no JSON result: " + failure_text(text))
+        if rc != 0 or "error" in data:
+            raise ContenderFailed(f"iperf3 ({rc}): {data.get('error', '')} | server: "
+                                  + failure_text(text + server.text(), 200))
+        end = data.get("end", {})
+        received, sent = end.get("sum_received", {}), end.get("sum_sent", {})
+        if not received.get("bits_per_second"):
+            raise ContenderFailed("iperf3: nothing received: " + failure_text(text))
+        guard.check()
+    finally:
+        server.stop()
+    key = "iperf3_1" if parallel == 1 else f"iperf3_P{parallel}"
+    return {key: {"gbit_s": received["bits_per_second"] / 1e9,
+                  "sent_gbit_s": sent.get("bits_per_second", 0) / 1e9,
+                  "retransmits": sent.get("retransmits"),
+                  "seconds": received.get("seconds")}}
+
+
+def stream_redis(c, port, requests, tmp, slack):
+    """redis-benchmark SET and GET, REDIS_CLIENTS clients, REQUESTS each: requests per second
+    and p50 latency."""
+    ip = c["server_ip"]
+    server = StreamServer("redis-server", c, port,
+                          ["redis-server", "--port", str(port), "--bind", ip, "--save", "",
+                           "--appendonly", "no", "--protected-mode", "no"], tmp,
+                          printed="Ready to accept connections")
+    try:
+        guard = FallbackGuard(c)
+        run = stream_client(c, ["redis-benchmark", "-h", ip, "-p", str(port),
+                                "-c", str(REDIS_CLIENTS), "-n", str(requests),
+                                "-t", "set,get", "--csv"], slack, "redis-benchmark")
+        server.alive()
+        rows = {}
+        header = None
+        for row in csv.reader(io.StringIO(run.stdout)):
+            if row and row[0] == "test":
+                header = row
+            elif header and len(row) == len(header):
+                rows[row[0]] = dict(zip(header, row))
+        out = {}
+        for test in ("SET", "GET"):
+            if test not in rows:
+                raise ContenderFailed(f"redis-benchmark: no {test} result: "
+                                      + failure_text(run.text))
+            r = rows[test]
+            out[f"redis_{test.lower()}"] = {
+                "requests_per_s": float(r["rps"]),
+                "p50_us": 1000 * float(r["p50_latency_ms"]),
+                "p99_us": 1000 * float(r["p99_latency_ms"]),
+                "avg_us": 1000 * float(r["avg_latency_ms"]), "requests": requests}
+        guard.check()
+    finally:
+        server.stop()
+    return out
+
+
+def lab_stream(quick, only=None):
+    """Runs the stream contenders; a failure is recorded per contender and measurement."""
+    for tool, package in (("sockperf", "sockperf"), ("iperf3", "iperf3"),
+                          ("redis-server", "redis-server"), ("redis-benchmark", "redis-tools"),
+                          ("taskset", "util-linux")):
+        need(tool, package)
+    if os.geteuid() != 0:
+        return {"error": "needs root (network namespaces): run make bench as root"}
+    rounds, seconds = (1, 1) if quick else (3, 4)
+    requests = REDIS_REQUESTS[0] if quick else REDIS_REQUESTS[1]
+    # Beyond the run itself: sockperf's warm-up and summary take about 2.5 s, DPDK start 0.3 s.
+    slack = 12 if quick else 25
+    LabServer.ready_s = 10 if quick else 20
+    budget = STREAM_BUDGET_S[0] if quick else STREAM_BUDGET_S[1]
+    contenders = stream_contenders()
+    if only:
+        contenders = {n: c for n, c in contenders.items() if n == "kernel" or n in only}
+    plan = {kind: [n for n in (quick_list if quick else full) if n in contenders]
+            for kind, (full, quick_list) in STREAM_PLAN.items()}
+    try:
+        brought_up = lab_up()
+    except (subprocess.CalledProcessError, OSError) as e:
+        return {"error": f"the lab is not up and {LAB_SCRIPT} up failed: {e}"}
+    tmp = RESULTS / "stream-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    results = {name: {"label": c["label"], "offloaded": c["offloaded"],
+                      "targets": c["targets"], "errors": {}}
+               for name, c in contenders.items()}
+    samples = {name: {} for name in contenders}
+    hung = {}  # contender -> the first measurement that hung
+    port = 27000 + os.getpid() % 500 * 10
+    P0_LOCK.parent.mkdir(parents=True, exist_ok=True)
+
+    # (kind, result keys, function of contender and port)
+    runs = [
+        ("tcp_pp", STREAM_KEYS["tcp_pp"], lambda c, p: stream_pingpong(c, p, seconds, tmp, slack)),
+        ("iperf3", ["iperf3_1"], lambda c, p: stream_iperf3(c, p, seconds, tmp, slack, 1)),
+        ("iperf3", ["iperf3_P4"], lambda c, p: stream_iperf3(c, p, seconds, tmp, slack, 4)),
+        ("redis", STREAM_KEYS["redis"],
+         lambda c, p: stream_redis(c, p, requests, tmp, slack + requests // 4000)),
+    ]
+    with open(P0_LOCK, "w") as lock:
+        lock_wait = take_lock(lock)
+        section_started = time.time()  # the budget counts from here, not from the wait
+        try:
+            # Rounds interleave the contenders so that drift hits all of them alike.
+            for _ in range(rounds):
+                for name, c in contenders.items():
+                    for kind, keys, run in runs:
+                        if name not in plan[kind]:
+                            continue
+                        errors = results[name]["errors"]
+                        # One failure per contender and measurement: later rounds skip it (a
+                        # hang must not cost its timeout three times). In a quick run, a
+                        # contender that hung once skips its remaining stream measurements.
+                        if any(k in errors for k in keys):
+                            continue
+                        if time.time() - section_started > budget:
+                            for k in keys:
+                                errors[k] = (f"not run: the section's time budget ({budget} s) "
+                                             "was spent")
+                            continue
+                        if quick and hung.get(name):
+                            for k in keys:
+                                errors[k] = f"not run: {hung[name]} hung first (quick run)"
+                            continue
+                        port += 1
+                        try:
+                            for key, r in run(c, port).items():
+                                samples[name].setdefault(key, []).append(r)
+                        except ContenderFailed as e:
+                            for k in keys:
+                                errors[k] = str(e)
+                            if isinstance(e, Hung):
+                                hung.setdefault(name, keys[0])
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if brought_up:
+                subprocess.run([str(LAB_SCRIPT), "down"], stdout=subprocess.DEVNULL)
+    for name, per in samples.items():
+        for key, runs_ in per.items():
+            values = {}
+            for r in runs_:
+                for f, v in r.items():
+                    if v is not None:
+                        values.setdefault(f, []).append(v)
+            results[name][key] = {f: statistics.median(v) for f, v in values.items()}
+            results[name][key]["rounds"] = len(runs_)
+    return {"contenders": results, "quick": quick, "rounds": rounds, "seconds": seconds,
+            "lock_wait_s": lock_wait,
+            "plan": plan, "server_cpu": int(SERVER_CPU), "client_cpu": int(CLIENT_CPU),
+            "latency": "sockperf TCP ping-pong, one-way (round trip / 2), microseconds",
+            "throughput": "iperf3 receiver Gbit/s over the client's -t seconds",
+            "redis": {"clients": REDIS_CLIENTS, "requests_per_test": requests,
+                      "measure": "redis-benchmark --csv: requests per second; latency in us"}}
+
+
+STREAM_MEASURES = [
+    # (label, key, field, better, target ratio of sluice/kernel or None)
+    ("TCP pp 64 B avg (us)", "tcp_pp_64B", "avg", "lower", None),
+    ("TCP pp 64 B p50 (us)", "tcp_pp_64B", "p50", "lower", 0.5),
+    ("TCP pp 64 B p99 (us)", "tcp_pp_64B", "p99", "lower", 1.0),
+    ("TCP pp 64 B p99.9 (us)", "tcp_pp_64B", "p999", "lower", None),
+    ("iperf3 1 stream (Gbit/s)", "iperf3_1", "gbit_s", "higher", None),
+    ("iperf3 -P 4 (Gbit/s)", "iperf3_P4", "gbit_s", "higher", None),
+    ("redis SET (kreq/s)", "redis_set", "requests_per_s", "higher", None),
+    ("redis SET p50 (us)", "redis_set", "p50_us", "lower", None),
+    ("redis GET (kreq/s)", "redis_get", "requests_per_s", "higher", None),
+    ("redis GET p50 (us)", "redis_get", "p50_us", "lower", None),
+]
+
+LAB_STREAM_PANELS = [
+    ("TCP ping-pong 64 B (sockperf --tcp), one-way latency (us, log scale, lower is better)",
+     [(f, "tcp_pp_64B", f) for f in ("avg", "p50", "p99", "p999")], True),
+    ("iperf3, receiver (Gbit/s, higher is better)",
+     [("1 stream", "iperf3_1", "gbit_s"), ("-P 4", "iperf3_P4", "gbit_s")], False),
+    (f"redis-benchmark, {REDIS_CLIENTS} clients (kreq/s, higher is better)",
+     [("SET", "redis_set", "requests_per_s"), ("GET", "redis_get", "requests_per_s")], False),
+]
+
+
+def print_stream_table(result):
+    print("\nLab streams, sl-h1 -> sl-h2: kernel TCP against sluice streams (its protocol over "
+          "UDP); server CPU 1, client CPU 0; ratio = sluice/kernel")
+    if "error" in result:
+        print(f"  not run: {result['error']}")
+        return
+    print_measures(result, STREAM_MEASURES)
+    print("udp-mode: sluice streams over kernel UDP sockets between the kernel IPs. '-': not "
+          "run for that contender" + (" in a quick run." if result.get("quick") else "."))
+    print("latency is one-way (round trip / 2) as sockperf reports it; iperf3 is the "
+          f"receiver's rate; redis-benchmark runs {REDIS_CLIENTS} clients, "
+          f"{result['redis']['requests_per_test']} requests per test.")
+    print_errors(result)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run, under 2 minutes")
-    ap.add_argument("--only", choices=["passthrough", "lab-udp"],
+    ap.add_argument("--only", choices=["passthrough", "lab-udp", "lab-stream"],
                     help="run one section only")
+    ap.add_argument("--contenders", metavar="NAME,...",
+                    help="lab sections: these sluice contenders only (the kernel always runs): "
+                         "sluice_af_packet, sluice_af_xdp, sluice_udp_mode")
     ap.add_argument("--demo", action="store_true",
                     help="make demo: one short side-by-side run, no JSON")
     args = ap.parse_args()
     if args.demo:
         demo()
         return
+    only = set(args.contenders.split(",")) if args.contenders else None
     started = time.time()
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -699,19 +1211,41 @@ def main():
         report["passthrough"] = result
         print_table("Pass-through overhead (nothing offloaded; sluice = under libsluice.so)",
                     rows)
-    if args.only in (None, "lab-udp"):
-        lab_started = time.time()
-        lab = lab_udp(args.quick)
-        lab["elapsed_s"] = round(time.time() - lab_started, 1)
-        lab["date"] = report["date"]
-        report["lab_udp"] = lab
-        print_lab_table(lab)
-        if "contenders" in lab:
-            lab_svg(lab, RESULTS / "lab_udp.svg")
-            print(f"wrote {RESULTS / 'lab_udp.svg'}")
+    lab_sections = [s for s in ("lab-udp", "lab-stream") if args.only in (None, s)]
+    # The lab comes up once for both lab sections (when it was missing) and goes down at the end.
+    brought_up = False
+    try:
+        if lab_sections and os.geteuid() == 0:
+            try:
+                brought_up = lab_up()
+            except (subprocess.CalledProcessError, OSError):
+                pass  # each section tries again and reports the failure
+        for section in lab_sections:
+            lab_started = time.time()
+            if section == "lab-udp":
+                lab = lab_udp(args.quick, only)
+                print_lab_table(lab)
+            else:
+                lab = lab_stream(args.quick, only)
+                print_stream_table(lab)
+            lab["elapsed_s"] = round(time.time() - lab_started, 1)
+            lab["date"] = report["date"]
+            report[section.replace("-", "_")] = lab
+    finally:
+        if brought_up:
+            subprocess.run([str(LAB_SCRIPT), "down"], stdout=subprocess.DEVNULL)
+    sections = [(report[k], panels) for k, panels in
+                (("lab_udp", LAB_UDP_PANELS), ("lab_stream", LAB_STREAM_PANELS)) if k in report]
     RESULTS.mkdir(exist_ok=True)
+    if any("contenders" in r for r, _ in sections):
+        # One picture for both lab sections (the name predates the stream section).
+        lab_svg(sections, RESULTS / "lab_udp.svg", report["date"])
+        print(f"wrote {RESULTS / 'lab_udp.svg'}")
     (RESULTS / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {RESULTS / 'results.json'} in {time.time() - started:.0f} s")
+    waited = sum(report.get(k, {}).get("lock_wait_s", 0) for k in ("lab_udp", "lab_stream"))
+    print(f"\nwrote {RESULTS / 'results.json'} in {time.time() - started:.0f} s"
+          + (f" ({waited:.0f} s of it waiting for {P0_LOCK}: the lab was in use)"
+             if waited >= 1 else ""))
 
 
 if __name__ == "__main__":
