@@ -107,6 +107,15 @@ impl Offloaded {
         self.io_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// EPOLLET's edges: for a stream, every event the stack sees on it (data, FIN, reset,
+    /// room to write); for a datagram socket, every call the application makes on it.
+    pub fn epoch(&self) -> u32 {
+        match self.stream() {
+            Some(s) => s.generation(),
+            None => self.io_epoch.load(Ordering::Relaxed),
+        }
+    }
+
     /// The datagram socket, if this is one.
     #[inline]
     pub fn udp(&self) -> Option<&Arc<UdpSocket>> {

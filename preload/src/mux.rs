@@ -246,7 +246,9 @@ struct Registration {
     /// EPOLLONESHOT fired: silent until EPOLL_CTL_MOD.
     disarmed: bool,
     /// EPOLLET: the socket's io_epoch when last reported.
-    reported_at: Option<u32>,
+    /// EPOLLET: the socket's event epoch and the bits last reported (reported again once the
+    /// epoch moves or a new bit appears).
+    reported_at: Option<(u32, u32)>,
 }
 
 struct EpollSet {
@@ -595,13 +597,17 @@ fn collect(epfd: c_int, out: &mut [epoll_event], consume: bool) -> usize {
         if ready == 0 {
             continue;
         }
-        let epoch = o.io_epoch.load(Ordering::Relaxed);
-        if reg.events & libc::EPOLLET as u32 != 0 && reg.reported_at == Some(epoch) {
-            continue;
+        let epoch = o.epoch();
+        if reg.events & libc::EPOLLET as u32 != 0 {
+            if let Some((at, bits)) = reg.reported_at {
+                if at == epoch && ready & !bits == 0 {
+                    continue;
+                }
+            }
         }
         if consume {
             if reg.events & libc::EPOLLET as u32 != 0 {
-                reg.reported_at = Some(epoch);
+                reg.reported_at = Some((epoch, ready));
             }
             if reg.events & libc::EPOLLONESHOT as u32 != 0 {
                 reg.disarmed = true;

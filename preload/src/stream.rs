@@ -97,17 +97,18 @@ fn fall_back(o: &Offloaded, s: &StreamSocket, kernel: &dyn Fn() -> c_int) -> Res
 }
 
 /// A pending fall-back discovered by a later call (non-blocking connect): connects the shadow
-/// to `peer` without waiting. Returns whether it fell back.
+/// to the peer without waiting. Returns whether the fd is now the kernel's. A kernel connect
+/// that fails at once (no route, say) fails the socket with that error instead.
 pub fn settle(fd: c_int, o: &Offloaded) -> bool {
     let Some(s) = o.stream() else { return false };
     if s.readiness() & ready::FALL_BACK == 0 || o.fell_back() {
         return o.fell_back();
     }
-    let Some(peer) = s.peer_addr() else {
+    let Some(peer) = s.connect_target() else {
         return false;
     };
     let sin = dgram::sockaddr_of(peer);
-    let _ = fall_back(o, s, &|| {
+    let connected = fall_back(o, s, &|| {
         // SAFETY: a valid sockaddr_in of its size.
         unsafe {
             real::connect(
@@ -117,7 +118,14 @@ pub fn settle(fd: c_int, o: &Offloaded) -> bool {
             )
         }
     });
-    true
+    match connected {
+        Ok(()) | Err(libc::EINPROGRESS) => true,
+        Err(e) => {
+            o.kernel_peer.store(false, Ordering::Release);
+            s.fail(e);
+            false
+        }
+    }
 }
 
 /// connect(): the handshake in the protocol; EINPROGRESS for a non-blocking socket, else
@@ -132,13 +140,27 @@ pub fn connect(
     if s.is_connection() {
         let bits = s.readiness();
         if bits & ready::CONNECTED != 0 {
-            return Err(libc::EISCONN);
+            // The first connect after a non-blocking one completed returns 0, as in Linux.
+            return if s.take_connect_report() {
+                Ok(())
+            } else {
+                Err(libc::EISCONN)
+            };
         }
-        if bits & ready::ERROR != 0 {
-            return Err(s.take_error());
+        if s.failed() {
+            // A failed connect ends here, and the socket may connect anew; when SO_ERROR took
+            // the error already, Linux says ECONNABORTED.
+            let e = s.take_error();
+            s.disconnect();
+            return Err(if e != 0 { e } else { libc::ECONNABORTED });
         }
         if settle(fd, o) {
-            return Err(libc::EALREADY);
+            // Now the kernel's connect: its answer.
+            return if kernel() == 0 {
+                Ok(())
+            } else {
+                Err(crate::guard::errno())
+            };
         }
         return Err(libc::EALREADY);
     }
@@ -154,9 +176,12 @@ pub fn connect(
             return fall_back(o, s, kernel);
         }
         if bits & ready::ERROR != 0 {
-            return Err(s.take_error());
+            let e = s.take_error();
+            s.disconnect();
+            return Err(e);
         }
         if bits & ready::CONNECTED != 0 {
+            s.take_connect_report();
             return Ok(());
         }
         // An interrupted connect goes on in the background, as in the kernel.

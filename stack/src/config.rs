@@ -66,7 +66,7 @@ pub const DEFAULT_SPIN_US: u32 = 50;
 /// Ten seconds: a longer spin is indistinguishable from "forever" and is most likely a typo.
 pub const MAX_SPIN_US: u32 = 10_000_000;
 /// Default and largest `SLUICE_STREAM_FALLBACK_MS`.
-pub const DEFAULT_STREAM_FALLBACK_MS: u32 = 500;
+pub const DEFAULT_STREAM_FALLBACK_MS: u32 = 1000;
 pub const MAX_STREAM_FALLBACK_MS: u32 = 60_000;
 pub const DEFAULT_LOG: &str = "warn";
 

@@ -404,6 +404,18 @@ impl Interface {
             Delivery::Queued(_) => Ok(()),
             Delivery::QueueFull => Err(DropReason::SocketQueueFull),
             Delivery::NoSocket => {
+                if addressed == Addressed::Unicast {
+                    if let Some(reset) = crate::stream::wire::refusal(data) {
+                        // A sluice handshake for a port nobody listens on: refused in the
+                        // protocol (ECONNREFUSED at once), not with an ICMP error, which the
+                        // connecting side would take for a peer without sluice.
+                        let mut reply = vec![0u8; UDP_HEADER_LEN + reset.len()];
+                        reply[UDP_HEADER_LEN..].copy_from_slice(&reset);
+                        UdpHeader::write(dst, src, &mut reply);
+                        self.send_ip(now, header.src, PROTO_UDP, self.config.ttl, &reply);
+                        return Err(DropReason::NoSocket);
+                    }
+                }
                 if let Some(error) = self.icmp.port_unreachable(now, addressed, header, segment) {
                     self.send_ip(now, header.src, PROTO_ICMP, self.config.ttl, &error);
                 }

@@ -143,14 +143,35 @@ fn a_port_without_listener_refuses_the_connection() {
 }
 
 #[test]
-fn a_peer_without_the_port_bound_makes_connect_fall_back() {
+fn a_sluice_peer_without_the_port_bound_refuses_at_once() {
     let (a, b, _wire) = pair();
-    // Nothing on UDP 7003 at b: an ICMP port unreachable comes back at once.
+    // Nothing on UDP 7003 at b: its stack answers the SYN with a reset in the protocol (an
+    // ICMP port unreachable would make the client fall back to the kernel's TCP).
     let c = a.stream_socket().unwrap();
     c.connect(SocketAddrV4::new(B_IP, 7003), true).unwrap();
+    wait_until("the refusal", &[&a, &b], || {
+        c.readiness() & ready::ERROR != 0
+    });
+    assert_eq!(c.readiness() & ready::FALL_BACK, 0);
+    assert_eq!(c.take_error(), libc::ECONNREFUSED);
+}
+
+#[test]
+fn a_silent_peer_makes_connect_fall_back() {
+    let (a, b, wire) = pair();
+    let _l = listener(&b, 7005);
+    wire.set_cut(true);
+    let c = a.stream_socket().unwrap();
+    let start = Instant::now();
+    c.connect(SocketAddrV4::new(B_IP, 7005), true).unwrap();
     wait_until("the fall-back", &[&a, &b], || {
         c.readiness() & ready::FALL_BACK != 0
     });
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "fell back after {waited:?}, before the handshake had its retries"
+    );
 }
 
 #[test]

@@ -574,6 +574,7 @@ pub unsafe extern "C" fn getsockopt(
         if let Some(s) = o.stream() {
             let v = match (level, name) {
                 (libc::SOL_SOCKET, libc::SO_ERROR) => crate::stream::take_error(fd, o, s),
+                (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => c_int::from(s.is_listener()),
                 _ => return k.call(),
             };
             // SAFETY: the caller's buffer of `*len` bytes.

@@ -102,6 +102,7 @@ fn set_stream(
     match (level, name) {
         (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.set_reuse_addr(int(level, name) != 0),
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.set_nodelay(int(level, name) != 0),
+        (libc::SOL_SOCKET, libc::SO_RCVLOWAT) => s.set_recv_lowat(int(level, name).max(1) as usize),
         (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_RCVBUFFORCE) => {
             s.set_buffers(Some(int(level, libc::SO_RCVBUF).max(0) as usize / 2), None)
         }

@@ -8,6 +8,7 @@
 //! Errors are positive errno values, as the kernel would return them.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{Engine, Stack};
@@ -51,6 +52,8 @@ pub struct StreamSocket {
     stack: Arc<Stack>,
     inner: Mutex<Inner>,
     shared: Mutex<Arc<StreamShared>>,
+    /// A completed non-blocking connect was reported (by a later connect returning 0).
+    connect_reported: AtomicBool,
 }
 
 impl StreamSocket {
@@ -72,6 +75,7 @@ impl StreamSocket {
                 linger: None,
             }),
             shared: Mutex::new(Arc::new(StreamShared::default())),
+            connect_reported: AtomicBool::new(false),
         }
     }
 
@@ -79,17 +83,58 @@ impl StreamSocket {
         self.shared.lock().unwrap().clone()
     }
 
-    /// The readiness bits ([`ready`]) as the engine last published them.
+    /// The readiness bits ([`ready`]) as the engine last published them, with what the
+    /// application's own shutdown adds, and ERROR only while the error is pending.
     pub fn readiness(&self) -> u32 {
-        let bits = self.shared().bits();
+        let shared = self.shared();
+        let mut bits = shared.bits();
+        if shared.peek_error() == 0 {
+            bits &= !ready::ERROR;
+        }
         let inner = self.inner.lock().unwrap();
         match inner.role {
             // A socket neither listening nor connected: writable and hung up, as Linux says.
             Role::Fresh => ready::WRITABLE | ready::HUP,
-            Role::Closed => ready::HUP,
-            _ if inner.read_shut => bits | ready::READABLE | ready::READ_HUP,
-            _ => bits,
+            Role::Closed => bits | ready::HUP,
+            Role::Listener => bits,
+            Role::Conn(_) => {
+                if inner.read_shut {
+                    bits |= ready::READABLE | ready::READ_HUP;
+                }
+                if inner.write_shut && bits & ready::CONNECTED != 0 {
+                    bits |= ready::WRITABLE;
+                }
+                if inner.read_shut && inner.write_shut {
+                    bits |= ready::HUP;
+                }
+                bits
+            }
         }
+    }
+
+    /// Changes with every event on the socket (an edge for EPOLLET).
+    pub fn generation(&self) -> u32 {
+        self.shared().generation()
+    }
+
+    /// SO_RCVLOWAT.
+    pub fn set_recv_lowat(&self, bytes: usize) {
+        self.shared().set_lowat(bytes);
+    }
+
+    /// A non-blocking connect that completed: true the first time it is asked (connect()
+    /// then returns 0 once, EISCONN after, as Linux does).
+    pub fn take_connect_report(&self) -> bool {
+        !self.connect_reported.swap(true, Ordering::AcqRel)
+    }
+
+    /// The socket failed outside the stack (its fall-back connect through the kernel): it
+    /// reports `errno` once and is over.
+    pub fn fail(&self, errno: i32) {
+        let fresh = Arc::new(StreamShared::default());
+        fresh.fail(errno);
+        *self.shared.lock().unwrap() = fresh;
+        self.inner.lock().unwrap().role = Role::Closed;
     }
 
     /// The pending error, cleared (SO_ERROR).
@@ -155,12 +200,18 @@ impl StreamSocket {
         self.inner.lock().unwrap().local
     }
 
+    /// The peer, while connected (a reset or failed connection has none, as in Linux).
     pub fn peer_addr(&self) -> Option<SocketAddrV4> {
         let inner = self.inner.lock().unwrap();
         match inner.role {
-            Role::Conn(_) => inner.peer,
+            Role::Conn(_) if !self.shared().has(ready::ERROR) => inner.peer,
             _ => None,
         }
+    }
+
+    /// The peer a connect was started to (for the fall-back to the kernel).
+    pub fn connect_target(&self) -> Option<SocketAddrV4> {
+        self.inner.lock().unwrap().peer
     }
 
     pub fn is_listener(&self) -> bool {
@@ -224,9 +275,10 @@ impl StreamSocket {
         let mut inner = self.inner.lock().unwrap();
         match inner.role {
             Role::Fresh => {}
-            Role::Conn(_) => return Err(libc::EISCONN),
-            _ => return Err(libc::EINVAL),
+            Role::Conn(_) | Role::Listener => return Err(libc::EISCONN),
+            Role::Closed => return Err(libc::EINVAL),
         }
+        self.connect_reported.store(false, Ordering::Release);
         let now = self.stack.now();
         let mut engine = self.stack.lock_engine();
         let (port, src_ip) = engine.stream_source(*peer.ip());
@@ -246,6 +298,28 @@ impl StreamSocket {
         inner.role = Role::Conn(id);
         self.stack.stream_transmit(&mut engine);
         Ok(())
+    }
+
+    /// A connect that failed (refused, timed out) was reported: the socket is unconnected
+    /// again and may connect anew, as after the kernel's failed connect.
+    pub fn disconnect(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Role::Conn(id) = inner.role {
+            let mut engine = self.stack.lock_engine();
+            let local_port = inner.local.map_or(0, |l| l.port());
+            if let Some(ids) = engine.streams.forget(id) {
+                engine.close_carrier(local_port, &ids);
+            }
+            inner.role = Role::Fresh;
+            inner.local = None;
+            inner.peer = None;
+        }
+        *self.shared.lock().unwrap() = Arc::new(StreamShared::default());
+    }
+
+    /// Whether the connection failed (its error reported or not).
+    pub fn failed(&self) -> bool {
+        self.shared().has(ready::ERROR)
     }
 
     /// The handshake fell back to the kernel: the stack forgets this connection.
@@ -288,6 +362,7 @@ impl StreamSocket {
                 linger: None,
             }),
             shared: Mutex::new(shared),
+            connect_reported: AtomicBool::new(true),
         };
         self.stack.poll();
         Ok(Accepted {
@@ -310,7 +385,9 @@ impl StreamSocket {
             let inner = self.inner.lock().unwrap();
             match inner.role {
                 Role::Conn(id) => (id, inner.write_shut),
-                _ => return Err(libc::ENOTCONN),
+                // Linux: a listener (or a socket whose connection is over) is a broken pipe.
+                Role::Listener | Role::Closed => return Err(libc::EPIPE),
+                Role::Fresh => return Err(libc::ENOTCONN),
             }
         };
         if write_shut {
@@ -400,12 +477,9 @@ impl StreamSocket {
         if let Some(err) = conn.error() {
             drop(engine);
             let e = self.shared().take_error();
-            // Reported once through recv, as the kernel does; then end of stream.
-            return if e != 0 || err == crate::stream::conn::StreamError::Reset {
-                Err(if e != 0 { e } else { err.errno() })
-            } else {
-                Ok(0)
-            };
+            // Reported once (through recv or SO_ERROR), as the kernel does; then end of stream.
+            let _ = err;
+            return if e != 0 { Err(e) } else { Ok(0) };
         }
         if conn.at_eof() {
             return Ok(0);
@@ -501,7 +575,8 @@ impl Engine {
     /// takes a reference on it. An existing carrier is shared only with SO_REUSEADDR.
     pub(crate) fn bind_carrier(&mut self, port: u16, reuse_addr: bool) -> Result<u16, i32> {
         if port != 0 && self.streams.has_carrier(port) {
-            if !reuse_addr {
+            // SO_REUSEADDR shares a port with lingering connections, never with a listener.
+            if !reuse_addr || self.streams.has_listener(port) {
                 return Err(libc::EADDRINUSE);
             }
             self.streams.hold(port);

@@ -476,6 +476,11 @@ impl Connection {
         self.recv.fin_received() && self.recv.readable() == 0
     }
 
+    /// The peer's FIN arrived (maybe with data still unread before it): EPOLLRDHUP.
+    pub fn fin_received(&self) -> bool {
+        self.recv.fin_received()
+    }
+
     /// SHUT_WR: a FIN follows the queued data. Idempotent.
     pub fn close_write(&mut self) {
         if self.error.is_some() || self.aborted || self.send.fin_queued() {

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::conn::{ConnConfig, ConnStats, Connection, State, StreamError};
@@ -19,6 +19,9 @@ use crate::udp::SocketId;
 
 /// Longest a closed connection lingers to finish its orderly close before it is dropped.
 const ORPHAN_LIFETIME: u64 = 30_000_000_000;
+/// How long the port of an actively closed connection stays taken (the kernel's TIME_WAIT is
+/// 60 s; ours only keeps a quick rebind from looking different).
+const TIME_WAIT: u64 = 10_000_000_000;
 
 /// Readiness bits of a stream socket, published by the engine.
 pub mod ready {
@@ -44,6 +47,11 @@ pub mod ready {
 pub struct StreamShared {
     bits: AtomicU32,
     error: AtomicI32,
+    /// Bumped whenever the readiness changes or more bytes arrive: an edge for epoll's
+    /// EPOLLET even when the bits stay the same.
+    generation: AtomicU32,
+    /// SO_RCVLOWAT: readable once this many bytes wait (0 counts as 1).
+    lowat: AtomicUsize,
 }
 
 impl StreamShared {
@@ -64,14 +72,40 @@ impl StreamShared {
         self.error.load(Ordering::Acquire)
     }
 
-    /// Stores `bits`; true when a bit the waiters care about appeared.
-    fn publish(&self, bits: u32) -> bool {
-        let old = self.bits.swap(bits, Ordering::AcqRel);
-        bits & !old != 0
+    /// Stores `bits`; returns the bits before.
+    fn publish(&self, bits: u32) -> u32 {
+        self.bits.swap(bits, Ordering::AcqRel)
+    }
+
+    /// Changes with every new event on the socket (see `generation`).
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// SO_RCVLOWAT.
+    pub fn set_lowat(&self, bytes: usize) {
+        self.lowat.store(bytes, Ordering::Release);
+    }
+
+    pub fn lowat(&self) -> usize {
+        self.lowat.load(Ordering::Acquire).max(1)
     }
 
     fn set_error(&self, errno: i32) {
         self.error.store(errno, Ordering::Release);
+    }
+
+    /// Over with `errno`: pending once, and hung up for good.
+    pub(crate) fn fail(&self, errno: i32) {
+        self.set_error(errno);
+        self.publish(
+            ready::ERROR | ready::HUP | ready::READABLE | ready::WRITABLE | ready::READ_HUP,
+        );
+        self.bump();
     }
 }
 
@@ -106,6 +140,8 @@ struct Listener {
     half_open: usize,
     config: ConnConfig,
     shared: Arc<StreamShared>,
+    /// Queue length at the last publish (a longer queue is an edge for EPOLLET).
+    last_ready: usize,
 }
 
 /// A connection and where it lives.
@@ -126,6 +162,12 @@ struct Entry {
     /// An ICMP port unreachable answered the handshake of a connection that does not fall
     /// back: it failed with ECONNREFUSED.
     refused: bool,
+    /// In-order bytes waiting at the last publish (more is an edge for EPOLLET).
+    last_readable: usize,
+    /// The application closed before the peer's FIN: the port waits in TIME_WAIT after.
+    closed_first: bool,
+    /// The handshake completed at some point.
+    opened: bool,
 }
 
 /// A stream socket as the endpoint knows it: a listener (by port) or a connection (by id).
@@ -158,6 +200,8 @@ pub struct Streams {
     fall_back_after: u64,
     /// Carriers whose last user went away in `poll`: the engine closes their UDP sockets.
     closed_carriers: Vec<(u16, Vec<SocketId>)>,
+    /// Ports held after an active close, until when (each holds a carrier reference).
+    time_wait: VecDeque<(u64, u16)>,
 }
 
 impl Streams {
@@ -171,6 +215,7 @@ impl Streams {
             scratch: Vec::with_capacity(2048),
             fall_back_after: fall_back_after.as_nanos() as u64,
             closed_carriers: Vec::new(),
+            time_wait: VecDeque::new(),
         }
     }
 
@@ -181,6 +226,11 @@ impl Streams {
 
     pub fn counters(&self) -> &StreamCounters {
         &self.counters
+    }
+
+    /// Whether a listener holds `port`.
+    pub fn has_listener(&self, port: u16) -> bool {
+        self.listeners.contains_key(&port)
     }
 
     /// Whether `port` has a carrier already (bound by a stream socket).
@@ -247,6 +297,7 @@ impl Streams {
                 half_open: 0,
                 config,
                 shared,
+                last_ready: 0,
             },
         );
         Ok(())
@@ -280,6 +331,9 @@ impl Streams {
                 fall_back_at: fall_back.then_some(now + self.fall_back_after),
                 queued: false,
                 refused: false,
+                last_readable: 0,
+                closed_first: false,
+                opened: false,
             },
         );
         self.counters.connections_opened += 1;
@@ -345,6 +399,7 @@ impl Streams {
             if abort {
                 e.conn.abort();
             } else {
+                e.closed_first = !e.conn.fin_received();
                 e.conn.close_write();
             }
             e.orphan_since = Some(now);
@@ -394,6 +449,11 @@ impl Streams {
                 }
                 let was_syn_sent = e.conn.state() == State::SynSent;
                 e.conn.handle(now, &header, payload);
+                if e.orphan_since.is_some() && e.conn.readable() > 0 {
+                    // Data for a socket the application closed: nobody will read it, and the
+                    // sender must learn so (the kernel resets such a connection too).
+                    e.conn.abort();
+                }
                 if was_syn_sent && e.conn.peer_id() != 0 {
                     self.by_peer
                         .insert((from, e.conn.peer_id()), header.dst_conn);
@@ -471,6 +531,9 @@ impl Streams {
                 fall_back_at: None,
                 queued: false,
                 refused: false,
+                last_readable: 0,
+                closed_first: false,
+                opened: false,
             },
         );
         true
@@ -531,18 +594,45 @@ impl Streams {
                 }
             }
         }
-        for l in self.listeners.values() {
+        for l in self.listeners.values_mut() {
             let bits = if l.ready.is_empty() {
                 0
             } else {
                 ready::READABLE
             };
-            woke |= l.shared.publish(bits);
+            let old = l.shared.publish(bits);
+            if bits & !old != 0 || l.ready.len() > l.last_ready {
+                l.shared.bump();
+            }
+            l.last_ready = l.ready.len();
+            woke |= bits & !old != 0;
         }
         for id in finished {
-            let port = self.conns.get(&id).map(|e| e.local.port());
-            if let (Some(ids), Some(port)) = (self.forget(id), port) {
+            let Some(e) = self.conns.get(&id) else {
+                continue;
+            };
+            let port = e.local.port();
+            if e.closed_first && e.conn.error().is_none() {
+                // TIME_WAIT: the port stays taken for a while (a bind without SO_REUSEADDR
+                // fails), as after the kernel's active close; the connection itself is gone.
+                let peer_id = e.conn.peer_id();
+                let peer = e.peer;
+                self.conns.remove(&id);
+                self.by_peer.remove(&(peer, peer_id));
+                self.time_wait.push_back((now + TIME_WAIT, port));
+                continue;
+            }
+            if let Some(ids) = self.forget(id) {
                 // Carriers outlive their last connection only until the engine closes them.
+                self.closed_carriers.push((port, ids));
+            }
+        }
+        while let Some(&(until, port)) = self.time_wait.front() {
+            if until > now {
+                break;
+            }
+            self.time_wait.pop_front();
+            if let Some(ids) = self.release(port) {
                 self.closed_carriers.push((port, ids));
             }
         }
@@ -562,37 +652,49 @@ fn publish(e: &mut Entry, now: u64) -> bool {
             e.fall_back_at = None;
         }
     }
-    let error = if e.refused {
-        Some(libc::ECONNREFUSED)
-    } else {
-        conn.error().map(StreamError::errno)
+    let error = match conn.error() {
+        _ if e.refused => Some(libc::ECONNREFUSED),
+        // A reset after the peer's FIN is a broken pipe, as Linux reports it.
+        Some(StreamError::Reset) if conn.fin_received() => Some(libc::EPIPE),
+        other => other.map(StreamError::errno),
     };
     if let Some(errno) = error {
         if e.shared.bits() & ready::ERROR == 0 {
             e.shared.set_error(errno);
         }
-        bits |= ready::ERROR | ready::HUP | ready::READABLE | ready::WRITABLE;
+        bits |= ready::ERROR | ready::HUP | ready::READABLE | ready::WRITABLE | ready::READ_HUP;
     }
-    let established = matches!(
+    // Connected once the handshake completed (a handshake that failed never was).
+    e.opened |= matches!(
         state,
-        State::Established | State::FinWait | State::CloseWait | State::Closing | State::Closed
-    );
-    if established && conn.error() != Some(StreamError::Refused) {
+        State::Established | State::FinWait | State::CloseWait | State::Closing
+    ) || (state == State::Closed && conn.error().is_none());
+    let opened = e.opened;
+    if opened {
         bits |= ready::CONNECTED;
     }
-    if conn.readable() > 0 || conn.at_eof() {
+    let readable = conn.readable();
+    if readable >= e.shared.lowat() || conn.at_eof() {
         bits |= ready::READABLE;
     }
-    if conn.at_eof() {
+    if conn.fin_received() {
         bits |= ready::READ_HUP;
     }
-    if matches!(state, State::Established | State::CloseWait) && conn.send_space() > 0 {
+    // Room to write, or writing is over (a write fails at once): writable, as the kernel says.
+    let write_over = matches!(state, State::FinWait | State::Closing | State::Closed);
+    if opened && (conn.send_space() > 0 || write_over) {
         bits |= ready::WRITABLE;
     }
-    if state == State::Closed || (conn.at_eof() && matches!(state, State::Closing)) {
+    if state == State::Closed || (conn.fin_received() && state == State::Closing) {
         bits |= ready::HUP;
     }
-    e.shared.publish(bits)
+    let old = e.shared.publish(bits);
+    // An edge: a bit appeared, or more bytes arrived (reading them is no event).
+    if bits & !old != 0 || readable > e.last_readable {
+        e.shared.bump();
+    }
+    e.last_readable = readable;
+    bits & !old != 0
 }
 
 /// A random non-zero u32 from the kernel's CSPRNG (connection ids and initial sequence

@@ -309,6 +309,19 @@ pub fn emit_syn_options(o: &SynOptions, out: &mut Vec<u8>) {
     }
 }
 
+/// The encoded reset refusing `datagram` when it is a stream SYN (for a port without any
+/// stream socket); None for anything else.
+pub fn refusal(datagram: &[u8]) -> Option<Vec<u8>> {
+    let (header, payload) = parse(datagram).ok()?;
+    if header.kind != SegmentType::Syn {
+        return None;
+    }
+    let reset = reset_for(&header, payload.len())?;
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    emit(&reset, &[], &mut out);
+    Some(out)
+}
+
 /// An RST answering `offending` (a segment for no live connection / a SYN no listener takes).
 /// None when `offending` is itself an RST (never answer an RST).
 ///

@@ -1,0 +1,195 @@
+//! Offloaded streams across a faulty switch: nftables faults on the lab switch's ports of
+//! sl-h1 and sl-h2 (`sluice-lab fault`: loss, duplication, corruption), a large one-way transfer
+//! between two sluice processes, compared by SHA-256, within a bound of time.
+//!
+//! Needs root; brings the lab up when it is missing; holds /run/sluice-lab/dpdk-p0.lock and
+//! clears its faults when it ends, pass or fail. Run with
+//! `cargo test --release -p shim-tests --test lab_stream_faults -- --test-threads=1`.
+
+use shim_tests::lab::{
+    ensure_lab, in_ns, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H2, H2_DATA,
+};
+use shim_tests::{python3, workspace_root};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Bytes moved per case: enough for thousands of segments, so that the faults hit often.
+const BYTES: usize = 8 << 20;
+/// A hang guard for one transfer (a healthy one takes a second or two).
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// `SINK ADDRESS PORT`: accepts one connection, reads to the end, prints the digest and
+/// length, answers "done".
+const SINK: &str = r#"
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("listening", flush=True)
+s.settimeout(60)
+c, _ = s.accept()
+c.settimeout(120)
+h, n = hashlib.sha256(), 0
+while True:
+    d = c.recv(1 << 16)
+    if not d:
+        break
+    h.update(d)
+    n += len(d)
+print("got", h.hexdigest(), n, flush=True)
+c.sendall(b"done")
+c.close()
+"#;
+
+/// `SOURCE ADDRESS PORT BYTES`: sends BYTES pseudo-random bytes, half-closes, waits for the
+/// sink's "done", prints the digest of what it sent.
+const SOURCE: &str = r#"
+import hashlib, random, socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = random.Random(7).randbytes(n)
+c = socket.create_connection((ip, port), timeout=120)
+c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+assert c.recv(16) == b"done"
+print("sent", hashlib.sha256(data).hexdigest(), n, flush=True)
+# The stack's own counters of this connection (sluice-stat's snapshot, refreshed every 250 ms).
+import os, time
+time.sleep(0.6)
+for line in open("/dev/shm/sluice/%d.stat" % os.getpid()):
+    if line.startswith("stream "):
+        print(line.strip(), flush=True)
+"#;
+
+/// `sluice-lab fault ...` on the given switch ports; cleared on drop.
+struct Faults(Vec<&'static str>);
+
+impl Faults {
+    fn apply(ports: &[&'static str], kind: &str, permille: &str) -> Faults {
+        let faults = Faults(ports.to_vec());
+        for port in ports {
+            let out = Command::new(workspace_root().join("tools/sluice-lab"))
+                .args(["fault", port, kind, permille])
+                .output()
+                .expect("run tools/sluice-lab");
+            assert!(
+                out.status.success(),
+                "sluice-lab fault {port} {kind} {permille}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        faults
+    }
+}
+
+impl Drop for Faults {
+    fn drop(&mut self) {
+        for port in &self.0 {
+            let _ = Command::new(workspace_root().join("tools/sluice-lab"))
+                .args(["fault", port, "clear"])
+                .output();
+        }
+    }
+}
+
+fn digest_line(text: &str, key: &str) -> Option<(String, usize)> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let mut words = line.split_whitespace().skip(1);
+    Some((words.next()?.to_string(), words.next()?.parse().ok()?))
+}
+
+/// One transfer from sl-h1 to sl-h2 under `kind`/`permille` faults on both hosts' switch
+/// ports; returns how long it took.
+fn transfer_under(kind: &str, permille: &str, offset: u16) -> Duration {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let _faults = Faults::apply(&["h1p0", "h2p0"], kind, permille);
+    let python = python3().display().to_string();
+    let port = lab_port(offset).to_string();
+    let cmd = in_ns(
+        H2,
+        Some(1),
+        &Stack::dpdk(H2_DATA),
+        &python,
+        &["-c", SINK, H2_DATA, &port],
+    );
+    let mut sink = LabProcess::start("stream sink", cmd);
+    let start = Instant::now();
+    while !sink.stdout().contains("listening") {
+        sink.assert_running();
+        assert!(
+            start.elapsed() < LIMIT,
+            "the sink did not start.\n{}",
+            sink.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cmd = in_ns(
+        H1,
+        Some(0),
+        &Stack::dpdk(H1_DATA),
+        &python,
+        &["-c", SOURCE, H2_DATA, &port, &BYTES.to_string()],
+    );
+    let start = Instant::now();
+    let mut source = LabProcess::start("stream source", cmd);
+    let status = source.wait(LIMIT);
+    let took = start.elapsed();
+    assert!(
+        status.success(),
+        "{kind} {permille}‰: the transfer failed ({status}).\n{}\n{}",
+        source.logs(),
+        sink.logs()
+    );
+    sink.wait(Duration::from_secs(10));
+    let sent = digest_line(&source.stdout(), "sent ");
+    let got = digest_line(&sink.stdout(), "got ");
+    assert!(
+        sent.is_some() && sent == got,
+        "{kind} {permille}‰: sent {sent:?}, received {got:?}.\n{}\n{}",
+        source.logs(),
+        sink.logs()
+    );
+    let stats = source.stdout();
+    let counter = |name: &str| -> u64 {
+        stats
+            .lines()
+            .filter(|l| l.starts_with("stream "))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| w.strip_prefix(&format!("{name}=")))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    };
+    let (retransmits, dups) = (counter("retransmits"), counter("dup_segments"));
+    if kind == "loss" || kind == "corrupt" {
+        assert!(
+            retransmits > 0,
+            "{kind} {permille}‰: the source retransmitted nothing: were the faults applied?\n{stats}"
+        );
+    }
+    let mbit = BYTES as f64 * 8.0 / took.as_secs_f64() / 1e6;
+    eprintln!("  source: {retransmits} retransmissions, {dups} duplicate segments received");
+    eprintln!("{kind} {permille}‰ on both ports: {BYTES} bytes byte-exact in {took:.2?} ({mbit:.0} Mbit/s)");
+    took
+}
+
+#[test]
+fn a_large_transfer_survives_one_percent_loss() {
+    transfer_under("loss", "10", 0);
+}
+
+#[test]
+fn a_large_transfer_survives_five_percent_loss() {
+    transfer_under("loss", "50", 1);
+}
+
+#[test]
+fn a_large_transfer_survives_one_percent_duplication() {
+    transfer_under("dup", "10", 2);
+}
+
+#[test]
+fn a_large_transfer_survives_corruption() {
+    // 0.1%: the receiver's UDP checksum drops the damaged datagrams; the protocol resends them.
+    transfer_under("corrupt", "1", 3);
+}
