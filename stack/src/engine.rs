@@ -42,6 +42,8 @@ use crate::wire::{
 
 /// Frames taken from a link per poll.
 const RX_BURST: usize = 64;
+/// Frames handed to a link in one go.
+const TX_BURST: usize = 32;
 /// Frames waiting for room in a link's transmit ring; beyond this they drop.
 const TX_BACKLOG: usize = 8192;
 /// Bound of a socket's queue inside the interface, which holds at most one
@@ -172,13 +174,24 @@ impl Port {
                 self.backlog.push_back(frame);
             }
         }
-        while let Some(frame) = self.backlog.front() {
-            match self.link.send_frame(frame) {
-                Ok(true) => {
-                    self.backlog.pop_front();
+        while !self.backlog.is_empty() {
+            // A burst at a time: one hand-over to the device (one system call on af_packet).
+            let burst: Vec<&[u8]> = self
+                .backlog
+                .iter()
+                .take(TX_BURST)
+                .map(Vec::as_slice)
+                .collect();
+            let wanted = burst.len();
+            match self.link.send_frames(&burst) {
+                Ok(taken) => {
+                    self.backlog.drain(..taken);
+                    if taken < wanted {
+                        break;
+                    }
                 }
-                Ok(false) => break,
                 Err(e) => {
+                    // The first frame cannot be sent at all (too large, a dead link): drop it.
                     log::debug!("send on port {}: {e}", self.iface.config().addr);
                     self.tx_drops += 1;
                     self.backlog.pop_front();

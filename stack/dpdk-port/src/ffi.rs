@@ -8,9 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sluice_stack::config::{DpdkBackend, Hugepages};
 use sluice_stack::link::dpdk::{
-    write_error, FrameCallback, LinkStatusC, PortApi, PortConfig, PortConfigC, PortCounters,
-    BACKEND_AF_PACKET, BACKEND_AF_XDP, FRAME_TOO_LARGE_PREFIX, HUGEPAGES_AUTO, HUGEPAGES_OFF,
-    HUGEPAGES_ON, PORT_API_ABI_VERSION,
+    write_error, FrameCallback, FrameRef, LinkStatusC, PortApi, PortConfig, PortConfigC,
+    PortCounters, BACKEND_AF_PACKET, BACKEND_AF_XDP, FRAME_TOO_LARGE_PREFIX, HUGEPAGES_AUTO,
+    HUGEPAGES_OFF, HUGEPAGES_ON, PORT_API_ABI_VERSION,
 };
 use sluice_stack::link::MacAddr;
 
@@ -21,6 +21,7 @@ static PORT_API: PortApi = PortApi {
     abi_version: PORT_API_ABI_VERSION,
     open: port_open,
     send: port_send,
+    send_many: port_send_many,
     recv: port_recv,
     link_status: port_link_status,
     mac: port_mac,
@@ -141,6 +142,34 @@ unsafe extern "C" fn port_send(
             let frame = std::slice::from_raw_parts(frame, len);
             match port.send(frame) {
                 Ok(taken) => Ok(taken as i32),
+                Err(DpdkError::FrameTooLarge { max, .. }) => {
+                    Err(format!("{FRAME_TOO_LARGE_PREFIX}{max}"))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn port_send_many(
+    port: *mut c_void,
+    frames: *const FrameRef,
+    count: usize,
+    err: *mut c_char,
+    err_len: usize,
+) -> i64 {
+    // SAFETY: handle, frames and err per the ABI contract.
+    unsafe {
+        guarded(err, err_len, -1, || {
+            let port = port_ref(port)?;
+            let frames: Vec<&[u8]> = (0..count)
+                .map(|i| {
+                    let f = *frames.add(i);
+                    std::slice::from_raw_parts(f.ptr, f.len)
+                })
+                .collect();
+            match port.send_many(&frames) {
+                Ok(taken) => Ok(taken as i64),
                 Err(DpdkError::FrameTooLarge { max, .. }) => {
                     Err(format!("{FRAME_TOO_LARGE_PREFIX}{max}"))
                 }

@@ -321,6 +321,45 @@ impl Port {
         sent
     }
 
+    /// Copies frames from the front of `frames` into mbufs and sends them in one burst;
+    /// returns how many the driver took (fewer when the ring or the pool fills). A frame too
+    /// large for an mbuf ends the burst before it; when it is the first, it is the error.
+    pub fn send_many(&self, frames: &[&[u8]]) -> Result<usize, DpdkError> {
+        let _inside = self.gate.enter().ok_or(DpdkError::Closed)?;
+        let mut mbufs: Vec<Mbuf<'_>> = Vec::with_capacity(frames.len().min(BURST));
+        for frame in frames.iter().take(BURST) {
+            if frame.len() > self.max_frame {
+                if mbufs.is_empty() {
+                    return Err(DpdkError::FrameTooLarge {
+                        len: frame.len(),
+                        max: self.max_frame,
+                    });
+                }
+                break;
+            }
+            let Some(mut mbuf) = self.alloc() else {
+                break;
+            };
+            match mbuf.append(frame.len()) {
+                Some(room) => room.copy_from_slice(frame),
+                None if mbufs.is_empty() => {
+                    return Err(DpdkError::FrameTooLarge {
+                        len: frame.len(),
+                        max: mbuf.tailroom(),
+                    })
+                }
+                None => break,
+            }
+            mbufs.push(mbuf);
+        }
+        if mbufs.is_empty() {
+            self.bump(|c| c.tx_full += 1);
+            return Ok(0);
+        }
+        // tx_burst counts what it sends; the mbufs it leaves are freed on drop.
+        Ok(self.tx_burst(&mut mbufs))
+    }
+
     /// Copies `frame` into an mbuf and sends it. `Ok(false)`: the transmit
     /// ring (or the pool) is full and the frame was not taken.
     pub fn send(&self, frame: &[u8]) -> Result<bool, DpdkError> {

@@ -102,6 +102,14 @@ impl Link for CaptureLink {
         Ok(taken)
     }
 
+    fn send_frames(&mut self, frames: &[&[u8]]) -> Result<usize, LinkError> {
+        let taken = self.inner.send_frames(frames)?;
+        for frame in &frames[..taken] {
+            self.pcap.record(frame);
+        }
+        Ok(taken)
+    }
+
     fn recv_frames(
         &mut self,
         max: usize,

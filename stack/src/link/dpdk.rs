@@ -18,7 +18,7 @@ use super::{Link, LinkError, LinkStatus, MacAddr};
 use crate::config::{DpdkBackend, Hugepages};
 
 /// Bumped whenever [`PortApi`] or [`PortConfigC`] changes.
-pub const PORT_API_ABI_VERSION: u32 = 2;
+pub const PORT_API_ABI_VERSION: u32 = 3;
 
 /// `extern "C" fn() -> *const PortApi`, exported by `libsluice_dpdk.so`.
 pub const PORT_API_SYMBOL: &str = "sluice_dpdk_port_api";
@@ -99,6 +99,14 @@ pub struct PortCounters {
     pub tx_full: u64,
 }
 
+/// One frame to send: `len` bytes at `ptr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FrameRef {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
 /// Called once per received frame; the bytes are valid during the call only.
 pub type FrameCallback = unsafe extern "C" fn(ctx: *mut c_void, frame: *const u8, len: usize);
 
@@ -121,6 +129,16 @@ pub struct PortApi {
         err: *mut c_char,
         err_len: usize,
     ) -> i32,
+    /// Queues frames from the front of `frames[..count]` in one burst: the number taken
+    /// (fewer when the ring or pool fills), or -1 with the reason in `err` when the first
+    /// frame cannot be sent at all.
+    pub send_many: unsafe extern "C" fn(
+        port: *mut c_void,
+        frames: *const FrameRef,
+        count: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i64,
     /// Number of frames handed to `on_frame` (at most `max`), or -1.
     pub recv: unsafe extern "C" fn(
         port: *mut c_void,
@@ -234,6 +252,35 @@ impl Link for DpdkLink {
             1 => Ok(true),
             0 => Ok(false),
             _ => Err(frame_error(frame.len(), error_text(&err))),
+        }
+    }
+
+    fn send_frames(&mut self, frames: &[&[u8]]) -> Result<usize, LinkError> {
+        let refs: Vec<FrameRef> = frames
+            .iter()
+            .map(|f| FrameRef {
+                ptr: f.as_ptr(),
+                len: f.len(),
+            })
+            .collect();
+        let mut err = [0 as c_char; ERROR_LEN];
+        // SAFETY: live handle; `refs` describes `frames`, which outlive the call; `err` is
+        // valid for its length.
+        let n = unsafe {
+            (self.api.send_many)(
+                self.port.as_ptr(),
+                refs.as_ptr(),
+                refs.len(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => Ok(n.min(frames.len())),
+            Err(_) => Err(frame_error(
+                frames.first().map_or(0, |f| f.len()),
+                error_text(&err),
+            )),
         }
     }
 
@@ -573,10 +620,33 @@ mod tests {
             0
         }
 
+        unsafe extern "C" fn send_many(
+            port: *mut c_void,
+            frames: *const FrameRef,
+            count: usize,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> i64 {
+            let mut taken = 0;
+            for i in 0..count {
+                // SAFETY: `frames` has `count` entries per the ABI.
+                let f = unsafe { *frames.add(i) };
+                // SAFETY: forwarded from the caller's contract.
+                match unsafe { send(port, f.ptr, f.len, err, err_len) } {
+                    1 => taken += 1,
+                    0 => break,
+                    _ if taken == 0 => return -1,
+                    _ => break,
+                }
+            }
+            taken
+        }
+
         pub static API: PortApi = PortApi {
             abi_version: PORT_API_ABI_VERSION,
             open,
             send,
+            send_many,
             recv,
             link_status,
             mac,

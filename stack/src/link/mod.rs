@@ -141,6 +141,22 @@ pub trait Link {
     /// is full and the frame was not taken; the caller may retry later.
     fn send_frame(&mut self, frame: &[u8]) -> Result<bool, LinkError>;
 
+    /// Queues frames from the front of `frames`, in order, and returns how many were taken
+    /// (fewer when the ring fills, or before a frame that fails). An error means the first
+    /// frame cannot be sent at all. A link that hands several frames to the device at once
+    /// (one system call per burst for a DPDK af_packet port, not one per frame) overrides it.
+    fn send_frames(&mut self, frames: &[&[u8]]) -> Result<usize, LinkError> {
+        for (taken, frame) in frames.iter().enumerate() {
+            match self.send_frame(frame) {
+                Ok(true) => {}
+                Ok(false) => return Ok(taken),
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => return Ok(taken),
+            }
+        }
+        Ok(frames.len())
+    }
+
     /// Hands up to `max` received frames to `on_frame`, in arrival order, and
     /// returns how many. Only frames for [`Link::mac`], broadcast or
     /// multicast are delivered.
