@@ -175,7 +175,9 @@ fn offloaded_stream_sockets_answer_like_the_kernel() {
         lab_port(0),
     );
     assert!(
-        sluice.logs.contains(&format!("-> offload (bind {H2_DATA}:"))
+        sluice
+            .logs
+            .contains(&format!("-> offload (bind {H2_DATA}:"))
             && sluice.logs.contains(&format!("-> offload (dst {H2_DATA}:")),
         "the probe's sockets were not offloaded:\n{}",
         sluice.logs
