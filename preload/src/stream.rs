@@ -396,7 +396,7 @@ fn no_addr(n: usize) -> Got {
 }
 
 /// The buffers after the first `skip` bytes.
-fn tail_mut<'a, 'b>(bufs: &'a mut [&'b mut [u8]], mut skip: usize) -> Vec<&'a mut [u8]> {
+fn tail_mut<'a>(bufs: &'a mut [&mut [u8]], mut skip: usize) -> Vec<&'a mut [u8]> {
     let mut out = Vec::with_capacity(bufs.len());
     for b in bufs.iter_mut() {
         if skip >= b.len() {

@@ -33,7 +33,7 @@ use crate::link::kernel_udp::KernelCarriers;
 use crate::link::{Link, MacAddr};
 use crate::socket::stream::StreamSocket;
 use crate::socket::udp::{SocketShared, UdpSocket};
-use crate::stream::endpoint::{Outgoing, Streams};
+use crate::stream::endpoint::{Arrival, Outgoing, Streams};
 use crate::udp::SocketId;
 use crate::wire::{
     multicast_mac, EtherType, EthernetHeader, Ipv4Header, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
@@ -741,9 +741,13 @@ impl Stack {
             let got = carriers.recv(RX_BURST);
             let ip = carriers.ip();
             for (local_port, from, data) in &got {
-                streams.input(now, 0, *from, ip, *local_port, data, &mut |o| {
-                    transmit(ports, kernel, now, o)
-                });
+                let at = Arrival {
+                    port: 0,
+                    from: *from,
+                    to: ip,
+                    local_port: *local_port,
+                };
+                streams.input(now, at, data, &mut |o| transmit(ports, kernel, now, o));
             }
             return !got.is_empty();
         }
@@ -756,9 +760,13 @@ impl Stack {
             for (index, id) in ids.iter().enumerate() {
                 while let Ok(Some(d)) = ports[index].iface.sockets_mut().recv(*id) {
                     any = true;
-                    streams.input(now, index, d.from, d.to, local_port, &d.data, &mut |o| {
-                        transmit(ports, kernel, now, o)
-                    });
+                    let at = Arrival {
+                        port: index,
+                        from: d.from,
+                        to: d.to,
+                        local_port,
+                    };
+                    streams.input(now, at, &d.data, &mut |o| transmit(ports, kernel, now, o));
                 }
             }
         }

@@ -235,9 +235,10 @@ fn seeded_sweep_over_an_impaired_wire_delivers_every_byte_exactly_once() {
 #[test]
 fn streams_run_over_kernel_udp_in_mode_udp() {
     let start = |ip: &str| {
-        let mut config = sluice_stack::config::Config::from_vars(
-            [("SLUICE_IFACES".to_string(), "lo=10.77.9.1/24".to_string())].into_iter(),
-        )
+        let mut config = sluice_stack::config::Config::from_vars([(
+            "SLUICE_IFACES".to_string(),
+            "lo=10.77.9.1/24".to_string(),
+        )])
         .unwrap();
         assert_eq!(config.mode, sluice_stack::config::Mode::Udp);
         // The configuration refuses loopback addresses for data ports; the kernel carriers

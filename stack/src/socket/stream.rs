@@ -246,7 +246,7 @@ impl StreamSocket {
             Role::Listener => {
                 let local = inner.local.ok_or(libc::EINVAL)?;
                 let mut engine = self.stack.lock_engine();
-                let config = inner.config.clone();
+                let config = inner.config;
                 return engine.streams.listen(local, backlog, config, self.shared());
             }
             _ => return Err(libc::EINVAL),
@@ -259,7 +259,7 @@ impl StreamSocket {
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
             }
         };
-        let config = inner.config.clone();
+        let config = inner.config;
         engine
             .streams
             .listen(local, backlog, config, self.shared())?;
@@ -289,7 +289,7 @@ impl StreamSocket {
         };
         let shared = Arc::new(StreamShared::default());
         *self.shared.lock().unwrap() = shared.clone();
-        let config = inner.config.clone();
+        let config = inner.config;
         let id = engine
             .streams
             .connect(now, local, peer, port, config, shared, fall_back);
@@ -343,7 +343,7 @@ impl StreamSocket {
             return Err(libc::EINVAL);
         }
         let port = inner.local.map(|l| l.port()).ok_or(libc::EINVAL)?;
-        let config = inner.config.clone();
+        let config = inner.config;
         drop(inner);
         let mut engine = self.stack.lock_engine();
         let (id, local, peer, shared) = engine.streams.accept(port).ok_or(libc::EAGAIN)?;

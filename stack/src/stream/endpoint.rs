@@ -177,6 +177,16 @@ pub enum StreamKey {
     Conn(u32),
 }
 
+/// Where a stream datagram arrived: on data port `port`, from `from`, to our address `to` and
+/// the carrier of `local_port`.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    pub port: usize,
+    pub from: SocketAddrV4,
+    pub to: Ipv4Addr,
+    pub local_port: u16,
+}
+
 /// A datagram the endpoint wants sent: from a carrier, on a data port.
 pub struct Outgoing<'a> {
     pub port: usize,
@@ -421,17 +431,20 @@ impl Streams {
         self.release(e.local.port())
     }
 
-    /// One received datagram on carrier `local_port` of data port `port`.
+    /// One received datagram, where it arrived (`at`).
     pub fn input(
         &mut self,
         now: u64,
-        port: usize,
-        from: SocketAddrV4,
-        to: Ipv4Addr,
-        local_port: u16,
+        at: Arrival,
         datagram: &[u8],
         out: &mut dyn FnMut(Outgoing<'_>),
     ) {
+        let Arrival {
+            port,
+            from,
+            to,
+            local_port,
+        } = at;
         self.counters.datagrams_in += 1;
         let (header, payload) = match wire::parse(datagram) {
             Ok(parsed) => parsed,
@@ -513,7 +526,7 @@ impl Streams {
             return true;
         }
         listener.half_open += 1;
-        let config = listener.config.clone();
+        let config = listener.config;
         let id = self.fresh_id();
         let conn = Connection::accept(config, now, id, random_u32(), header, payload);
         self.by_peer.insert((from, header.src_conn), id);
