@@ -1,0 +1,204 @@
+//! A hostile sender against a live sluice process (docs/security.md): from the kernel-only
+//! host sl-h3, raw IP floods of incomplete fragments, spoofed stream SYNs and datagrams for a
+//! socket that never reads, while a stream connection from sl-h1 keeps echoing. The process's
+//! resident memory stays under a stated bound, the established connection keeps working, and
+//! the stack counts what it refused.
+//!
+//! Needs root; brings the lab up when it is missing; holds /run/sluice-lab/dpdk-p0.lock. Run with
+//! `cargo test --release -p shim-tests --test lab_hostile -- --test-threads=1`.
+
+use shim_tests::lab::{
+    ensure_lab, in_ns, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H2, H2_DATA, H3,
+};
+use shim_tests::{python3, rss_kib};
+use std::time::{Duration, Instant};
+
+/// The bound on the server's growth in resident memory during the floods. The stack's own
+/// bounds add up to less: IP reassembly 4 MiB, a socket's receive queue its SO_RCVBUF, stream
+/// buffers 4 MiB each way per connection, and the half-open connections of a listener (twice the
+/// backlog, at least 128, each a few KiB before data).
+const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
+
+/// `SERVER IP UDP_PORT TCP_PORT`: a UDP socket that never reads, a stream listener with a small
+/// backlog that serves one echo connection; prints "ready" once all are set up.
+const SERVER: &str = r#"
+import socket, sys, threading
+ip, uport, tport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((ip, uport))
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((ip, tport))
+l.listen(8)
+print("ready", flush=True)
+l.settimeout(120)
+c, _ = l.accept()
+while True:
+    d = c.recv(4096)
+    if not d:
+        break
+    c.sendall(d)
+"#;
+
+/// `CLIENT IP TCP_PORT SECONDS`: one echo round trip every 20 ms for SECONDS seconds; prints
+/// "echoes N", and fails on any mismatch or error.
+const CLIENT: &str = r#"
+import socket, sys, time
+ip, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+c = socket.create_connection((ip, port), timeout=10)
+print("connected", flush=True)
+n, end = 0, time.time() + seconds
+while time.time() < end:
+    msg = b"echo %d" % n
+    c.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        got += c.recv(64)
+    assert got == msg, (got, msg)
+    n += 1
+    time.sleep(0.02)
+print("echoes", n, flush=True)
+"#;
+
+/// `FLOOD DST UDP_PORT TCP_PORT COUNT`: COUNT first fragments of never-completed datagrams,
+/// COUNT stream SYNs from spoofed sources in 10.77.0.0/16, COUNT 1000-byte datagrams for the
+/// socket that never reads. Raw IP; every address inside the lab's 10.77.0.0/16.
+const FLOOD: &str = r#"
+import random, socket, struct, sys, time
+dst, uport, tport, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+rnd = random.Random(5)
+def ip(src, proto, payload, ident, frag=0):
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, 64, proto, 0,
+        socket.inet_aton(src), socket.inet_aton(dst)) + payload
+def spoofed():
+    return "10.77.%d.%d" % (rnd.randrange(4, 250), rnd.randrange(1, 255))
+sent = 0
+for i in range(count):
+    # A first fragment (MF set, offset 0) whose rest never comes.
+    s.sendto(ip(spoofed(), 17, bytes(1400), rnd.getrandbits(16), 0x2000), (dst, 0))
+    # A stream SYN from a spoofed address: type 1, no ids, an MSS option.
+    syn = struct.pack("!HBBBBHIIIIIIIHH", 0x51CE, 1, 1, 0, 0, 4, rnd.getrandbits(32) or 1, 0,
+        rnd.getrandbits(32), 0, 1 << 20, 0, 0, 0, 0) + bytes([1, 2, 5, 120])
+    s.sendto(ip(spoofed(), 17, struct.pack("!HHHH", rnd.randrange(1024, 65535), tport, 8 + len(syn), 0) + syn, i & 0xffff), (dst, 0))
+    # A datagram for the socket that never reads.
+    s.sendto(ip("10.77.2.3", 17, struct.pack("!HHHH", 40000, uport, 1008, 0) + bytes(1000), i & 0xffff), (dst, 0))
+    sent += 3
+    if i % 500 == 499:
+        time.sleep(0.01)
+print("flooded", sent, flush=True)
+"#;
+
+fn wait_printed(proc: &mut LabProcess, what: &str) {
+    let start = Instant::now();
+    while !proc.stdout().contains(what) {
+        proc.assert_running();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {what:?}.\n{}",
+            proc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `streams` and port counters of a live process's sluice-stat snapshot, by name (summed
+/// over ports).
+fn snapshot_counters(pid: u32) -> std::collections::HashMap<String, u64> {
+    let text = std::fs::read_to_string(format!("/dev/shm/sluice/{pid}.stat")).unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("streams ") || l.starts_with("port "))
+    {
+        for (k, v) in line.split_whitespace().filter_map(|w| w.split_once('=')) {
+            if let Ok(v) = v.parse::<u64>() {
+                *out.entry(k.to_string()).or_insert(0) += v;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn floods_from_a_hostile_host_stay_within_memory_bounds() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let python = python3().display().to_string();
+    let (uport, tport) = (lab_port(0), lab_port(1));
+    let cmd = in_ns(
+        H2,
+        Some(1),
+        &Stack::dpdk(H2_DATA),
+        &python,
+        &[
+            "-c",
+            SERVER,
+            H2_DATA,
+            &uport.to_string(),
+            &tport.to_string(),
+        ],
+    );
+    let mut server = LabProcess::start("server under floods", cmd);
+    wait_printed(&mut server, "ready");
+    let cmd = in_ns(
+        H1,
+        Some(0),
+        &Stack::dpdk(H1_DATA),
+        &python,
+        &["-c", CLIENT, H2_DATA, &tport.to_string(), "8"],
+    );
+    let mut client = LabProcess::start("echo client", cmd);
+    wait_printed(&mut client, "connected");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(server.pid());
+    let cmd = in_ns(
+        H3,
+        None,
+        &Stack::Kernel,
+        &python,
+        &[
+            "-c",
+            FLOOD,
+            H2_DATA,
+            &uport.to_string(),
+            &tport.to_string(),
+            "20000",
+        ],
+    );
+    let flood_start = Instant::now();
+    let mut flood = LabProcess::start("hostile flood", cmd);
+    let status = flood.wait(Duration::from_secs(30));
+    assert!(status.success(), "the flood failed.\n{}", flood.logs());
+    let flood_took = flood_start.elapsed();
+    std::thread::sleep(Duration::from_millis(600));
+    // The echo client runs 8 s: the server is still serving it.
+    server.assert_running();
+    let after = rss_kib(server.pid());
+    let counters = snapshot_counters(server.pid());
+    let status = client.wait(Duration::from_secs(60));
+    assert!(
+        status.success() && client.stdout().contains("echoes"),
+        "the established connection failed during the floods.\n{}\n{}",
+        client.logs(),
+        server.logs()
+    );
+    server.assert_running();
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "hostile floods (60000 packets in {flood_took:.1?}): server RSS {before} KiB -> {after} KiB (+{growth} KiB); \
+         syn_dropped {:?}, rx_drops {:?}, socket_queue_drops {:?}; {}",
+        counters.get("syn_dropped"),
+        counters.get("rx_drops"),
+        counters.get("socket_queue_drops"),
+        client.stdout().trim()
+    );
+    assert!(
+        growth < RSS_GROWTH_BOUND_KIB,
+        "resident memory grew by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)"
+    );
+    assert!(
+        counters.get("syn_dropped").copied().unwrap_or(0) > 0,
+        "the listener's half-open bound was never reached: {counters:?}"
+    );
+}
