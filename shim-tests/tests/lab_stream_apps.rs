@@ -263,42 +263,9 @@ fn sockperf() -> String {
 fn sockperf_tcp_ping_pong_sluice_to_sluice() {
     ensure_lab();
     let _p0 = lock_p0();
-    let port = lab_port(3).to_string();
-    let cmd = in_ns(
-        H2,
-        Some(1),
-        &Stack::dpdk(H2_DATA),
-        &sockperf(),
-        &["server", "--tcp", "-i", H2_DATA, "-p", &port],
-    );
-    let mut server = LabProcess::start("sockperf TCP server", cmd);
-    wait_stack_answers(&mut server, H2_DATA, READY);
-    let cmd = in_ns(
-        H1,
-        Some(0),
-        &Stack::dpdk(H1_DATA),
-        &sockperf(),
-        &[
-            "ping-pong",
-            "--tcp",
-            "-i",
-            H2_DATA,
-            "-p",
-            &port,
-            "-t",
-            "3",
-            "-m",
-            "64",
-        ],
-    );
-    let mut client = LabProcess::start("sockperf TCP ping-pong", cmd);
-    let status = client.wait(RUN);
-    let text = format!("{}\n{}", client.stdout(), client.stderr());
-    assert!(
-        status.success(),
-        "sockperf failed ({status}).\n{}",
-        client.logs()
-    );
+    let port = lab_port(3);
+    let server = sockperf_tcp_server(port);
+    let text = sockperf_tcp_client("ping-pong", port, "64", &server);
     let latency = number_after(&text, "Summary: Latency is")
         .unwrap_or_else(|| panic!("no latency summary.\n{}\n{}", text, server.logs()));
     assert!(latency > 0.0, "{text}");
@@ -308,6 +275,70 @@ fn sockperf_tcp_ping_pong_sluice_to_sluice() {
     let received = number_after(valid, "ReceivedMessages=").unwrap_or(0.0);
     assert!(received > 1000.0, "few round trips: {received}.\n{text}");
     eprintln!("sluice <-> sluice stream ping-pong 64 B: latency {latency} us, {received} messages");
+}
+
+#[test]
+fn sockperf_tcp_throughput_sluice_to_sluice() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    let port = lab_port(3);
+    let mut server = sockperf_tcp_server(port);
+    let text = sockperf_tcp_client("throughput", port, "1024", &server);
+    let sent = number_after(&text, "Total of")
+        .unwrap_or_else(|| panic!("no sent total from the client.\n{text}"));
+    assert!(sent > 1000.0, "few messages sent: {sent}.\n{text}");
+    // On a stream nothing may be lost: the server counts every message the client sent.
+    server.interrupt(Duration::from_secs(5), &["messages received"]);
+    let server_text = format!("{}\n{}", server.stdout(), server.stderr());
+    let received = number_after(&server_text, "Total")
+        .filter(|_| server_text.contains("messages received"))
+        .unwrap_or_else(|| panic!("the server printed no received total.\n{}", server.logs()));
+    assert!(
+        received >= sent,
+        "the server received {received} of {sent} messages.\n{text}\n{server_text}"
+    );
+    let rate = number_after(&text, "Summary: Message Rate is").unwrap_or(0.0);
+    eprintln!("sluice <-> sluice stream throughput 1024 B: {rate} msg/s sent, {received} received");
+}
+
+/// A sockperf TCP server on sl-h2's data IP under sluice, reachable.
+fn sockperf_tcp_server(port: u16) -> LabProcess {
+    let port = port.to_string();
+    let cmd = in_ns(
+        H2,
+        Some(1),
+        &Stack::dpdk(H2_DATA),
+        &sockperf(),
+        &["server", "--tcp", "-i", H2_DATA, "-p", &port],
+    );
+    let mut server = LabProcess::start("sockperf TCP server", cmd);
+    wait_stack_answers(&mut server, H2_DATA, READY);
+    server
+}
+
+/// Runs a sockperf TCP client (`mode`: ping-pong or throughput) for 3 s from sl-h1 under
+/// sluice; returns its output once it succeeded.
+fn sockperf_tcp_client(mode: &str, port: u16, size: &str, server: &LabProcess) -> String {
+    let port = port.to_string();
+    let cmd = in_ns(
+        H1,
+        Some(0),
+        &Stack::dpdk(H1_DATA),
+        &sockperf(),
+        &[
+            mode, "--tcp", "-i", H2_DATA, "-p", &port, "-t", "3", "-m", size,
+        ],
+    );
+    let mut client = LabProcess::start(&format!("sockperf TCP {mode}"), cmd);
+    let status = client.wait(RUN);
+    let text = format!("{}\n{}", client.stdout(), client.stderr());
+    assert!(
+        status.success() && !text.contains("ERROR"),
+        "sockperf {mode} failed ({status}).\n{}\n{}",
+        client.logs(),
+        server.logs()
+    );
+    text
 }
 
 fn iperf3() -> String {
