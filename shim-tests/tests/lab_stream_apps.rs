@@ -643,3 +643,75 @@ fn forged_segments_from_an_off_path_host_are_dropped_and_counted() {
     );
     eprintln!("forged segments: {strays} counted as strays by the server; the echo was intact");
 }
+
+/// `ASYNCIO ROLE SELECTOR IP PORT`: an asyncio echo server (ROLE=server) or a client that
+/// makes 3 connections and 100 round trips on each (ROLE=client), on an event loop with the
+/// given selector (epoll, poll or select).
+const ASYNCIO: &str = r#"
+import asyncio, selectors, sys
+role, kind, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+selector = {"epoll": selectors.EpollSelector, "poll": selectors.PollSelector,
+            "select": selectors.SelectSelector}[kind]()
+async def handle(reader, writer):
+    while data := await reader.read(4096):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+async def server():
+    srv = await asyncio.start_server(handle, ip, port)
+    print("listening", flush=True)
+    async with srv:
+        await asyncio.sleep(60)
+async def one(i):
+    reader, writer = await asyncio.open_connection(ip, port)
+    for n in range(100):
+        msg = b"conn %d message %d\n" % (i, n)
+        writer.write(msg)
+        await writer.drain()
+        assert await reader.readexactly(len(msg)) == msg
+    writer.close()
+    await writer.wait_closed()
+async def client():
+    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(3))), 30)
+    print("echoed 300 over 3 connections", flush=True)
+loop = asyncio.SelectorEventLoop(selector)
+loop.run_until_complete(server() if role == "server" else client())
+"#;
+
+#[test]
+fn asyncio_streams_work_offloaded_with_each_selector() {
+    ensure_lab();
+    let _p0 = lock_p0();
+    for (i, kind) in ["epoll", "poll", "select"].into_iter().enumerate() {
+        let port = lab_port(i as u16).to_string();
+        let cmd = in_ns(
+            H2,
+            Some(1),
+            &Stack::dpdk(H2_DATA),
+            &python(),
+            &["-c", ASYNCIO, "server", kind, H2_DATA, &port],
+        );
+        let mut server = LabProcess::start(&format!("asyncio server ({kind})"), cmd);
+        wait_printed(&mut server, "listening", READY);
+        let cmd = in_ns(
+            H1,
+            Some(0),
+            &Stack::dpdk(H1_DATA),
+            &python(),
+            &["-c", ASYNCIO, "client", kind, H2_DATA, &port],
+        );
+        let mut client = LabProcess::start(&format!("asyncio client ({kind})"), cmd);
+        let status = client.wait(RUN);
+        assert!(
+            status.success() && client.stdout().contains("echoed 300"),
+            "asyncio over streams with the {kind} selector failed ({status}).\n{}\n{}",
+            client.logs(),
+            server.logs()
+        );
+        assert!(
+            server.maps(DPDK_LIB),
+            "the server is not offloaded.\n{}",
+            server.logs()
+        );
+    }
+}
