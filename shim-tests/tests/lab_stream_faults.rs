@@ -38,6 +38,12 @@ while True:
     h.update(d)
     n += len(d)
 print("got", h.hexdigest(), n, flush=True)
+# This end's counters of the connection (sluice-stat's snapshot, refreshed every 250 ms).
+import os, time
+time.sleep(0.6)
+for line in open("/dev/shm/sluice/%d.stat" % os.getpid()):
+    if line.startswith("stream "):
+        print(line.strip(), flush=True)
 c.sendall(b"done")
 c.close()
 "#;
@@ -104,15 +110,23 @@ fn transfer_under(kind: &str, permille: &str, offset: u16) -> Duration {
     ensure_lab();
     let _p0 = lock_p0();
     let _faults = Faults::apply(&["h1p0", "h2p0"], kind, permille);
+    transfer(kind, permille, offset, None)
+}
+
+/// One transfer from sl-h1 to sl-h2, both stacks with `link_faults` (SLUICE_FAULTS) if given.
+fn transfer(kind: &str, permille: &str, offset: u16, link_faults: Option<&str>) -> Duration {
     let python = python3().display().to_string();
     let port = lab_port(offset).to_string();
-    let cmd = in_ns(
+    let mut cmd = in_ns(
         H2,
         Some(1),
         &Stack::dpdk(H2_DATA),
         &python,
         &["-c", SINK, H2_DATA, &port],
     );
+    if let Some(f) = link_faults {
+        cmd.env("SLUICE_FAULTS", f);
+    }
     let mut sink = LabProcess::start("stream sink", cmd);
     let start = Instant::now();
     while !sink.stdout().contains("listening") {
@@ -124,13 +138,16 @@ fn transfer_under(kind: &str, permille: &str, offset: u16) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cmd = in_ns(
+    let mut cmd = in_ns(
         H1,
         Some(0),
         &Stack::dpdk(H1_DATA),
         &python,
         &["-c", SOURCE, H2_DATA, &port, &BYTES.to_string()],
     );
+    if let Some(f) = link_faults {
+        cmd.env("SLUICE_FAULTS", f);
+    }
     let start = Instant::now();
     let mut source = LabProcess::start("stream source", cmd);
     let status = source.wait(LIMIT);
@@ -161,6 +178,21 @@ fn transfer_under(kind: &str, permille: &str, offset: u16) -> Duration {
             .sum()
     };
     let (retransmits, dups) = (counter("retransmits"), counter("dup_segments"));
+    if kind == "reorder" {
+        let sink_stats = sink.stdout();
+        let out_of_order: u64 = sink_stats
+            .lines()
+            .filter(|l| l.starts_with("stream "))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| w.strip_prefix("out_of_order="))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        assert!(
+            out_of_order > 0,
+            "the sink saw no segment out of order: were the faults applied?\n{sink_stats}"
+        );
+        eprintln!("  sink: {out_of_order} segments arrived out of order");
+    }
     if kind == "loss" || kind == "corrupt" {
         assert!(
             retransmits > 0,
@@ -192,4 +224,13 @@ fn a_large_transfer_survives_one_percent_duplication() {
 fn a_large_transfer_survives_corruption() {
     // 0.1%: the receiver's UDP checksum drops the damaged datagrams; the protocol resends them.
     transfer_under("corrupt", "1", 3);
+}
+
+#[test]
+fn a_large_transfer_survives_reordering_and_delay_at_the_link() {
+    // The switch cannot reorder or delay: both stacks' ports do it themselves (SLUICE_FAULTS),
+    // 2% of frames held behind the next one, every frame 300 us late.
+    ensure_lab();
+    let _p0 = lock_p0();
+    transfer("reorder", "20", 4, Some("reorder=20,delay_us=300,seed=7"));
 }

@@ -26,6 +26,7 @@ pub const PROFILE: &str = "SLUICE_PROFILE";
 pub const DPDK_LIB: &str = "SLUICE_DPDK_LIB";
 pub const PCAP: &str = "SLUICE_PCAP";
 pub const STREAM_FALLBACK_MS: &str = "SLUICE_STREAM_FALLBACK_MS";
+pub const FAULTS: &str = "SLUICE_FAULTS";
 /// Read by the launcher only (where libsluice.so is); accepted and ignored here.
 pub const LIB: &str = "SLUICE_LIB";
 
@@ -49,6 +50,7 @@ pub const VARIABLES: &[&str] = &[
     DPDK_LIB,
     PCAP,
     STREAM_FALLBACK_MS,
+    FAULTS,
     LIB,
 ];
 
@@ -372,6 +374,8 @@ pub struct Config {
     /// `SLUICE_STREAM_FALLBACK_MS`: how long a stream connect waits for an answer in sluice's
     /// protocol before it goes through the kernel's TCP.
     pub stream_fallback_ms: u32,
+    /// `SLUICE_FAULTS`: delay and reorder what the data ports send (testing only).
+    pub faults: Option<crate::link::faults::FaultConfig>,
 }
 
 impl Default for Config {
@@ -391,6 +395,7 @@ impl Default for Config {
             dpdk_lib: None,
             pcap: None,
             stream_fallback_ms: DEFAULT_STREAM_FALLBACK_MS,
+            faults: None,
         }
     }
 }
@@ -541,6 +546,11 @@ impl Config {
                     ))
                 }
             };
+        }
+
+        if let Some(v) = get(FAULTS) {
+            let faults = crate::link::faults::FaultConfig::parse(v).map_err(|e| fail(FAULTS, e))?;
+            config.faults = Some(faults);
         }
 
         if let Some(v) = get(LOG) {

@@ -29,6 +29,7 @@ use crate::config::{Config, Mode};
 use crate::iface::{Event, Interface, InterfaceConfig};
 use crate::link::capture::{CaptureLink, Pcap};
 use crate::link::dpdk::{DpdkLink, PortConfig};
+use crate::link::faults::FaultLink;
 use crate::link::kernel_udp::KernelCarriers;
 use crate::link::{Link, MacAddr};
 use crate::socket::stream::StreamSocket;
@@ -366,6 +367,16 @@ impl Stack {
                     let link: Box<dyn Link + Send> = match &pcap {
                         Some(pcap) => Box::new(CaptureLink::new(Box::new(link), pcap.clone())),
                         None => Box::new(link),
+                    };
+                    // Outermost: the capture records frames as they leave, after the faults.
+                    let link: Box<dyn Link + Send> = match config.faults {
+                        Some(faults) => {
+                            log::warn!(
+                                "sluice stack: SLUICE_FAULTS: port {i} delays and reorders what it sends ({faults:?})"
+                            );
+                            Box::new(FaultLink::new(link, faults))
+                        }
+                        None => link,
                     };
                     ports.push((link, iface_config));
                 }

@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod dpdk;
+pub mod faults;
 pub mod kernel_udp;
 pub mod memory;
 
