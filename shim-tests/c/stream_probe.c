@@ -18,7 +18,14 @@
  * "same bytes". Whatever depends on the peer's packets having arrived waits
  * for that condition first (poll until the bit, FIONREAD until the count).
  *
- * alarm(30) in each process: a hang ends with "== timeout ==" and exit 3.
+ * Then the issue-5 steps (N to R, before the server closes its listener): SIGALRM 50 ms into
+ * blocking calls (accept, recv, connect to a full accept queue, poll, select, epoll_wait; with
+ * and without SA_RESTART; recv and accept with SO_RCVTIMEO), readiness over a pipe, an
+ * eventfd and streams together, the dup family, fork, and 8 threads with 200 requests each.
+ * Nothing timed is printed: "returned 0 after >= 90 ms: yes", never a duration.
+ *
+ * alarm(60) in each process: a hang ends with "== timeout ==" and exit 3. The signal steps
+ * borrow ITIMER_REAL (alarm's timer) for one call each, then re-arm the guard.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,15 +34,21 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/select.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -326,6 +339,9 @@ static void on_alarm(int sig)
         _exit(4);
     _exit(3);
 }
+
+static void server_more(int l);
+static void client_more(void);
 
 /* ---- the server -------------------------------------------------------- */
 
@@ -643,6 +659,7 @@ static void server(void)
     expect_eof("ctl EOF", ctl);
     close(ctl);
 
+    server_more(l);
     show("close listener", close(l));
     out("== end ==");
 }
@@ -920,7 +937,765 @@ static void client(void)
     show("close", close(c));
     show("close ctl", close(ctl));
 
+    client_more();
     out("== end ==");
+}
+
+/* ---- issue 5: signals, mixed readiness sets, dup, fork, threads --------- */
+
+/*
+ * Signals. SIGALRM is also the hang guard: setitimer's 50 ms shot takes over ITIMER_REAL
+ * (alarm's timer) for one blocking call, then guard() re-arms alarm with what is left of the
+ * process's 60 s. Each interrupted call is bounded anyway: the peer always acts ~300 ms later
+ * (a connection, a byte), so a call that is not interrupted returns then instead of hanging.
+ */
+static volatile sig_atomic_t ticks;
+static long guard_end;
+
+static void on_tick(int sig)
+{
+    (void)sig;
+    ticks++;
+}
+
+/* The hang guard: on_alarm for SIGALRM, alarm() with the rest of the process's time. */
+static void guard(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    long left = (guard_end - now_ms() + 999) / 1000;
+    alarm(left > 0 ? (unsigned)left : 1);
+}
+
+/* on_tick for SIGALRM, with or without SA_RESTART, and one SIGALRM in 50 ms. */
+static void arm_tick(int restart)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_tick;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    ticks = 0;
+    struct itimerval t;
+    memset(&t, 0, sizeof t);
+    t.it_value.tv_usec = 50000;
+    setitimer(ITIMER_REAL, &t, NULL);
+}
+
+static void unarm_tick(void)
+{
+    struct itimerval z;
+    memset(&z, 0, sizeof z);
+    setitimer(ITIMER_REAL, &z, NULL);
+    guard();
+}
+
+static void tick_report(const char *label, long r, int e, int is_fd)
+{
+    if (r < 0)
+        out("%s = %ld %s; handler ran %d time(s)", label, r, ename(e), (int)ticks);
+    else if (is_fd)
+        out("%s = fd; handler ran %d time(s)", label, (int)ticks);
+    else
+        out("%s = %ld; handler ran %d time(s)", label, r, (int)ticks);
+}
+
+/* `call` with a SIGALRM 50 ms into it; prints its result, errno and the handler's runs. */
+#define INTERRUPTED(label, restart, is_fd, call)                                                 \
+    ({                                                                                           \
+        arm_tick(restart);                                                                       \
+        long r_ = (long)(call);                                                                  \
+        int e_ = errno;                                                                          \
+        unarm_tick();                                                                            \
+        tick_report(label, r_, e_, is_fd);                                                       \
+        r_;                                                                                      \
+    })
+
+/* One byte that is coming (or not): waits WAIT_MS at most for POLLIN, never blocks in recv. */
+static void hear_within(const char *label, int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char c = 0;
+    poll(&p, 1, WAIT_MS);
+    long r = recv(fd, &c, 1, MSG_DONTWAIT);
+    if (r == 1)
+        out("%s = 1 '%c'", label, c);
+    else
+        show(label, r);
+}
+
+/* A pending connection if one comes within WAIT_MS (else -1, printed): never blocks forever. */
+static int accept_late(const char *label, int l)
+{
+    struct pollfd p = {.fd = l, .events = POLLIN};
+    if (poll(&p, 1, WAIT_MS) <= 0) {
+        out("%s: none pending", label);
+        return -1;
+    }
+    return show_fd(label, accept(l, NULL, NULL));
+}
+
+/* Asks the peer's serve_late() for one byte in ~300 ms ("w"), silently. */
+static void ask_late(int fd)
+{
+    if (send(fd, "w", 1, 0) != 1)
+        out("send w: %s", ename(errno));
+}
+
+/* The peer's side of ask_late: a byte 'z' 300 ms after each 'w', until another byte. */
+static void serve_late(const char *label, int fd)
+{
+    int n = 0;
+    char c = 0;
+    long r;
+    while ((r = recv(fd, &c, 1, 0)) == 1 && c == 'w') {
+        sleep_ms(300);
+        if (send(fd, "z", 1, 0) != 1)
+            break;
+        n++;
+    }
+    if (r == 1)
+        out("%s: %d late bytes sent, ended by '%c'", label, n, c);
+    else
+        show(label, r);
+}
+
+/* A write of 8 bytes (an eventfd's counter, or bytes into a pipe) after ms, on a thread. */
+struct later {
+    int fd, ms;
+    pthread_t thread;
+};
+
+static void *write_later_thread(void *arg)
+{
+    struct later *w = arg;
+    uint64_t one = 1;
+    sleep_ms(w->ms);
+    if (write(w->fd, &one, sizeof one) != sizeof one)
+        out("write later: %s", ename(errno));
+    return NULL;
+}
+
+static void write_later(struct later *w, int fd, int ms)
+{
+    w->fd = fd;
+    w->ms = ms;
+    if (pthread_create(&w->thread, NULL, write_later_thread, w) != 0) {
+        out("pthread_create failed");
+        exit(1);
+    }
+}
+
+static void poke(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) != sizeof one)
+        out("write: %s", ename(errno));
+}
+
+static void drain(int fd)
+{
+    char b[64];
+    if (read(fd, b, sizeof b) < 0)
+        out("read: %s", ename(errno));
+}
+
+static const char *mixed_names[4] = {"pipe", "eventfd", "stream1", "stream2"};
+
+/* poll over the mixed set, every member's revents by name; a timeout's duration as yes/no. */
+static void mixed_poll(const char *label, struct pollfd *p, int timeout)
+{
+    char line[512], names[128];
+    for (int i = 0; i < 4; i++)
+        p[i].revents = 0;
+    long t0 = now_ms();
+    int r = poll(p, 4, timeout);
+    long took = now_ms() - t0;
+    if (r < 0) {
+        show(label, r);
+        return;
+    }
+    int used = snprintf(line, sizeof line, "%s = %d:", label, r);
+    for (int i = 0; i < 4; i++)
+        used += snprintf(line + used, sizeof line - (size_t)used, "%s %s %s", i ? "," : "",
+                         mixed_names[i], event_names((unsigned)p[i].revents, 0, names, sizeof names));
+    out("%s", line);
+    if (r == 0 && timeout > 0)
+        out("  returned 0 after >= %d ms: %s; before 2000 ms: %s", timeout - 10,
+            took >= timeout - 10 ? "yes" : "no", took < 2000 ? "yes" : "no");
+}
+
+/* select for reading over the mixed set: the members reported, by name. */
+static void mixed_select(const char *label, const int *fds, long timeout_ms)
+{
+    char line[512];
+    fd_set rd;
+    FD_ZERO(&rd);
+    int top = 0;
+    for (int i = 0; i < 4; i++) {
+        FD_SET(fds[i], &rd);
+        if (fds[i] > top)
+            top = fds[i];
+    }
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    long t0 = now_ms();
+    int r = select(top + 1, &rd, NULL, NULL, &tv);
+    long took = now_ms() - t0;
+    if (r < 0) {
+        show(label, r);
+        return;
+    }
+    int used = snprintf(line, sizeof line, "%s = %d:", label, r), any = 0;
+    for (int i = 0; i < 4; i++)
+        if (FD_ISSET(fds[i], &rd)) {
+            used += snprintf(line + used, sizeof line - (size_t)used, "%s %s", any ? "," : "",
+                             mixed_names[i]);
+            any = 1;
+        }
+    if (!any)
+        snprintf(line + used, sizeof line - (size_t)used, " none");
+    out("%s", line);
+    long left = tv.tv_sec * 1000000L + tv.tv_usec;
+    if (r == 0 && timeout_ms > 0) {
+        out("  returned 0 after >= %ld ms: %s; before 2000 ms: %s", timeout_ms - 10,
+            took >= timeout_ms - 10 ? "yes" : "no", took < 2000 ? "yes" : "no");
+        out("  timeval left %ld.%06ld", (long)tv.tv_sec, (long)tv.tv_usec);
+    } else if (timeout_ms > 0) {
+        out("  timeval left more than 0 and less than the timeout: %s",
+            left > 0 && left < timeout_ms * 1000L ? "yes" : "no");
+    }
+}
+
+/* epoll_wait over the mixed set (data: the member's index); events sorted by member. */
+static void mixed_epoll(const char *label, int ep, int timeout)
+{
+    char line[512], names[128];
+    struct epoll_event got[8];
+    memset(got, 0, sizeof got);
+    long t0 = now_ms();
+    int r = epoll_wait(ep, got, 8, timeout);
+    long took = now_ms() - t0;
+    if (r < 0) {
+        show(label, r);
+        return;
+    }
+    int used = snprintf(line, sizeof line, "%s = %d:", label, r), any = 0;
+    for (unsigned m = 0; m < 4; m++)
+        for (int i = 0; i < r; i++)
+            if (got[i].data.u32 == m) {
+                used += snprintf(line + used, sizeof line - (size_t)used, "%s %s %s",
+                                 any ? "," : "", mixed_names[m],
+                                 event_names(got[i].events, 1, names, sizeof names));
+                any = 1;
+            }
+    for (int i = 0; i < r; i++)
+        if (got[i].data.u32 >= 4)
+            used += snprintf(line + used, sizeof line - (size_t)used, " unknown data %u",
+                             got[i].data.u32);
+    if (!any && r == 0)
+        snprintf(line + used, sizeof line - (size_t)used, " none");
+    out("%s", line);
+    if (r == 0 && timeout > 0)
+        out("  returned 0 after >= %d ms: %s; before 2000 ms: %s", timeout - 10,
+            took >= timeout - 10 ? "yes" : "no", took < 2000 ? "yes" : "no");
+}
+
+/* Threads: each request is a header and a body the server checks and answers with its own. */
+#define THREADS 8
+#define REQUESTS 200
+
+struct header {
+    uint32_t id;
+    uint16_t seq, len;
+};
+
+struct worker {
+    int fd, id;
+    int done;    /* requests answered and checked */
+    int bad;     /* the first failure, a short code (0: none) */
+    pthread_t thread;
+};
+
+static int body_len(int id, int seq)
+{
+    return 1 + (seq * 37 + id * 11) % 700;
+}
+
+static void *client_worker(void *arg)
+{
+    struct worker *w = arg;
+    char req[8 + 700], rep[700];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = addr(peer_ip, port);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        w->bad = 1;
+        return NULL;
+    }
+    for (int m = 0; m < REQUESTS; m++) {
+        struct header h = {.id = (uint32_t)w->id, .seq = (uint16_t)m,
+                           .len = (uint16_t)body_len(w->id, m)}, back;
+        memcpy(req, &h, sizeof h);
+        fill(req + 8, h.len, w->id * 1000 + m);
+        if (send(fd, req, 8 + (size_t)h.len, 0) != 8 + (long)h.len) {
+            w->bad = 2;
+            break;
+        }
+        if (recv(fd, &back, sizeof back, MSG_WAITALL) != (long)sizeof back ||
+            memcmp(&back, &h, sizeof h) != 0) {
+            w->bad = 3;
+            break;
+        }
+        if (recv(fd, rep, h.len, MSG_WAITALL) != (long)h.len ||
+            !same(rep, h.len, w->id * 1000 + m + 7)) {
+            w->bad = 4;
+            break;
+        }
+        w->done++;
+    }
+    if (close(fd) < 0)
+        w->bad = 5;
+    return NULL;
+}
+
+static void *server_worker(void *arg)
+{
+    struct worker *w = arg;
+    char body[700], rep[8 + 700];
+    struct header h;
+    long r;
+    while ((r = recv(w->fd, &h, sizeof h, MSG_WAITALL)) == (long)sizeof h) {
+        if (h.len == 0 || h.len > 700 || h.seq != w->done || h.len != body_len((int)h.id, h.seq)) {
+            w->bad = 1;
+            break;
+        }
+        if (recv(w->fd, body, h.len, MSG_WAITALL) != (long)h.len ||
+            !same(body, h.len, (int)h.id * 1000 + h.seq)) {
+            w->bad = 2;
+            break;
+        }
+        memcpy(rep, &h, sizeof h);
+        fill(rep + 8, h.len, (int)h.id * 1000 + h.seq + 7);
+        if (send(w->fd, rep, 8 + (size_t)h.len, 0) != 8 + (long)h.len) {
+            w->bad = 3;
+            break;
+        }
+        w->done++;
+    }
+    if (r != 0 && !w->bad)
+        w->bad = 4;
+    close(w->fd);
+    return NULL;
+}
+
+static void server_more(int l)
+{
+    char buf[256];
+    struct timeval tv2 = {.tv_sec = 2}, tv0 = {.tv_sec = 0};
+
+    out("== N: signals (SIGALRM 50 ms into a blocking call) ==");
+    int ctl = show_fd("accept ctl", accept(l, NULL, NULL));
+    out("-- accept --");
+    tell("send go on ctl", ctl, 'a');
+    long r = INTERRUPTED("accept, handler without SA_RESTART", 0, 1, accept(l, NULL, NULL));
+    int s1 = r >= 0 ? (int)r : accept_late("accept the late connection", l);
+    tell("send go on ctl", ctl, 'a');
+    r = INTERRUPTED("accept, handler with SA_RESTART", 1, 1, accept(l, NULL, NULL));
+    int s2 = r >= 0 ? (int)r : accept_late("  (resync: accept the late connection)", l);
+    if (s1 < 0 || s2 < 0) {
+        out("no connections to go on with");
+        exit(1);
+    }
+    show("SO_RCVTIMEO 2 s on the listener",
+         setsockopt(l, SOL_SOCKET, SO_RCVTIMEO, &tv2, sizeof tv2));
+    tell("send go on ctl", ctl, 'a');
+    r = INTERRUPTED("accept with SO_RCVTIMEO, handler with SA_RESTART", 1, 1,
+                    accept(l, NULL, NULL));
+    show("SO_RCVTIMEO 0 on the listener", setsockopt(l, SOL_SOCKET, SO_RCVTIMEO, &tv0, sizeof tv0));
+    int s3 = r >= 0 ? (int)r : accept_late("accept the late connection", l);
+    show("close it", close(s3));
+
+    out("-- recv --");
+    ask_late(s1);
+    INTERRUPTED("recv, handler without SA_RESTART", 0, 0, recv(s1, buf, 1, 0));
+    hear_within("recv the late byte", s1);
+    ask_late(s1);
+    buf[0] = '?';
+    r = INTERRUPTED("recv, handler with SA_RESTART", 1, 0, recv(s1, buf, 1, 0));
+    out("  byte '%c'", r == 1 ? buf[0] : '?');
+    if (r != 1)
+        hear_within("  (resync: recv the late byte)", s1);
+    show("SO_RCVTIMEO 2 s", setsockopt(s1, SOL_SOCKET, SO_RCVTIMEO, &tv2, sizeof tv2));
+    ask_late(s1);
+    INTERRUPTED("recv with SO_RCVTIMEO, handler with SA_RESTART", 1, 0, recv(s1, buf, 1, 0));
+    show("SO_RCVTIMEO 0", setsockopt(s1, SOL_SOCKET, SO_RCVTIMEO, &tv0, sizeof tv0));
+    hear_within("recv the late byte", s1);
+
+    out("-- poll, select, epoll_wait (never restarted) --");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 1}, got[2];
+    show("epoll_ctl ADD EPOLLIN", epoll_ctl(ep, EPOLL_CTL_ADD, s1, &ev));
+    for (int restart = 0; restart < 2; restart++) {
+        struct pollfd p = {.fd = s1, .events = POLLIN};
+        ask_late(s1);
+        INTERRUPTED(restart ? "poll -1, handler with SA_RESTART"
+                            : "poll -1, handler without SA_RESTART",
+                    restart, 0, poll(&p, 1, -1));
+        hear_within("recv the late byte", s1);
+        fd_set rd;
+        FD_ZERO(&rd);
+        FD_SET(s1, &rd);
+        ask_late(s1);
+        INTERRUPTED(restart ? "select NULL, handler with SA_RESTART"
+                            : "select NULL, handler without SA_RESTART",
+                    restart, 0, select(s1 + 1, &rd, NULL, NULL, NULL));
+        hear_within("recv the late byte", s1);
+        ask_late(s1);
+        INTERRUPTED(restart ? "epoll_wait -1, handler with SA_RESTART"
+                            : "epoll_wait -1, handler without SA_RESTART",
+                    restart, 0, epoll_wait(ep, got, 2, -1));
+        hear_within("recv the late byte", s1);
+    }
+    close(ep);
+    tell("send end of the late bytes", s1, 'n');
+
+    out("-- connect (client) to a full accept queue --");
+    int l0 = listener(port2, 0);
+    tell("send go on ctl", ctl, 'L');
+    hear("recv on ctl", ctl);
+    wait_revents("poll PORT2 listener (backlog 0): the blocker is queued", l0, POLLIN);
+    tell("send go on ctl", ctl, 'C');
+    hear("recv on ctl", ctl);
+    int b1 = show_fd("accept the blocker", accept(l0, NULL, NULL));
+    int b2 = accept_late("accept the interrupted connect's connection", l0);
+    tell("send go on ctl", ctl, 'M');
+    hear("recv on ctl", ctl);
+    wait_revents("poll PORT2 listener: the second blocker is queued", l0, POLLIN);
+    tell("send go on ctl", ctl, 'E');
+    sleep_ms(250);
+    int b3 = show_fd("accept the second blocker", accept(l0, NULL, NULL));
+    int b4 = accept_late("accept the restarted connect's connection", l0);
+    hear("recv on ctl", ctl);
+    for (int i = 0; i < 4; i++) {
+        int b = i == 0 ? b1 : i == 1 ? b2 : i == 2 ? b3 : b4;
+        if (b >= 0) {
+            expect_eof("EOF", b);
+            close(b);
+        }
+    }
+    show("close PORT2 listener", close(l0));
+
+    out("== O: poll, select and epoll over a pipe, an eventfd and streams ==");
+    int pp[2];
+    if (pipe(pp) < 0) {
+        perror("pipe");
+        exit(1);
+    }
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int fds[4] = {pp[0], efd, s1, s2};
+    struct pollfd set[4];
+    for (int i = 0; i < 4; i++)
+        set[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    struct later w;
+
+    out("-- poll --");
+    mixed_poll("poll 100 ms, nothing ready", set, 100);
+    poke(pp[1]);
+    mixed_poll("poll, the pipe ready", set, 1000);
+    drain(pp[0]);
+    poke(efd);
+    mixed_poll("poll, the eventfd ready", set, 1000);
+    drain(efd);
+    ask_late(s1);
+    mixed_poll("poll 3 s, stream1 becomes ready", set, WAIT_MS);
+    poke(pp[1]);
+    mixed_poll("poll 0, the pipe and stream1 ready", set, 0);
+    drain(pp[0]);
+    hear("recv stream1", s1);
+    write_later(&w, pp[1], 150);
+    mixed_poll("poll 3 s, the pipe becomes ready", set, WAIT_MS);
+    pthread_join(w.thread, NULL);
+    drain(pp[0]);
+    write_later(&w, efd, 150);
+    mixed_poll("poll -1, the eventfd becomes ready", set, -1);
+    pthread_join(w.thread, NULL);
+    drain(efd);
+
+    out("-- select --");
+    mixed_select("select 100 ms, nothing ready", fds, 100);
+    poke(pp[1]);
+    mixed_select("select 1 s, the pipe ready", fds, 1000);
+    drain(pp[0]);
+    ask_late(s1);
+    mixed_select("select 3 s, stream1 becomes ready", fds, WAIT_MS);
+    poke(efd);
+    mixed_select("select 0, the eventfd and stream1 ready", fds, 0);
+    drain(efd);
+    hear("recv stream1", s1);
+    write_later(&w, pp[1], 150);
+    mixed_select("select 3 s, the pipe becomes ready", fds, WAIT_MS);
+    pthread_join(w.thread, NULL);
+    drain(pp[0]);
+
+    out("-- epoll --");
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    for (unsigned i = 0; i < 4; i++) {
+        struct epoll_event e = {.events = EPOLLIN, .data.u32 = i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &e) < 0)
+            out("epoll_ctl ADD %s: %s", mixed_names[i], ename(errno));
+    }
+    mixed_epoll("epoll_wait 100 ms, nothing ready", ep, 100);
+    poke(pp[1]);
+    mixed_epoll("epoll_wait, the pipe ready", ep, 1000);
+    drain(pp[0]);
+    ask_late(s1);
+    mixed_epoll("epoll_wait 3 s, stream1 becomes ready", ep, WAIT_MS);
+    poke(efd);
+    poke(pp[1]);
+    mixed_epoll("epoll_wait 0, the pipe, the eventfd and stream1 ready", ep, 0);
+    drain(efd);
+    drain(pp[0]);
+    hear("recv stream1", s1);
+    write_later(&w, efd, 150);
+    mixed_epoll("epoll_wait 3 s, the eventfd becomes ready", ep, WAIT_MS);
+    pthread_join(w.thread, NULL);
+    drain(efd);
+    mixed_epoll("epoll_wait 0, nothing ready", ep, 0);
+    close(ep);
+    close(efd);
+    close(pp[0]);
+    close(pp[1]);
+    tell("send end of the late bytes", s1, 'e');
+    expect_eof("stream1 EOF", s1);
+    close(s1);
+    expect_eof("stream2 EOF", s2);
+    close(s2);
+    expect_eof("ctl EOF", ctl);
+    close(ctl);
+
+    out("== P: dup, dup2, dup3, F_DUPFD, F_DUPFD_CLOEXEC ==");
+    int s = show_fd("accept", accept(l, NULL, NULL));
+    hear("recv", s);
+    hear("recv", s);
+    tell("send", s, 'a');
+    tell("send", s, 'b');
+    for (int i = 0; i < 4; i++) {
+        hear("recv after the peer closed one of its fds", s);
+        sleep_ms(50);
+        show_poll("poll: no EOF", s, 0);
+        tell("send", s, 'k');
+    }
+    int t = show_fd("accept a second connection", accept(l, NULL, NULL));
+    hear("recv on the second", t);
+    expect_eof("the second connection after dup2 over its fd: EOF", t);
+    close(t);
+    for (int i = 0; i < 2; i++) {
+        hear("recv", s);
+        sleep_ms(50);
+        show_poll("poll: no EOF", s, 0);
+        tell("send", s, 'k');
+    }
+    expect_eof("EOF after the last fd closed", s);
+    close(s);
+
+    out("== Q: fork ==");
+    s = show_fd("accept", accept(l, NULL, NULL));
+    for (int i = 0; i < 2; i++) {
+        hear("recv after the child exited", s);
+        sleep_ms(50);
+        show_poll("poll: no EOF", s, 0);
+        tell("send", s, 'k');
+    }
+    static char big[65536];
+    r = show("recv 65536 MSG_WAITALL", recv(s, big, sizeof big, MSG_WAITALL));
+    out("  same bytes: %s", r == (long)sizeof big && same(big, sizeof big, 13) ? "yes" : "no");
+    fill(big, sizeof big, 14);
+    show("send 65536", send(s, big, sizeof big, 0));
+    expect_eof("EOF", s);
+    close(s);
+
+    out("== R: threads ==");
+    struct worker ws[THREADS];
+    memset(ws, 0, sizeof ws);
+    int accepted = 0;
+    for (int i = 0; i < THREADS; i++) {
+        ws[i].fd = accept(l, NULL, NULL);
+        if (ws[i].fd < 0) {
+            show("accept", -1);
+            break;
+        }
+        if (pthread_create(&ws[i].thread, NULL, server_worker, &ws[i]) != 0) {
+            out("pthread_create failed");
+            exit(1);
+        }
+        accepted++;
+    }
+    int requests = 0, clean = 0;
+    for (int i = 0; i < accepted; i++) {
+        pthread_join(ws[i].thread, NULL);
+        requests += ws[i].done;
+        clean += ws[i].bad == 0 && ws[i].done == REQUESTS;
+        if (ws[i].bad)
+            out("  a connection failed with code %d after %d requests", ws[i].bad, ws[i].done);
+    }
+    out("threads: %d connections, %d served %d requests each, %d requests in all", accepted, clean,
+        REQUESTS, requests);
+}
+
+static void client_more(void)
+{
+    char buf[256];
+
+    out("== N: signals (SIGALRM 50 ms into a blocking call) ==");
+    int ctl = connect_to("connect ctl", port);
+    out("-- accept (server) --");
+    int d[3];
+    for (int i = 0; i < 3; i++) {
+        hear("recv go on ctl", ctl);
+        sleep_ms(300);
+        d[i] = connect_to("connect", port);
+    }
+    show("close the third", close(d[2]));
+    out("-- recv, poll, select, epoll_wait (server) --");
+    serve_late("late bytes", d[0]);
+
+    out("-- connect to a full accept queue --");
+    struct sockaddr_in a2 = addr(peer_ip, port2);
+    hear("recv go on ctl", ctl);
+    int bl = connect_to("connect the blocker to PORT2 (backlog 0)", port2);
+    tell("send on ctl", ctl, 'B');
+    hear("recv go on ctl", ctl);
+    int c2 = tcp();
+    INTERRUPTED("connect, handler without SA_RESTART", 0, 0,
+                connect(c2, (struct sockaddr *)&a2, sizeof a2));
+    tell("send on ctl", ctl, 'D');
+    wait_revents("wait for POLLOUT", c2, POLLOUT);
+    show_so_error("SO_ERROR", c2);
+    show("connect again", connect(c2, (struct sockaddr *)&a2, sizeof a2));
+    show("connect again", connect(c2, (struct sockaddr *)&a2, sizeof a2));
+    name_of("getpeername", c2, 1);
+    hear("recv go on ctl", ctl);
+    int bl2 = connect_to("connect a second blocker", port2);
+    tell("send on ctl", ctl, 'B');
+    hear("recv go on ctl", ctl);
+    int c3 = tcp();
+    INTERRUPTED("connect, handler with SA_RESTART", 1, 0,
+                connect(c3, (struct sockaddr *)&a2, sizeof a2));
+    show("connect again", connect(c3, (struct sockaddr *)&a2, sizeof a2));
+    name_of("getpeername", c3, 1);
+    show_so_error("SO_ERROR", c3);
+    tell("send on ctl", ctl, 'F');
+    close(bl);
+    close(c2);
+    close(bl2);
+    close(c3);
+
+    out("== O: poll, select and epoll over a pipe, an eventfd and streams (server) ==");
+    serve_late("late bytes", d[0]);
+    close(d[0]);
+    close(d[1]);
+    close(ctl);
+
+    out("== P: dup, dup2, dup3, F_DUPFD, F_DUPFD_CLOEXEC ==");
+    int c = connect_to("connect", port);
+    int fd1 = show_fd("dup", dup(c));
+    show_flags("dup", fd1);
+    tell("send on the original", c, '1');
+    tell("send on the dup", fd1, '2');
+    hear("recv on the dup", fd1);
+    hear("recv on the original", c);
+    show("close the original", close(c));
+    tell("send on the dup", fd1, '3');
+    hear("recv on the dup", fd1);
+
+    int spare = open("/dev/null", O_RDONLY);
+    int fd2 = dup2(fd1, spare);
+    out("dup2 onto an open fd = %s", fd2 == spare ? "that fd" : fd2 < 0 ? ename(errno) : "other");
+    show_flags("dup2", fd2);
+    show("close the dup", close(fd1));
+    tell("send on the dup2", fd2, '4');
+    hear("recv on the dup2", fd2);
+
+    spare = open("/dev/null", O_RDONLY);
+    int fd3 = dup3(fd2, spare, O_CLOEXEC);
+    out("dup3 O_CLOEXEC onto an open fd = %s",
+        fd3 == spare ? "that fd" : fd3 < 0 ? ename(errno) : "other");
+    show_flags("dup3 O_CLOEXEC", fd3);
+    show("dup3 onto itself", dup3(fd3, fd3, 0));
+    int fd4 = fcntl(fd3, F_DUPFD, 100);
+    out("F_DUPFD 100 = %s", fd4 >= 100 ? "fd >= 100" : fd4 < 0 ? ename(errno) : "fd < 100");
+    show_flags("F_DUPFD", fd4);
+    int fd5 = show_fd("F_DUPFD_CLOEXEC 0", fcntl(fd4, F_DUPFD_CLOEXEC, 0));
+    show_flags("F_DUPFD_CLOEXEC", fd5);
+    show("close the dup2", close(fd2));
+    show("close the dup3", close(fd3));
+    tell("send on F_DUPFD", fd4, '5');
+    hear("recv on F_DUPFD", fd4);
+    show("close F_DUPFD", close(fd4));
+    tell("send on F_DUPFD_CLOEXEC", fd5, '6');
+    hear("recv on F_DUPFD_CLOEXEC", fd5);
+
+    int c9 = connect_to("connect a second", port);
+    tell("send on the second", c9, 's');
+    int fd6 = dup2(fd5, c9);
+    out("dup2 over the second connection's fd = %s",
+        fd6 == c9 ? "that fd" : fd6 < 0 ? ename(errno) : "other");
+    tell("send on it (now the first connection)", c9, '7');
+    hear("recv on it", c9);
+    show("close F_DUPFD_CLOEXEC", close(fd5));
+    tell("send on the last fd", c9, '8');
+    hear("recv on the last fd", c9);
+    show("recv MSG_DONTWAIT", recv(c9, buf, sizeof buf, MSG_DONTWAIT));
+    show("close the last fd", close(c9));
+
+    out("== Q: fork ==");
+    c = connect_to("connect", port);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        out("child: close the inherited socket = %d", close(c));
+        exit(0);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    out("child exited: %s, status %d", WIFEXITED(status) ? "yes" : "no", WEXITSTATUS(status));
+    tell("send", c, 'f');
+    hear("recv", c);
+    pid = fork();
+    if (pid == 0)
+        _exit(0); /* the socket closes with the process */
+    waitpid(pid, &status, 0);
+    out("child exited without closing it: %s, status %d", WIFEXITED(status) ? "yes" : "no",
+        WEXITSTATUS(status));
+    tell("send", c, 'g');
+    hear("recv", c);
+    static char big[65536];
+    fill(big, sizeof big, 13);
+    show("send 65536", send(c, big, sizeof big, 0));
+    long r = show("recv 65536 MSG_WAITALL", recv(c, big, sizeof big, MSG_WAITALL));
+    out("  same bytes: %s", r == (long)sizeof big && same(big, sizeof big, 14) ? "yes" : "no");
+    show("close", close(c));
+
+    out("== R: threads ==");
+    struct worker ws[THREADS];
+    memset(ws, 0, sizeof ws);
+    for (int i = 0; i < THREADS; i++) {
+        ws[i].id = i;
+        if (pthread_create(&ws[i].thread, NULL, client_worker, &ws[i]) != 0) {
+            out("pthread_create failed");
+            exit(1);
+        }
+    }
+    int ok = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(ws[i].thread, NULL);
+        ok += ws[i].bad == 0 && ws[i].done == REQUESTS;
+        if (ws[i].bad)
+            out("  thread %d failed with code %d after %d requests", i, ws[i].bad, ws[i].done);
+    }
+    out("threads: %d ok", ok);
 }
 
 int main(int argc, char **argv)
@@ -938,7 +1713,8 @@ int main(int argc, char **argv)
     sigaction(SIGALRM, &sa, NULL);
     sa.sa_handler = on_sigpipe;
     sigaction(SIGPIPE, &sa, NULL);
-    alarm(30);
+    guard_end = now_ms() + 60000;
+    alarm(60);
     if (strcmp(argv[1], "server") == 0)
         server();
     else if (strcmp(argv[1], "client") == 0)

@@ -260,6 +260,21 @@ impl LabProcess {
         )
     }
 
+    /// Waits up to `limit` for `what` in its output; fails if it exits or the time runs out.
+    pub fn wait_printed(&mut self, what: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.stdout().contains(what) {
+            self.assert_running();
+            assert!(
+                start.elapsed() < limit,
+                "{} printed no {what:?} within {limit:?}.\n{}",
+                self.name,
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// True while the process has not exited.
     pub fn running(&mut self) -> bool {
         if let Some(child) = self.child.as_mut() {
@@ -342,6 +357,33 @@ impl Drop for LabProcess {
     fn drop(&mut self) {
         self.interrupt(Duration::from_secs(2), &[]);
     }
+}
+
+/// The numeric `key=value` fields of the lines of `kinds` (e.g. `streams`, `port`) in a live
+/// process's sluice-stat snapshot, summed by key (over ports, say).
+pub fn stat_counters(pid: u32, kinds: &[&str]) -> HashMap<String, u64> {
+    let path = format!("{}/{pid}.stat", sluice_stack_stat_dir());
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Some((kind, fields)) = line.split_once(' ') else {
+            continue;
+        };
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        for (k, v) in fields.split_whitespace().filter_map(|w| w.split_once('=')) {
+            if let Ok(v) = v.parse::<u64>() {
+                *out.entry(k.to_string()).or_insert(0) += v;
+            }
+        }
+    }
+    out
+}
+
+/// Where sluice stacks publish their snapshots.
+fn sluice_stack_stat_dir() -> &'static str {
+    "/dev/shm/sluice"
 }
 
 /// `Tcp:` counters of /proc/net/snmp inside `ns` (ActiveOpens, InSegs, OutSegs, ...).

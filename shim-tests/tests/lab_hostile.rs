@@ -8,7 +8,8 @@
 //! `cargo test --release -p shim-tests --test lab_hostile -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H2, H2_DATA, H3,
+    ensure_lab, in_ns, lab_port, lock_p0, stat_counters, LabProcess, Stack, H1, H1_DATA, H2,
+    H2_DATA, H3,
 };
 use shim_tests::{python3, rss_kib};
 use std::time::{Duration, Instant};
@@ -90,37 +91,6 @@ for i in range(count):
 print("flooded", sent, flush=True)
 "#;
 
-fn wait_printed(proc: &mut LabProcess, what: &str) {
-    let start = Instant::now();
-    while !proc.stdout().contains(what) {
-        proc.assert_running();
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no {what:?}.\n{}",
-            proc.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The `streams` and port counters of a live process's sluice-stat snapshot, by name (summed
-/// over ports).
-fn snapshot_counters(pid: u32) -> std::collections::HashMap<String, u64> {
-    let text = std::fs::read_to_string(format!("/dev/shm/sluice/{pid}.stat")).unwrap_or_default();
-    let mut out = std::collections::HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("streams ") || l.starts_with("port "))
-    {
-        for (k, v) in line.split_whitespace().filter_map(|w| w.split_once('=')) {
-            if let Ok(v) = v.parse::<u64>() {
-                *out.entry(k.to_string()).or_insert(0) += v;
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn floods_from_a_hostile_host_stay_within_memory_bounds() {
     ensure_lab();
@@ -141,7 +111,7 @@ fn floods_from_a_hostile_host_stay_within_memory_bounds() {
         ],
     );
     let mut server = LabProcess::start("server under floods", cmd);
-    wait_printed(&mut server, "ready");
+    server.wait_printed("ready", Duration::from_secs(30));
     let cmd = in_ns(
         H1,
         Some(0),
@@ -150,7 +120,7 @@ fn floods_from_a_hostile_host_stay_within_memory_bounds() {
         &["-c", CLIENT, H2_DATA, &tport.to_string(), "60"],
     );
     let mut client = LabProcess::start("echo client", cmd);
-    wait_printed(&mut client, "connected");
+    client.wait_printed("connected", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(server.pid());
     let cmd = in_ns(
@@ -176,7 +146,7 @@ fn floods_from_a_hostile_host_stay_within_memory_bounds() {
     // The echo client is still running (60 s at most): the server is still serving it.
     server.assert_running();
     let after = rss_kib(server.pid());
-    let counters = snapshot_counters(server.pid());
+    let counters = stat_counters(server.pid(), &["streams", "port"]);
     // The established connection echoes on after the floods; then the client is ended.
     let echoes = |c: &LabProcess| {
         c.stdout()

@@ -9,8 +9,8 @@
 //! `cargo test --release -p shim-tests --test lab_stream_apps -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, number_after, tcp_counters, wait_stack_answers,
-    LabProcess, Stack, H1, H1_DATA, H1_MGMT, H2, H2_DATA, H2_MGMT, H3, H3_DATA,
+    ensure_lab, in_ns, lab_port, lock_p0, number_after, stat_counters, tcp_counters,
+    wait_stack_answers, LabProcess, Stack, H1, H1_DATA, H1_MGMT, H2, H2_DATA, H2_MGMT, H3, H3_DATA,
 };
 use shim_tests::{python3, require_tool};
 use std::collections::HashMap;
@@ -75,19 +75,6 @@ fn python() -> String {
     python3().display().to_string()
 }
 
-fn wait_printed(proc: &mut LabProcess, what: &str, limit: Duration) {
-    let start = Instant::now();
-    while !proc.stdout().contains(what) {
-        proc.assert_running();
-        assert!(
-            start.elapsed() < limit,
-            "no {what:?} within {limit:?}.\n{}",
-            proc.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn echo_server(ns: &str, stack: &Stack, ip: &str, port: u16) -> LabProcess {
     let cmd = in_ns(
         ns,
@@ -97,7 +84,7 @@ fn echo_server(ns: &str, stack: &Stack, ip: &str, port: u16) -> LabProcess {
         &["-c", ECHO_SERVER, ip, &port.to_string()],
     );
     let mut server = LabProcess::start(&format!("TCP echo server {ns} {ip}:{port}"), cmd);
-    wait_printed(&mut server, "listening", READY);
+    server.wait_printed("listening", READY);
     server
 }
 
@@ -426,7 +413,7 @@ fn redis_pair(server_stack: &Stack, client_stack: &Stack, ip: &str, port: u16) {
         ],
     );
     let mut server = LabProcess::start("redis-server", cmd);
-    wait_printed(&mut server, "Ready to accept connections", READY);
+    server.wait_printed("Ready to accept connections", READY);
     let cmd = in_ns(
         H1,
         Some(0),
@@ -590,17 +577,6 @@ for i in range(count):
 print("injected", sent, flush=True)
 "#;
 
-/// The stream endpoint's counters in a live process's sluice-stat snapshot.
-fn stream_counters(pid: u32) -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(format!("/dev/shm/sluice/{pid}.stat")).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("streams "))
-        .flat_map(|l| l.split_whitespace())
-        .filter_map(|w| w.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
 /// An off-path sender on sl-h3 sprays forged data and resets at a sluice server while a
 /// connection to it carries an echo: no forged byte reaches the application, the connection
 /// is not torn down, and the server counts the strays.
@@ -633,7 +609,7 @@ fn forged_segments_from_an_off_path_host_are_dropped_and_counted() {
     );
     // Snapshots are refreshed every 250 ms.
     std::thread::sleep(Duration::from_millis(600));
-    let c = stream_counters(server.pid());
+    let c = stat_counters(server.pid(), &["streams"]);
     let strays =
         c.get("no_connection").copied().unwrap_or(0) + c.get("wrong_peer").copied().unwrap_or(0);
     // Some may be lost in the port's receive ring when they come in a burst: most must arrive.
@@ -692,7 +668,7 @@ fn asyncio_streams_work_offloaded_with_each_selector() {
             &["-c", ASYNCIO, "server", kind, H2_DATA, &port],
         );
         let mut server = LabProcess::start(&format!("asyncio server ({kind})"), cmd);
-        wait_printed(&mut server, "listening", READY);
+        server.wait_printed("listening", READY);
         let cmd = in_ns(
             H1,
             Some(0),

@@ -4,8 +4,13 @@
 //! ECONNREFUSED, EISCONN, data of 1 B to 1 MiB, writev/readv, MSG_PEEK, MSG_WAITALL,
 //! MSG_DONTWAIT, FIONREAD, SO_RCVLOWAT, sendfile, SIOCOUTQ, half-close, SHUT_RD, reset on close
 //! with unread data, EPIPE and SIGPIPE, SO_LINGER {1, 0}, poll revents at each step, epoll
-//! edge-triggered across a half-close, keepalive and other options, SO_REUSEADDR after a close)
-//! printing a canonical transcript on each end.
+//! edge-triggered across a half-close, keepalive and other options, SO_REUSEADDR after a close;
+//! then, issue 5: SIGALRM 50 ms into a blocking accept, recv, connect (to a full accept queue),
+//! poll, select and epoll_wait with and without SA_RESTART, and into a recv or accept with
+//! SO_RCVTIMEO; poll, select and epoll over a pipe, an eventfd and streams, with timeouts; dup,
+//! dup2, dup3, F_DUPFD and F_DUPFD_CLOEXEC of a connected stream, and dup2 over one; a forked
+//! child that closes an inherited connection, or exits with it; 8 threads with 200 checked
+//! requests each) printing a canonical transcript on each end.
 //!
 //! The pair runs on the kernel (10.77.1.1 -> 10.77.1.2, no preload) twice, which must agree
 //! (else the probe itself is not deterministic), then with both processes under libsluice over
@@ -25,9 +30,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Hang guards, not speed checks (each process also ends itself after 30 s: alarm).
+/// Hang guards, not speed checks (each process also ends itself after 60 s: alarm).
 const READY: Duration = Duration::from_secs(30);
-const RUN: Duration = Duration::from_secs(60);
+const RUN: Duration = Duration::from_secs(90);
 
 /// Compiles c/stream_probe.c into `dir` as build.rs compiles the other probes.
 fn compile_probe(dir: &Path) -> PathBuf {
@@ -42,6 +47,7 @@ fn compile_probe(dir: &Path) -> PathBuf {
             "-Werror",
             "-O2",
             "-D_GNU_SOURCE",
+            "-pthread",
             "-o",
         ])
         .arg(&bin)

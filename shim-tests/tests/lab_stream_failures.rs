@@ -11,7 +11,7 @@ use shim_tests::lab::{
 };
 use shim_tests::{python3, workspace_root};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `SERVER ADDRESS PORT`: answers each line it reads with the same line, for one connection.
 const SERVER: &str = r#"
@@ -61,16 +61,6 @@ except OSError as e:
     print("error %s after %.1f" % (errno.errorcode.get(e.errno, e.errno), time.time() - start), flush=True)
 "#;
 
-/// Waits up to `limit` for the process to print `what`.
-fn wait_printed(proc: &mut LabProcess, what: &str, limit: Duration) {
-    let start = Instant::now();
-    while !proc.stdout().contains(what) {
-        proc.assert_running();
-        assert!(start.elapsed() < limit, "no {what:?}.\n{}", proc.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn start_pair(port: u16, mode: &str) -> (LabProcess, LabProcess) {
     let python = python3().display().to_string();
     let port = port.to_string();
@@ -82,7 +72,7 @@ fn start_pair(port: u16, mode: &str) -> (LabProcess, LabProcess) {
         &["-c", SERVER, H2_DATA, &port],
     );
     let mut server = LabProcess::start("stream server", cmd);
-    wait_printed(&mut server, "listening", Duration::from_secs(30));
+    server.wait_printed("listening", Duration::from_secs(30));
     let cmd = in_ns(
         H1,
         Some(0),
@@ -91,7 +81,7 @@ fn start_pair(port: u16, mode: &str) -> (LabProcess, LabProcess) {
         &["-c", CLIENT, H2_DATA, &port, mode],
     );
     let mut client = LabProcess::start(&format!("stream client ({mode})"), cmd);
-    wait_printed(&mut client, "ready", Duration::from_secs(30));
+    client.wait_printed("ready", Duration::from_secs(30));
     (server, client)
 }
 

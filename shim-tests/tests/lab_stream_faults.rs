@@ -128,16 +128,7 @@ fn transfer(kind: &str, permille: &str, offset: u16, link_faults: Option<&str>) 
         cmd.env("SLUICE_FAULTS", f);
     }
     let mut sink = LabProcess::start("stream sink", cmd);
-    let start = Instant::now();
-    while !sink.stdout().contains("listening") {
-        sink.assert_running();
-        assert!(
-            start.elapsed() < LIMIT,
-            "the sink did not start.\n{}",
-            sink.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sink.wait_printed("listening", LIMIT);
     let mut cmd = in_ns(
         H1,
         Some(0),

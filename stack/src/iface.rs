@@ -404,7 +404,7 @@ impl Interface {
             Delivery::Queued(_) => Ok(()),
             Delivery::QueueFull => Err(DropReason::SocketQueueFull),
             Delivery::NoSocket => {
-                if addressed == Addressed::Unicast {
+                if addressed == Addressed::Unicast && self.tcp_resets.allow(now) {
                     if let Some(reset) = crate::stream::wire::refusal(data) {
                         // A sluice handshake for a port nobody listens on: refused in the
                         // protocol (ECONNREFUSED at once), not with an ICMP error, which the

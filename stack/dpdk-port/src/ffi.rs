@@ -140,14 +140,16 @@ unsafe extern "C" fn port_send(
         guarded(err, err_len, -1, || {
             let port = port_ref(port)?;
             let frame = std::slice::from_raw_parts(frame, len);
-            match port.send(frame) {
-                Ok(taken) => Ok(taken as i32),
-                Err(DpdkError::FrameTooLarge { max, .. }) => {
-                    Err(format!("{FRAME_TOO_LARGE_PREFIX}{max}"))
-                }
-                Err(e) => Err(e.to_string()),
-            }
+            port.send(frame).map(i32::from).map_err(send_error)
         })
+    }
+}
+
+/// A send's error as the ABI reports it (a frame too large names the largest that fits).
+fn send_error(e: DpdkError) -> String {
+    match e {
+        DpdkError::FrameTooLarge { max, .. } => format!("{FRAME_TOO_LARGE_PREFIX}{max}"),
+        e => e.to_string(),
     }
 }
 
@@ -168,13 +170,9 @@ unsafe extern "C" fn port_send_many(
                     std::slice::from_raw_parts(f.ptr, f.len)
                 })
                 .collect();
-            match port.send_many(&frames) {
-                Ok(taken) => Ok(taken as i64),
-                Err(DpdkError::FrameTooLarge { max, .. }) => {
-                    Err(format!("{FRAME_TOO_LARGE_PREFIX}{max}"))
-                }
-                Err(e) => Err(e.to_string()),
-            }
+            port.send_many(&frames)
+                .map(|taken| taken as i64)
+                .map_err(send_error)
         })
     }
 }

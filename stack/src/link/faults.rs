@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::{Link, LinkError, LinkStatus, MacAddr};
+use super::{FaultRolls, Link, LinkError, LinkStatus, MacAddr};
 
 /// What `SLUICE_FAULTS` asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl FaultConfig {
 pub struct FaultLink {
     inner: Box<dyn Link + Send>,
     config: FaultConfig,
-    rng: u64,
+    rng: FaultRolls,
     /// Frames waiting for their time, in order of release.
     held: VecDeque<(Instant, Vec<u8>)>,
     /// A frame held back until the next one has been queued (or, with no next one, a little
@@ -73,21 +73,15 @@ impl FaultLink {
         FaultLink {
             inner,
             config,
-            rng: config.seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: FaultRolls::new(config.seed),
             held: VecDeque::new(),
             behind: None,
             reordered: 0,
         }
     }
 
-    /// A roll in 0..1000 (xorshift64).
     fn roll(&mut self) -> u16 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        (x % 1000) as u16
+        self.rng.per_mille()
     }
 
     /// Hands the frames whose time has come to the inner link (those it refuses stay).

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use super::{Link, LinkError, LinkStatus, MacAddr};
+use super::{FaultRolls, Link, LinkError, LinkStatus, MacAddr};
 
 /// Frames one direction of the wire holds before `send_frame` reports it full.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -43,7 +43,7 @@ struct Wire {
     held: Option<Vec<u8>>,
     capacity: usize,
     impairment: Impairment,
-    rng: u64,
+    rng: FaultRolls,
     cut: bool,
     counters: WireCounters,
 }
@@ -55,21 +55,14 @@ impl Wire {
             held: None,
             capacity: DEFAULT_CAPACITY,
             impairment,
-            // xorshift must not start at zero.
-            rng: impairment.seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: FaultRolls::new(impairment.seed),
             cut: false,
             counters: WireCounters::default(),
         }
     }
 
-    /// A roll in 0..1000 (xorshift64: cheap, seeded, good enough for faults).
     fn roll(&mut self) -> u16 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        (x % 1000) as u16
+        self.rng.per_mille()
     }
 
     fn push(&mut self, frame: &[u8]) -> bool {
@@ -149,7 +142,7 @@ impl MemoryWire {
         for (wire, imp) in [(&self.a_to_b, a_to_b), (&self.b_to_a, b_to_a)] {
             let mut wire = wire.lock().unwrap();
             wire.impairment = imp;
-            wire.rng = imp.seed ^ 0x9e37_79b9_7f4a_7c15;
+            wire.rng = FaultRolls::new(imp.seed);
         }
     }
 

@@ -187,6 +187,28 @@ pub trait Link {
     }
 }
 
+/// Seeded rolls for injected faults (xorshift64): cheap and reproducible, so a failing test
+/// repeats; not for anything that must be unpredictable.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FaultRolls(u64);
+
+impl FaultRolls {
+    pub(crate) fn new(seed: u64) -> FaultRolls {
+        // xorshift must not start at zero.
+        FaultRolls(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// A roll in 0..1000.
+    pub(crate) fn per_mille(&mut self) -> u16 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x % 1000) as u16
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
