@@ -271,7 +271,7 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
     // Read (one system call) only once the first attempt found nothing.
     let mut deadline: Option<Option<Instant>> = None;
     // Handlers that run while this call waits end it (EINTR) or restart it, as in the kernel.
-    let mark = signals::Mark::now();
+    let mut mark = signals::Mark::now();
     loop {
         if via_stack {
             match udp.recv_from(bufs, recv_flags(flags, true)) {
@@ -319,6 +319,8 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             (_, signals::Seen::Restartable) if deadline.is_some() => return Err(libc::EINTR),
             // The sleep was interrupted by a handler we do not relay.
             (Err(_), signals::Seen::Nothing) => return Err(libc::EINTR),
+            // Restarted: a new mark, so that the next wait sleeps again (not spins).
+            (_, signals::Seen::Restartable) => mark = signals::Mark::now(),
             _ => {}
         }
     }

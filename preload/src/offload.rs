@@ -125,6 +125,8 @@ fn start() -> Option<&'static Arc<Stack>> {
             );
             let _ = STACK.set(stack);
             STATE.store(STARTED, Ordering::Release);
+            // SAFETY: registers a plain extern "C" function; atexit has no other precondition.
+            unsafe { libc::atexit(finish_streams_at_exit) };
             STACK.get()
         }
         Err(e) => {
@@ -135,6 +137,20 @@ fn start() -> Option<&'static Arc<Stack>> {
             STATE.store(FAILED, Ordering::Release);
             None
         }
+    }
+}
+
+/// How long an exiting process waits for its streams' last bytes to be acknowledged.
+const EXIT_LINGER: Duration = Duration::from_secs(2);
+
+/// At exit (of the process that started the stack, not of a forked child): the streams the
+/// application left open are closed and their last bytes delivered, within `EXIT_LINGER`.
+extern "C" fn finish_streams_at_exit() {
+    if !owns_stack() {
+        return;
+    }
+    if let Some(stack) = running() {
+        let _ = std::panic::catch_unwind(|| as_sluice(|| stack.finish_streams(EXIT_LINGER)));
     }
 }
 

@@ -64,7 +64,7 @@ fn wait_for(
     bits: u32,
     until: Option<Instant>,
     watch_shadow: bool,
-    mark: &signals::Mark,
+    mark: &mut signals::Mark,
 ) -> Res<()> {
     let left = match until {
         Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -80,7 +80,14 @@ fn wait_for(
         (_, signals::Seen::Interrupting) => Err(libc::EINTR),
         (_, signals::Seen::Restartable) if until.is_some() => Err(libc::EINTR),
         (Err(_), signals::Seen::Nothing) => Err(libc::EINTR),
-        _ => Ok(()),
+        (_, seen) => {
+            if seen == signals::Seen::Restartable {
+                // Restarted, as the kernel would: later waits sleep again until the next
+                // handler (without a new mark every wait would return at once and spin).
+                *mark = signals::Mark::now();
+            }
+            Ok(())
+        }
     }
 }
 
@@ -169,7 +176,7 @@ pub fn connect(
     if o.nonblocking.load(Ordering::Acquire) {
         return Err(libc::EINPROGRESS);
     }
-    let mark = signals::Mark::now();
+    let mut mark = signals::Mark::now();
     loop {
         let bits = s.readiness();
         if bits & ready::FALL_BACK != 0 {
@@ -192,7 +199,7 @@ pub fn connect(
             ready::CONNECTED | ready::FALL_BACK,
             None,
             false,
-            &mark,
+            &mut mark,
         )?;
     }
 }
@@ -228,7 +235,7 @@ pub fn accept(
 ) -> Res<Accepted> {
     let via_shadow = o.shadow_receives.load(Ordering::Acquire);
     let until = deadline(fd, libc::SO_RCVTIMEO);
-    let mark = signals::Mark::now();
+    let mut mark = signals::Mark::now();
     loop {
         match s.accept() {
             Ok(conn) => return adopt(conn, flags),
@@ -248,7 +255,7 @@ pub fn accept(
         if o.nonblocking.load(Ordering::Acquire) {
             return Err(libc::EAGAIN);
         }
-        match wait_for(fd, o, s, ready::READABLE, until, via_shadow, &mark) {
+        match wait_for(fd, o, s, ready::READABLE, until, via_shadow, &mut mark) {
             Err(libc::EINTR) if mark.seen() == signals::Seen::Restartable && until.is_none() => {}
             other => other?,
         }
@@ -286,7 +293,7 @@ pub fn send(o: &Offloaded, s: &StreamSocket, bufs: &[&[u8]], flags: c_int) -> Re
     o.touch();
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let nonblocking = nonblocking(o, flags);
-    let mark = signals::Mark::now();
+    let mut mark = signals::Mark::now();
     let mut sent = 0;
     loop {
         let rest = rest_of(bufs, sent);
@@ -316,7 +323,7 @@ pub fn send(o: &Offloaded, s: &StreamSocket, bufs: &[&[u8]], flags: c_int) -> Re
                 return Err(e);
             }
         }
-        match wait_for(-1, o, s, ready::WRITABLE, None, false, &mark) {
+        match wait_for(-1, o, s, ready::WRITABLE, None, false, &mut mark) {
             Ok(()) => {}
             // Interrupted after some bytes went: the count, as the kernel returns it.
             Err(_) if sent > 0 => return Ok(sent),
@@ -355,7 +362,7 @@ pub fn recv(
     let wait_all = flags & libc::MSG_WAITALL != 0 && !peek;
     let room: usize = bufs.iter().map(|b| b.len()).sum();
     let mut until: Option<Option<Instant>> = None;
-    let mark = signals::Mark::now();
+    let mut mark = signals::Mark::now();
     let mut got = 0;
     loop {
         let mut rest = tail_mut(bufs, got);
@@ -377,7 +384,7 @@ pub fn recv(
             Err(e) => return Err(e),
         }
         let until = *until.get_or_insert_with(|| deadline(fd, libc::SO_RCVTIMEO));
-        match wait_for(fd, o, s, ready::READABLE, until, false, &mark) {
+        match wait_for(fd, o, s, ready::READABLE, until, false, &mut mark) {
             Ok(()) => {}
             Err(_) if got > 0 => return Ok(no_addr(got)),
             Err(libc::EINTR) if mark.seen() == signals::Seen::Restartable && until.is_none() => {}

@@ -577,6 +577,29 @@ impl Stack {
         self.note_traffic();
     }
 
+    /// At process exit: closes the stream connections the application left open and makes
+    /// progress until the peers acknowledged what was sent (the kernel would go on sending
+    /// after the process is gone; this stack goes with it), for at most `limit`.
+    pub fn finish_streams(&self, limit: Duration) {
+        let start = Instant::now();
+        {
+            let mut engine = self.lock_engine();
+            if !engine.streams.active() {
+                return;
+            }
+            let now = self.now();
+            engine.streams.close_all(now);
+            self.stream_transmit(&mut engine);
+        }
+        while start.elapsed() < limit {
+            self.poll_waiting();
+            if self.lock_engine().streams.settled() {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// An eventfd that becomes readable when the readiness of any socket of
     /// this stack may have changed. The waiter drains it ([`Stack::drain_wakeup`]).
     pub fn wakeup_fd(&self) -> RawFd {

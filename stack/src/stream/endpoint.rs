@@ -417,6 +417,33 @@ impl Streams {
         }
     }
 
+    /// The process is exiting: every connection the application left open is closed as the
+    /// kernel closes the sockets of an exiting process (FIN after the queued data, or a reset
+    /// when unread data is left).
+    pub fn close_all(&mut self, now: u64) {
+        for e in self.conns.values_mut() {
+            if e.orphan_since.is_some() {
+                continue;
+            }
+            // Not yet accepted (its listener goes with the process), or unread data: reset.
+            if e.listener.is_some() || e.conn.readable() > 0 {
+                e.conn.abort();
+            } else {
+                e.closed_first = !e.conn.fin_received();
+                e.conn.close_write();
+            }
+            e.orphan_since = Some(now);
+        }
+    }
+
+    /// Whether every connection has nothing left to deliver: all it sent acknowledged (its
+    /// FIN included), or over (reset, timed out).
+    pub fn settled(&self) -> bool {
+        self.conns
+            .values()
+            .all(|e| e.conn.all_acked() || e.conn.error().is_some() || e.conn.is_finished())
+    }
+
     /// A connection's socket went to the kernel's TCP (counted for sluice-stat).
     pub fn note_fall_back(&mut self) {
         self.counters.fallbacks += 1;
