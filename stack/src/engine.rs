@@ -564,6 +564,7 @@ impl Stack {
             kernel,
             ..
         } = engine;
+        postpone_unresolved(ports, streams, now);
         let woke = streams.poll(now, &mut |o| transmit(ports, kernel, now, o));
         for (port, ids) in streams.take_closed_carriers() {
             engine.close_carrier(port, &ids);
@@ -745,6 +746,7 @@ impl Stack {
             ..
         } = &mut *engine;
         if streams.active() {
+            postpone_unresolved(ports, streams, now);
             if streams.poll(now, &mut |o| transmit(ports, kernel, now, o)) {
                 self.signal_readable();
             }
@@ -829,8 +831,11 @@ impl Stack {
         for (index, port) in ports.iter_mut().enumerate() {
             let mut errors = Vec::new();
             while let Some(event) = port.iface.next_event() {
-                if let Event::Unreachable(report) = event {
-                    streams.unreachable(report.local.port(), report.remote);
+                match event {
+                    Event::Unreachable(report) => {
+                        streams.unreachable(report.local.port(), report.remote)
+                    }
+                    Event::HostUnreachable(ip) => streams.host_unreachable(ip),
                 }
                 if matches!(event, Event::Unreachable(_) | Event::HostUnreachable(_)) {
                     errors.push(event);
@@ -1007,6 +1012,16 @@ fn wait_for_frames(fds: &[RawFd], nap: Duration) -> bool {
     let n = unsafe { libc::ppoll(set.as_mut_ptr(), set.len() as _, &ts, std::ptr::null()) };
     // A closed port (POLLNVAL, at exit) is not a frame.
     n > 0 && set.iter().any(|p| p.revents & libc::POLLIN != 0)
+}
+
+/// Handshakes whose peer is still being resolved (ARP) do not count that time towards their
+/// fall-back to the kernel's TCP.
+fn postpone_unresolved(ports: &[Port], streams: &mut Streams, now: u64) {
+    for (port, ip) in streams.awaiting_answer() {
+        if ports.get(port).is_some_and(|p| !p.iface.resolved(ip)) {
+            streams.postpone_fall_back(now, port, ip);
+        }
+    }
 }
 
 /// Sends one stream datagram from its carrier (best effort: a lost datagram is the protocol's

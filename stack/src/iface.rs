@@ -506,6 +506,16 @@ impl Interface {
         self.counters.tx_frames += (self.tx.len() - before) as u64;
     }
 
+    /// Whether frames to `dst` can leave now (its next hop resolved, or one that needs no
+    /// resolution); false while ARP is still asking.
+    pub fn resolved(&self, dst: Ipv4Addr) -> bool {
+        match self.routes.next_hop(dst) {
+            Ok(NextHop::Neighbour(ip)) => self.neighbours.lookup(ip).is_some(),
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
     /// sendto()/send(): `dst` None sends to the connected peer. Binds an
     /// unbound socket first. A next hop still being resolved holds the
     /// datagram (or drops it, counted, if its queue is full): like the

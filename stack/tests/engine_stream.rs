@@ -159,6 +159,8 @@ fn a_sluice_peer_without_the_port_bound_refuses_at_once() {
 #[test]
 fn a_silent_peer_makes_connect_fall_back() {
     let (a, b, wire) = pair();
+    // A first connection resolves b's address; then b goes silent.
+    let _first = connected(&a, &b, 7006);
     let _l = listener(&b, 7005);
     wire.set_cut(true);
     let c = a.stream_socket().unwrap();
@@ -172,6 +174,25 @@ fn a_silent_peer_makes_connect_fall_back() {
         waited >= Duration::from_millis(900),
         "fell back after {waited:?}, before the handshake had its retries"
     );
+}
+
+#[test]
+fn an_address_nobody_answers_for_fails_with_ehostunreach() {
+    let (a, b, _wire) = pair();
+    // No host has 10.77.2.9: ARP gives up (three requests a second apart), and with it the
+    // handshake, which must not fall back meanwhile (its clock waits for the resolution).
+    let c = a.stream_socket().unwrap();
+    c.connect(SocketAddrV4::new(Ipv4Addr::new(10, 77, 2, 9), 7007), true)
+        .unwrap();
+    wait_until("the failure", &[&a, &b], || {
+        c.readiness() & ready::ERROR != 0
+    });
+    assert_eq!(
+        c.readiness() & ready::FALL_BACK,
+        0,
+        "no fall-back while ARP asks"
+    );
+    assert_eq!(c.take_error(), libc::EHOSTUNREACH);
 }
 
 #[test]

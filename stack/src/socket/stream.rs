@@ -19,6 +19,8 @@ use crate::udp::{BindOptions, SocketId};
 /// Largest stream payload per datagram on a 1500-byte MTU: IPv4 (20), UDP (8), the stream
 /// header (40) and room for four SACK blocks (32).
 pub const STREAM_MSS: usize = 1400;
+/// How long a handshake in the protocol is retried before ETIMEDOUT (ns).
+const STREAM_CONNECT_TIMEOUT: u64 = 10_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -60,6 +62,10 @@ impl StreamSocket {
     pub(crate) fn new(stack: Arc<Stack>) -> Self {
         let config = ConnConfig {
             mss: STREAM_MSS,
+            // The handshake's own give-up comes after address resolution's (three ARP
+            // requests a second apart: EHOSTUNREACH) and long after the fall-back to the
+            // kernel's TCP, which has its own, longer, timeout.
+            connect_timeout: STREAM_CONNECT_TIMEOUT,
             ..ConnConfig::default()
         };
         StreamSocket {

@@ -159,9 +159,9 @@ struct Entry {
     fall_back_at: Option<u64>,
     /// Passive open: established and in the listener's accept queue.
     queued: bool,
-    /// An ICMP port unreachable answered the handshake of a connection that does not fall
-    /// back: it failed with ECONNREFUSED.
-    refused: bool,
+    /// The handshake failed outside the protocol: ECONNREFUSED (an ICMP port unreachable for
+    /// a connection that does not fall back) or EHOSTUNREACH (ARP never answered).
+    failed: Option<i32>,
     /// In-order bytes waiting at the last publish (more is an edge for EPOLLET).
     last_readable: usize,
     /// The application closed before the peer's FIN: the port waits in TIME_WAIT after.
@@ -340,7 +340,7 @@ impl Streams {
                 orphan_since: None,
                 fall_back_at: fall_back.then_some(now + self.fall_back_after),
                 queued: false,
-                refused: false,
+                failed: None,
                 last_readable: 0,
                 closed_first: false,
                 opened: false,
@@ -570,13 +570,46 @@ impl Streams {
                 orphan_since: None,
                 fall_back_at: None,
                 queued: false,
-                refused: false,
+                failed: None,
                 last_readable: 0,
                 closed_first: false,
                 opened: false,
             },
         );
         true
+    }
+
+    /// Active opens still waiting for their first answer: (data port, peer address).
+    pub fn awaiting_answer(&self) -> Vec<(usize, Ipv4Addr)> {
+        self.conns
+            .values()
+            .filter(|e| e.fall_back_at.is_some() && e.conn.state() == State::SynSent)
+            .map(|e| (e.port, *e.peer.ip()))
+            .collect()
+    }
+
+    /// The peer `ip` (on data port `port`) cannot be reached yet (ARP is still asking): the
+    /// fall-back clock of the handshakes to it starts over, so that a slow or lossy address
+    /// resolution is not taken for a peer without sluice.
+    pub fn postpone_fall_back(&mut self, now: u64, port: usize, ip: Ipv4Addr) {
+        for e in self.conns.values_mut() {
+            if e.port == port && *e.peer.ip() == ip && e.conn.state() == State::SynSent {
+                if let Some(at) = e.fall_back_at.as_mut() {
+                    *at = (*at).max(now + self.fall_back_after);
+                }
+            }
+        }
+    }
+
+    /// ARP gave up on `ip`: handshakes to it fail with EHOSTUNREACH, as the kernel's do.
+    pub fn host_unreachable(&mut self, ip: Ipv4Addr) {
+        for e in self.conns.values_mut() {
+            if *e.peer.ip() == ip && e.conn.state() == State::SynSent && e.failed.is_none() {
+                e.failed = Some(libc::EHOSTUNREACH);
+                e.fall_back_at = None;
+                e.conn.abort();
+            }
+        }
     }
 
     /// An ICMP port unreachable for a datagram from `local` to `remote`: a connection still
@@ -587,8 +620,8 @@ impl Streams {
             {
                 if e.fall_back_at.is_some() {
                     e.fall_back_at = Some(0);
-                } else if !e.refused {
-                    e.refused = true;
+                } else if e.failed.is_none() {
+                    e.failed = Some(libc::ECONNREFUSED);
                     e.conn.abort();
                 }
             }
@@ -693,7 +726,7 @@ fn publish(e: &mut Entry, now: u64) -> bool {
         }
     }
     let error = match conn.error() {
-        _ if e.refused => Some(libc::ECONNREFUSED),
+        _ if e.failed.is_some() => e.failed,
         // A reset after the peer's FIN is a broken pipe, as Linux reports it.
         Some(StreamError::Reset) if conn.fin_received() => Some(libc::EPIPE),
         other => other.map(StreamError::errno),
