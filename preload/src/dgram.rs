@@ -298,18 +298,8 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
                     .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             });
         }
-        let deadline = *deadline.get_or_insert_with(|| {
-            sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO)
-                .and_then(duration)
-                .map(|d| Instant::now() + d)
-        });
-        let left = match deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Err(libc::EAGAIN),
-            },
-            None => None,
-        };
+        let deadline = *deadline.get_or_insert_with(|| timeout_deadline(fd, libc::SO_RCVTIMEO));
+        let left = time_left(deadline)?;
         let ready = || via_stack && udp.readiness().readable;
         let waited = wait_until(fd, o, left, &ready, via_shadow, &mark);
         match (waited, mark.seen()) {
@@ -323,6 +313,24 @@ pub fn recv(fd: c_int, o: &Offloaded, bufs: &mut [&mut [u8]], flags: c_int) -> R
             (_, signals::Seen::Restartable) => mark = signals::Mark::now(),
             _ => {}
         }
+    }
+}
+
+/// The socket's SO_RCVTIMEO or SO_SNDTIMEO (mirrored on the shadow) as a deadline from now.
+pub fn timeout_deadline(fd: c_int, name: c_int) -> Option<Instant> {
+    sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
+        .and_then(duration)
+        .map(|d| Instant::now() + d)
+}
+
+/// What is left until `deadline` (None: no deadline); EAGAIN once it has passed.
+pub fn time_left(deadline: Option<Instant>) -> Res<Option<Duration>> {
+    match deadline {
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(libc::EAGAIN),
+        },
+        None => Ok(None),
     }
 }
 
@@ -418,7 +426,7 @@ pub fn shutdown(o: &Offloaded, how: c_int) -> Res<()> {
 /// the same port.
 pub fn bind(fd: c_int, o: &Offloaded, local: SocketAddrV4, kernel: impl Fn() -> c_int) -> Res<()> {
     if let Some(s) = o.stream() {
-        return crate::stream::bind(s, local);
+        return s.bind(local);
     }
     let udp = udp(o)?;
     if local.ip().is_unspecified() {

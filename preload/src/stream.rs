@@ -20,7 +20,7 @@ use sluice_stack::stream::endpoint::ready;
 use crate::dgram::{self, Got, Res};
 use crate::entry::{Offloaded, Route, SocketEntry};
 use crate::init::TABLE;
-use crate::offload::{duration, sockopt};
+use crate::offload::sockopt;
 use crate::{real, signals};
 
 /// The last close of a stream socket: SO_LINGER 0 resets; SO_LINGER N waits (at most N s)
@@ -31,12 +31,9 @@ pub fn close(s: &StreamSocket) {
         Some(0) => s.close(true),
         Some(secs) if s.is_connection() => {
             let _ = s.shutdown(libc::SHUT_WR);
-            let until = Instant::now() + std::time::Duration::from_secs(u64::from(secs));
             if let Some(stack) = crate::offload::running() {
-                while !s.all_acked() && Instant::now() < until {
-                    stack.poll();
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
+                let limit = std::time::Duration::from_secs(u64::from(secs));
+                stack.progress_until(limit, || s.all_acked());
             }
             s.close(false);
         }
@@ -48,15 +45,9 @@ fn nonblocking(o: &Offloaded, flags: c_int) -> bool {
     flags & libc::MSG_DONTWAIT != 0 || o.nonblocking.load(Ordering::Acquire)
 }
 
-/// The socket's SO_RCVTIMEO or SO_SNDTIMEO (mirrored on the shadow) as a deadline.
-fn deadline(fd: c_int, name: c_int) -> Option<Instant> {
-    sockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
-        .and_then(duration)
-        .map(|d| Instant::now() + d)
-}
-
-/// Waits for `bit` (or an error) on `s`; `Err(EINTR)` when a handler ran, `Err(EAGAIN)` when
-/// `until` passed.
+/// Waits for `bits` (or an error) on `s`; `Err(EINTR)` when a handler ran that ends the call,
+/// `Err(EAGAIN)` when `until` passed. After an SA_RESTART handler (and no timeout) it returns
+/// `Ok`, and the caller simply tries again.
 fn wait_for(
     fd: c_int,
     o: &Offloaded,
@@ -66,13 +57,7 @@ fn wait_for(
     watch_shadow: bool,
     mark: &mut signals::Mark,
 ) -> Res<()> {
-    let left = match until {
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Some(left),
-            _ => return Err(libc::EAGAIN),
-        },
-        None => None,
-    };
+    let left = dgram::time_left(until)?;
     let ready = || s.readiness() & (bits | ready::ERROR) != 0;
     let waited = dgram::wait_until(fd, o, left, &ready, watch_shadow, mark);
     match (waited, mark.seen()) {
@@ -204,11 +189,6 @@ pub fn connect(
     }
 }
 
-/// bind() of a stream socket to a data IP or INADDR_ANY (the shadow holds INADDR_ANY too).
-pub fn bind(s: &StreamSocket, local: SocketAddrV4) -> Res<()> {
-    s.bind(local)
-}
-
 /// listen() of a socket the policy offloads: the stack listens on the shadow's port; a shadow
 /// bound to INADDR_ANY listens too, for kernel TCP clients.
 pub fn listen(o: &Offloaded, s: &StreamSocket, backlog: c_int) -> Res<()> {
@@ -234,7 +214,7 @@ pub fn accept(
     kernel: &dyn Fn() -> c_int,
 ) -> Res<Accepted> {
     let via_shadow = o.shadow_receives.load(Ordering::Acquire);
-    let until = deadline(fd, libc::SO_RCVTIMEO);
+    let until = dgram::timeout_deadline(fd, libc::SO_RCVTIMEO);
     let mut mark = signals::Mark::now();
     loop {
         match s.accept() {
@@ -255,10 +235,7 @@ pub fn accept(
         if o.nonblocking.load(Ordering::Acquire) {
             return Err(libc::EAGAIN);
         }
-        match wait_for(fd, o, s, ready::READABLE, until, via_shadow, &mut mark) {
-            Err(libc::EINTR) if mark.seen() == signals::Seen::Restartable && until.is_none() => {}
-            other => other?,
-        }
+        wait_for(fd, o, s, ready::READABLE, until, via_shadow, &mut mark)?;
     }
 }
 
@@ -327,7 +304,6 @@ pub fn send(o: &Offloaded, s: &StreamSocket, bufs: &[&[u8]], flags: c_int) -> Re
             Ok(()) => {}
             // Interrupted after some bytes went: the count, as the kernel returns it.
             Err(_) if sent > 0 => return Ok(sent),
-            Err(libc::EINTR) if mark.seen() == signals::Seen::Restartable => {}
             Err(e) => return Err(e),
         }
     }
@@ -377,17 +353,13 @@ pub fn recv(
             Err(libc::EAGAIN) if got > 0 && (nonblocking || !wait_all) => return Ok(no_addr(got)),
             Err(libc::EAGAIN) if nonblocking => return Err(libc::EAGAIN),
             Err(libc::EAGAIN) => {}
-            Err(e) if got > 0 => {
-                let _ = e;
-                return Ok(no_addr(got));
-            }
+            Err(_) if got > 0 => return Ok(no_addr(got)),
             Err(e) => return Err(e),
         }
-        let until = *until.get_or_insert_with(|| deadline(fd, libc::SO_RCVTIMEO));
+        let until = *until.get_or_insert_with(|| dgram::timeout_deadline(fd, libc::SO_RCVTIMEO));
         match wait_for(fd, o, s, ready::READABLE, until, false, &mut mark) {
             Ok(()) => {}
             Err(_) if got > 0 => return Ok(no_addr(got)),
-            Err(libc::EINTR) if mark.seen() == signals::Seen::Restartable && until.is_none() => {}
             Err(e) => return Err(e),
         }
     }

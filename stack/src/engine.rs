@@ -566,9 +566,7 @@ impl Stack {
         } = engine;
         postpone_unresolved(ports, streams, now);
         let woke = streams.poll(now, &mut |o| transmit(ports, kernel, now, o));
-        for (port, ids) in streams.take_closed_carriers() {
-            engine.close_carrier(port, &ids);
-        }
+        engine.close_released_carriers();
         for port in &mut engine.ports {
             port.flush();
         }
@@ -592,10 +590,22 @@ impl Stack {
             engine.streams.close_all(now);
             self.stream_transmit(&mut engine);
         }
-        while start.elapsed() < limit {
+        self.progress_until(limit.saturating_sub(start.elapsed()), || {
+            self.lock_engine().streams.settled()
+        });
+    }
+
+    /// Makes progress until `done()` holds or `limit` passes (bounded waits at exit and in
+    /// SO_LINGER); true when `done()` held.
+    pub fn progress_until(&self, limit: Duration, done: impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        loop {
             self.poll_waiting();
-            if self.lock_engine().streams.settled() {
-                return;
+            if done() {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -750,9 +760,7 @@ impl Stack {
             if streams.poll(now, &mut |o| transmit(ports, kernel, now, o)) {
                 self.signal_readable();
             }
-            for (port, ids) in streams.take_closed_carriers() {
-                engine.close_carrier(port, &ids);
-            }
+            engine.close_released_carriers();
             for port in &mut engine.ports {
                 port.flush();
             }

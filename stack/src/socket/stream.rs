@@ -243,32 +243,22 @@ impl StreamSocket {
         Ok(())
     }
 
-    /// listen(): binds an ephemeral port first if needed.
+    /// listen(): binds an ephemeral port first if needed; again on a listener, changes its
+    /// backlog.
     pub fn listen(&self, backlog: i32) -> Result<(), i32> {
         let mut inner = self.inner.lock().unwrap();
         let backlog = backlog.clamp(1, 4096) as usize;
-        match inner.role {
-            Role::Fresh => {}
-            Role::Listener => {
-                let local = inner.local.ok_or(libc::EINVAL)?;
-                let mut engine = self.stack.lock_engine();
-                let config = inner.config;
-                return engine.streams.listen(local, backlog, config, self.shared());
+        let mut engine = self.stack.lock_engine();
+        let local = match (inner.role, inner.local) {
+            (Role::Fresh | Role::Listener, Some(local)) => local,
+            (Role::Fresh, None) => {
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, engine.bind_carrier(0, false)?)
             }
             _ => return Err(libc::EINVAL),
-        }
-        let mut engine = self.stack.lock_engine();
-        let local = match inner.local {
-            Some(l) => l,
-            None => {
-                let port = engine.bind_carrier(0, false)?;
-                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
-            }
         };
-        let config = inner.config;
         engine
             .streams
-            .listen(local, backlog, config, self.shared())?;
+            .listen(local, backlog, inner.config, self.shared())?;
         inner.local = Some(local);
         inner.role = Role::Listener;
         Ok(())
@@ -293,12 +283,11 @@ impl StreamSocket {
             Some(l) => l,
             None => SocketAddrV4::new(src_ip, engine.bind_carrier(0, false)?),
         };
-        let shared = Arc::new(StreamShared::default());
-        *self.shared.lock().unwrap() = shared.clone();
+        // An unconnected socket's shared state was never published to: the connection's.
         let config = inner.config;
         let id = engine
             .streams
-            .connect(now, local, peer, port, config, shared, fall_back);
+            .connect(now, local, peer, port, config, self.shared(), fall_back);
         inner.local = Some(local);
         inner.peer = Some(peer);
         inner.role = Role::Conn(id);
@@ -311,11 +300,7 @@ impl StreamSocket {
     pub fn disconnect(&self) {
         let mut inner = self.inner.lock().unwrap();
         if let Role::Conn(id) = inner.role {
-            let mut engine = self.stack.lock_engine();
-            let local_port = inner.local.map_or(0, |l| l.port());
-            if let Some(ids) = engine.streams.forget(id) {
-                engine.close_carrier(local_port, &ids);
-            }
+            self.stack.lock_engine().forget_connection(id);
             inner.role = Role::Fresh;
             inner.local = None;
             inner.peer = None;
@@ -333,11 +318,8 @@ impl StreamSocket {
         let mut inner = self.inner.lock().unwrap();
         if let Role::Conn(id) = inner.role {
             let mut engine = self.stack.lock_engine();
-            let local_port = inner.local.map_or(0, |l| l.port());
             engine.streams.note_fall_back();
-            if let Some(ids) = engine.streams.forget(id) {
-                engine.close_carrier(local_port, &ids);
-            }
+            engine.forget_connection(id);
         }
         inner.role = Role::Closed;
     }
@@ -549,17 +531,14 @@ impl StreamSocket {
             }
             Role::Listener => {
                 if let Some(port) = inner.local.map(|l| l.port()) {
-                    if let Some(ids) = engine.streams.close_listener(now, port) {
-                        engine.close_carrier(port, &ids);
-                    }
+                    engine.streams.close_listener(now, port);
                 }
                 self.stack.stream_transmit(&mut engine);
             }
             Role::Fresh => {
                 if let Some(port) = inner.local.map(|l| l.port()) {
-                    if let Some(ids) = engine.streams.release(port) {
-                        engine.close_carrier(port, &ids);
-                    }
+                    engine.streams.release(port);
+                    engine.close_released_carriers();
                 }
             }
             Role::Closed => {}
@@ -619,8 +598,21 @@ impl Engine {
         Ok(chosen)
     }
 
+    /// Forgets connection `id` and closes its carrier if that was the last user.
+    fn forget_connection(&mut self, id: u32) {
+        self.streams.forget(id);
+        self.close_released_carriers();
+    }
+
+    /// Closes the UDP sockets of the carriers whose last user went away.
+    pub(crate) fn close_released_carriers(&mut self) {
+        for (port, ids) in self.streams.take_closed_carriers() {
+            self.close_carrier(port, &ids);
+        }
+    }
+
     /// Closes a carrier's UDP sockets (its last user is gone).
-    pub(crate) fn close_carrier(&mut self, port: u16, ids: &[SocketId]) {
+    fn close_carrier(&mut self, port: u16, ids: &[SocketId]) {
         if let Some(kernel) = self.kernel.as_mut() {
             kernel.close(port);
         }

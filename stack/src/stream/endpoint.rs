@@ -260,15 +260,18 @@ impl Streams {
         }
     }
 
-    /// Drops a reference; returns the UDP sockets to close when it was the last.
-    #[must_use]
-    pub fn release(&mut self, port: u16) -> Option<Vec<SocketId>> {
-        let c = self.carriers.get_mut(&port)?;
+    /// Drops a reference; the last one queues the carrier's UDP sockets for the engine to
+    /// close ([`Streams::take_closed_carriers`]).
+    pub fn release(&mut self, port: u16) {
+        let Some(c) = self.carriers.get_mut(&port) else {
+            return;
+        };
         c.users = c.users.saturating_sub(1);
         if c.users == 0 {
-            return self.carriers.remove(&port).map(|c| c.ids);
+            if let Some(c) = self.carriers.remove(&port) {
+                self.closed_carriers.push((port, c.ids));
+            }
         }
-        None
     }
 
     /// Carriers nobody uses any more (their UDP sockets are for the engine to close).
@@ -380,11 +383,12 @@ impl Streams {
         self.conns.get(&id).map(|e| e.conn.stats())
     }
 
-    /// close() of a listener: its unaccepted connections are reset. Returns the carrier's UDP
-    /// sockets to close, if this was its last user.
-    #[must_use]
-    pub fn close_listener(&mut self, now: u64, port: u16) -> Option<Vec<SocketId>> {
-        let listener = self.listeners.remove(&port)?;
+    /// close() of a listener: its unaccepted connections are reset, and its reference on the
+    /// carrier released.
+    pub fn close_listener(&mut self, now: u64, port: u16) {
+        let Some(listener) = self.listeners.remove(&port) else {
+            return;
+        };
         let pending: Vec<u32> = self
             .conns
             .iter()
@@ -399,7 +403,7 @@ impl Streams {
                 e.orphan_since = Some(now);
             }
         }
-        self.release(port)
+        self.release(port);
     }
 
     /// close() of a connection: an orderly close (FIN after the queued data), or a reset when
@@ -449,13 +453,19 @@ impl Streams {
         self.counters.fallbacks += 1;
     }
 
-    /// Forgets connection `id` at once (its socket fell back to the kernel). Returns the
-    /// carrier's UDP sockets to close, if this was its last user.
-    #[must_use]
-    pub fn forget(&mut self, id: u32) -> Option<Vec<SocketId>> {
+    /// Forgets connection `id` at once (its socket fell back to the kernel, or its connect
+    /// failed) and releases its carrier.
+    pub fn forget(&mut self, id: u32) {
+        if let Some(e) = self.remove_conn(id) {
+            self.release(e.local.port());
+        }
+    }
+
+    /// Removes connection `id` from the tables (its carrier reference is the caller's).
+    fn remove_conn(&mut self, id: u32) -> Option<Entry> {
         let e = self.conns.remove(&id)?;
         self.by_peer.remove(&(e.peer, e.conn.peer_id()));
-        self.release(e.local.port())
+        Some(e)
     }
 
     /// One received datagram, where it arrived (`at`).
@@ -687,27 +697,20 @@ impl Streams {
             let port = e.local.port();
             if e.closed_first && e.conn.error().is_none() {
                 // TIME_WAIT: the port stays taken for a while (a bind without SO_REUSEADDR
-                // fails), as after the kernel's active close; the connection itself is gone.
-                let peer_id = e.conn.peer_id();
-                let peer = e.peer;
-                self.conns.remove(&id);
-                self.by_peer.remove(&(peer, peer_id));
+                // fails), as after the kernel's active close; the connection itself is gone,
+                // its carrier reference passes to the TIME_WAIT entry.
+                self.remove_conn(id);
                 self.time_wait.push_back((now + TIME_WAIT, port));
                 continue;
             }
-            if let Some(ids) = self.forget(id) {
-                // Carriers outlive their last connection only until the engine closes them.
-                self.closed_carriers.push((port, ids));
-            }
+            self.forget(id);
         }
         while let Some(&(until, port)) = self.time_wait.front() {
             if until > now {
                 break;
             }
             self.time_wait.pop_front();
-            if let Some(ids) = self.release(port) {
-                self.closed_carriers.push((port, ids));
-            }
+            self.release(port);
         }
         woke
     }
