@@ -461,6 +461,15 @@ impl Stack {
                 std::io::Error::last_os_error()
             )));
         }
+        let mut streams = Streams::new(stream_fall_back);
+        if kernel.is_none() {
+            streams.set_local_addrs(
+                ports
+                    .iter()
+                    .map(|p| (p.iface.config().addr, p.iface.config().prefix_len))
+                    .collect(),
+            );
+        }
         Ok(Arc::new(Stack {
             mode,
             engine: Mutex::new(Engine {
@@ -469,7 +478,7 @@ impl Stack {
                 memberships: HashMap::new(),
                 next_socket: 1,
                 kernel,
-                streams: Streams::new(stream_fall_back),
+                streams,
             }),
             epoch: Instant::now(),
             spin,
@@ -574,6 +583,14 @@ impl Stack {
             self.signal_readable();
         }
         self.note_traffic();
+    }
+
+    /// The streams as sluice-stat prints them: endpoint counters, listeners, connections and
+    /// their paths.
+    pub fn describe_streams(&self) -> String {
+        let mut out = String::new();
+        self.lock_engine().streams.describe(&mut out);
+        out
     }
 
     /// At process exit: closes the stream connections the application left open and makes

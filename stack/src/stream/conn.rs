@@ -11,14 +11,19 @@
 
 mod input;
 mod output;
+mod path;
 mod recv;
 mod send;
 
+use std::net::Ipv4Addr;
+
+use path::Path;
 use recv::RecvBuffer;
 use send::SendBuffer;
 
-use super::congestion::{new_congestion, Congestion, CongestionKind};
-use super::rtt::RttEstimator;
+pub use path::{FailReason, PathState, PathStats, MAX_PATHS, PROBE_MAX, PROBE_MIN};
+
+use super::congestion::{new_congestion, CongestionKind};
 use super::wire::{parse_syn_options, Header, SegmentType, HEADER_LEN, MAX_SACK};
 
 /// A millisecond, ns.
@@ -210,20 +215,26 @@ pub struct Connection {
     /// The SYN-ACK to send answers a SYN just received (so it may echo it).
     syn_echo_fresh: bool,
 
+    // Paths: path 0 is the handshake's; more after both sides announced their addresses.
+    paths: Vec<Path>,
+    /// The path the latest segment came in on (acknowledgements go back on it).
+    ack_path: usize,
+    /// Bumped whenever a path changes state.
+    path_epoch: u32,
+    /// Paths whose probe waits for its answer (bit i: path i), which goes back on that path.
+    probe_answers: u8,
+    /// Our data addresses and prefix lengths, announced in the SYN or SYN-ACK.
+    announce: Vec<(Ipv4Addr, u8)>,
+    /// The peer's, from its SYN or SYN-ACK.
+    peer_addrs: Vec<(Ipv4Addr, u8)>,
+
     // Sending.
     send: SendBuffer,
     /// Right edge of the peer's window (offset).
     snd_right: u64,
     peer_max_window: u64,
-    cc: Box<dyn Congestion>,
-    rtt: RttEstimator,
-    rto_deadline: Option<u64>,
     /// When unacknowledged data last made progress (user_timeout).
     last_progress: u64,
-    in_recovery: bool,
-    /// The current recovery began with a timeout.
-    rto_recovery: bool,
-    recovery_end: u64,
     dupacks: u32,
     persist_deadline: Option<u64>,
     persist_backoff: u32,
@@ -234,7 +245,6 @@ pub struct Connection {
 
     // Receiving.
     recv: RecvBuffer,
-    ts_recent: Option<u32>,
     ack_now: bool,
     delack_deadline: Option<u64>,
     unacked_bytes: usize,
@@ -285,23 +295,25 @@ impl Connection {
             syn_deadline: None,
             syn_now: true,
             syn_echo_fresh: false,
+            paths: vec![Path::new(
+                new_congestion(config.congestion, mss),
+                PathState::Active,
+            )],
+            ack_path: 0,
+            path_epoch: 0,
+            probe_answers: 0,
+            announce: Vec::new(),
+            peer_addrs: Vec::new(),
             send: SendBuffer::new(config.send_buffer),
             snd_right: 0,
             peer_max_window: 0,
-            cc: new_congestion(config.congestion, mss),
-            rtt: RttEstimator::new(),
-            rto_deadline: None,
             last_progress: now,
-            in_recovery: false,
-            rto_recovery: false,
-            recovery_end: 0,
             dupacks: 0,
             persist_deadline: None,
             persist_backoff: 0,
             tlp_deadline: None,
             tail_probed: false,
             recv: RecvBuffer::new(config.recv_buffer),
-            ts_recent: None,
             ack_now: false,
             delack_deadline: None,
             unacked_bytes: 0,
@@ -338,12 +350,26 @@ impl Connection {
         let mut c = Connection::new(config, now, local_id, isn, Phase::SynReceived);
         c.peer_id = syn.src_conn;
         c.irs = syn.seq;
-        c.ts_recent = Some(syn.ts_val);
+        c.paths[0].ts_recent = Some(syn.ts_val);
         c.syn_echo_fresh = true;
         c.last_recv = now;
         c.stats.segments_received += 1;
-        c.synchronise(syn.window, parse_syn_options(syn_payload).mss);
+        let options = parse_syn_options(syn_payload);
+        c.peer_addrs = options.addrs;
+        c.synchronise(syn.window, options.mss);
         c
+    }
+
+    /// The data addresses (and prefix lengths) to announce in our SYN or SYN-ACK, all of
+    /// them, the handshake's included: the peer pairs them with its own into paths. Set it
+    /// before the first poll_transmit; announce nothing for a single address.
+    pub fn announce(&mut self, addrs: Vec<(Ipv4Addr, u8)>) {
+        self.announce = addrs;
+    }
+
+    /// The addresses the peer announced (empty: it has one).
+    pub fn peer_addrs(&self) -> &[(Ipv4Addr, u8)] {
+        &self.peer_addrs
     }
 
     /// Takes the peer's first window and MSS (from its SYN or SYN-ACK).
@@ -352,7 +378,9 @@ impl Connection {
         let mss = self.config.mss.min(peer_mss);
         if mss != self.mss {
             self.mss = mss;
-            self.cc = new_congestion(self.config.congestion, mss);
+            for p in &mut self.paths {
+                p.cc = new_congestion(self.config.congestion, mss);
+            }
         }
         self.snd_right = window as u64;
         self.peer_max_window = window as u64;
@@ -401,7 +429,10 @@ impl Connection {
     fn close_now(&mut self) {
         self.phase = Phase::Closed;
         self.syn_deadline = None;
-        self.rto_deadline = None;
+        for p in &mut self.paths {
+            p.rto_deadline = None;
+            p.probe_deadline = None;
+        }
         self.delack_deadline = None;
         self.persist_deadline = None;
         self.tlp_deadline = None;
@@ -548,11 +579,12 @@ impl Connection {
     /// Counters and estimates.
     pub fn stats(&self) -> ConnStats {
         let mut s = self.stats.clone();
-        s.srtt_us = self.rtt.srtt() / 1_000;
-        s.rttvar_us = self.rtt.rttvar() / 1_000;
-        s.rto_us = self.rtt.rto() / 1_000;
-        s.cwnd = self.cc.window();
-        s.ssthresh = self.cc.ssthresh();
+        let p = &self.paths[self.primary()];
+        s.srtt_us = p.rtt.srtt() / 1_000;
+        s.rttvar_us = p.rtt.rttvar() / 1_000;
+        s.rto_us = p.rtt.rto() / 1_000;
+        s.cwnd = self.paths.iter().map(|p| p.cc.window()).sum();
+        s.ssthresh = p.cc.ssthresh();
         s.bytes_in_flight = self.send.pipe() as usize;
         s.peer_window = self
             .snd_right
@@ -565,7 +597,7 @@ impl Connection {
 
     /// Name of the congestion controller in use.
     pub fn congestion_name(&self) -> &'static str {
-        self.cc.name()
+        self.paths[0].cc.name()
     }
 
     /// TCP_NODELAY: send small segments at once.
@@ -592,10 +624,11 @@ impl Connection {
         format!(
             "phase {:?} una {} nxt {} sent_end {} unsent {} right {} pipe {} lost {} cwnd {} rto {:?} persist {:?} delack {:?} ack_now {} rcv_nxt {} rcv_right {} fin_rcvd {} recovery {} rto_rec {} backoff {}",
             self.phase, self.send.una(), self.send.nxt(), self.send.sent_end(), self.send.unsent(),
-            self.snd_right, self.send.pipe(), self.send.lost_count(), self.cc.window(),
-            self.rto_deadline, self.persist_deadline, self.delack_deadline, self.ack_now,
-            self.recv.nxt(), self.recv.right_edge(), self.recv.fin_received(), self.in_recovery,
-            self.rto_recovery, self.rtt.backoff_count(),
+            self.snd_right, self.send.pipe(), self.send.lost_count(), self.paths[0].cc.window(),
+            self.paths[0].rto_deadline, self.persist_deadline, self.delack_deadline, self.ack_now,
+            self.recv.nxt(), self.recv.right_edge(), self.recv.fin_received(),
+            self.paths[0].in_recovery, self.paths[0].rto_recovery,
+            self.paths[0].rtt.backoff_count(),
         )
     }
 }

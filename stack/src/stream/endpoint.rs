@@ -13,7 +13,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::conn::{ConnConfig, ConnStats, Connection, State, StreamError};
+use super::conn::{ConnConfig, ConnStats, Connection, PathState, State, StreamError};
+use super::route::{self, Route};
 use super::wire::{self, Header, SegmentType};
 use crate::udp::SocketId;
 
@@ -124,6 +125,11 @@ pub struct StreamCounters {
     pub connections_opened: u64,
     pub connections_accepted: u64,
     pub fallbacks: u64,
+    /// Paths opened beyond the handshake's (multipath).
+    pub paths_opened: u64,
+    /// Paths that failed (link down or silent) and that came back.
+    pub path_failures: u64,
+    pub path_recoveries: u64,
 }
 
 /// One UDP port carrying streams: its UDP socket on each data port.
@@ -150,6 +156,11 @@ struct Entry {
     local: SocketAddrV4,
     peer: SocketAddrV4,
     port: usize,
+    /// Where each path runs; routes[0] is (port, local, peer), the handshake's.
+    routes: Vec<Route>,
+    /// Path states at the last look (changes are logged and counted).
+    path_states: Vec<PathState>,
+    path_epoch: u32,
     shared: Arc<StreamShared>,
     /// The listener's port, until accept() takes it.
     listener: Option<u16>,
@@ -212,6 +223,11 @@ pub struct Streams {
     closed_carriers: Vec<(u16, Vec<SocketId>)>,
     /// Ports held after an active close, until when (each holds a carrier reference).
     time_wait: VecDeque<(u64, u16)>,
+    /// The data ports' addresses and prefix lengths (announced for multipath when there
+    /// are several), by port index.
+    local_addrs: Vec<(Ipv4Addr, u8)>,
+    /// Data ports whose link is down, by index.
+    ports_down: Vec<bool>,
 }
 
 impl Streams {
@@ -226,6 +242,81 @@ impl Streams {
             fall_back_after: fall_back_after.as_nanos() as u64,
             closed_carriers: Vec::new(),
             time_wait: VecDeque::new(),
+            local_addrs: Vec::new(),
+            ports_down: Vec::new(),
+        }
+    }
+
+    /// The data ports' addresses and prefix lengths, in port order. With more than one,
+    /// connections announce them all and open a path over every pair that shares a subnet
+    /// with the peer's.
+    pub fn set_local_addrs(&mut self, addrs: Vec<(Ipv4Addr, u8)>) {
+        self.ports_down = vec![false; addrs.len()];
+        self.local_addrs = addrs;
+    }
+
+    /// What a connection announces: every data address, or nothing with only one.
+    fn announcement(&self) -> Vec<(Ipv4Addr, u8)> {
+        if self.local_addrs.len() > 1 {
+            self.local_addrs.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The link of data port `port` went down or came back: the paths over it fail at once,
+    /// or are probed again.
+    pub fn port_state(&mut self, port: usize, up: bool) {
+        if let Some(down) = self.ports_down.get_mut(port) {
+            *down = !up;
+        }
+        for e in self.conns.values_mut() {
+            for (i, r) in e.routes.iter().enumerate() {
+                if r.port == port {
+                    e.conn.set_path_link(i, up);
+                }
+            }
+        }
+    }
+
+    /// Opens the paths of connection `id` from the two announcements (after the handshake
+    /// on the connecting side, at the SYN on the accepting side).
+    fn open_paths(&mut self, id: u32, connecting: bool) {
+        let Some(e) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let ours = if self.local_addrs.len() > 1 {
+            self.local_addrs.as_slice()
+        } else {
+            &[]
+        };
+        let theirs = e.conn.peer_addrs().to_vec();
+        let (local, remote) = (*e.local.ip(), *e.peer.ip());
+        let pairs = if connecting {
+            route::pair(ours, &theirs, (local, remote))
+        } else {
+            route::pair(&theirs, ours, (remote, local))
+        };
+        for (c, a) in pairs.into_iter().skip(1) {
+            let (l, r) = if connecting { (c, a) } else { (a, c) };
+            let Some(port) = self.local_addrs.iter().position(|(ip, _)| *ip == l) else {
+                continue;
+            };
+            e.routes.push(Route {
+                port,
+                local: l,
+                remote: r,
+            });
+        }
+        if e.routes.len() > 1 {
+            e.conn.set_paths(e.routes.len());
+            self.counters.paths_opened += e.routes.len() as u64 - 1;
+            for (i, r) in e.routes.iter().enumerate() {
+                if self.ports_down.get(r.port).copied().unwrap_or(false) {
+                    e.conn.set_path_link(i, false);
+                }
+            }
+            e.path_states = e.conn.path_stats().iter().map(|p| p.state).collect();
         }
     }
 
@@ -329,7 +420,8 @@ impl Streams {
         fall_back: bool,
     ) -> u32 {
         let id = self.fresh_id();
-        let conn = Connection::connect(config, now, id, random_u32());
+        let mut conn = Connection::connect(config, now, id, random_u32());
+        conn.announce(self.announcement());
         // The bound socket's reference on the carrier passes to the connection.
         self.conns.insert(
             id,
@@ -338,6 +430,13 @@ impl Streams {
                 local,
                 peer,
                 port,
+                routes: vec![Route {
+                    port,
+                    local: *local.ip(),
+                    remote: *peer.ip(),
+                }],
+                path_states: vec![PathState::Active],
+                path_epoch: 0,
                 shared,
                 listener: None,
                 orphan_since: None,
@@ -492,8 +591,15 @@ impl Streams {
         };
         if header.dst_conn != 0 {
             if let Some(e) = self.conns.get_mut(&header.dst_conn) {
-                if e.peer != from || (e.conn.peer_id() != 0 && e.conn.peer_id() != header.src_conn)
-                {
+                // Path 0 is the handshake's pair; the others come from both announcements.
+                let route_ok = match (header.path, e.routes.get(header.path as usize)) {
+                    (0, _) => e.peer == from,
+                    (_, Some(r)) => {
+                        r.remote == *from.ip() && r.local == to && from.port() == e.peer.port()
+                    }
+                    (_, None) => false,
+                };
+                if !route_ok || (e.conn.peer_id() != 0 && e.conn.peer_id() != header.src_conn) {
                     self.counters.wrong_peer += 1;
                     return;
                 }
@@ -507,6 +613,7 @@ impl Streams {
                 if was_syn_sent && e.conn.peer_id() != 0 {
                     self.by_peer
                         .insert((from, e.conn.peer_id()), header.dst_conn);
+                    self.open_paths(header.dst_conn, true);
                 }
                 return;
             }
@@ -565,7 +672,10 @@ impl Streams {
         listener.half_open += 1;
         let config = listener.config;
         let id = self.fresh_id();
-        let conn = Connection::accept(config, now, id, random_u32(), header, payload);
+        let mut conn = Connection::accept(config, now, id, random_u32(), header, payload);
+        if !conn.peer_addrs().is_empty() {
+            conn.announce(self.announcement());
+        }
         self.by_peer.insert((from, header.src_conn), id);
         self.hold(local_port);
         self.conns.insert(
@@ -575,6 +685,13 @@ impl Streams {
                 local: SocketAddrV4::new(to, local_port),
                 peer: from,
                 port,
+                routes: vec![Route {
+                    port,
+                    local: to,
+                    remote: *from.ip(),
+                }],
+                path_states: vec![PathState::Active],
+                path_epoch: 0,
                 shared: Arc::new(StreamShared::default()),
                 listener: Some(local_port),
                 orphan_since: None,
@@ -586,6 +703,7 @@ impl Streams {
                 opened: false,
             },
         );
+        self.open_paths(id, false);
         true
     }
 
@@ -645,17 +763,25 @@ impl Streams {
         let mut finished = Vec::new();
         for (&id, e) in self.conns.iter_mut() {
             if let Some(carrier) = self.carriers.get(&e.local.port()) {
-                let (port, to, local_port) = (e.port, e.peer, e.local.port());
-                let carrier = carrier.ids.get(port).copied();
-                e.conn.poll_transmit(now, &mut |datagram| {
+                let (peer_port, local_port) = (e.peer.port(), e.local.port());
+                let Entry { conn, routes, .. } = e;
+                conn.poll_transmit(now, &mut |datagram| {
+                    // The path a segment goes on is in its header.
+                    let path = datagram
+                        .get(wire::PATH_AT..wire::PATH_AT + 2)
+                        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+                    let r = routes.get(path).unwrap_or(&routes[0]);
                     out(Outgoing {
-                        port,
-                        carrier,
+                        port: r.port,
+                        carrier: carrier.ids.get(r.port).copied(),
                         local_port,
-                        to,
+                        to: SocketAddrV4::new(r.remote, peer_port),
                         datagram,
                     })
                 });
+            }
+            if e.conn.path_epoch() != e.path_epoch {
+                note_path_changes(id, e, &mut self.counters);
             }
             woke |= publish(e, now);
             if let (Some(port), false) = (e.listener, e.queued) {
@@ -714,6 +840,46 @@ impl Streams {
         }
         woke
     }
+}
+
+/// Logs and counts the paths of `e` that changed state since the last look.
+fn note_path_changes(id: u32, e: &mut Entry, counters: &mut StreamCounters) {
+    e.path_epoch = e.conn.path_epoch();
+    for (i, p) in e.conn.path_stats().iter().enumerate() {
+        let before = e.path_states.get(i).copied();
+        if before == Some(p.state) {
+            continue;
+        }
+        let r = e.routes[i.min(e.routes.len() - 1)];
+        match p.state {
+            PathState::Failed => {
+                counters.path_failures += 1;
+                log::info!(
+                    "stream {id:08x} path {i} ({} -> {}, port {}) failed: {}; its data moves to the other paths",
+                    r.local,
+                    r.remote,
+                    r.port,
+                    match p.last_failure {
+                        Some(super::conn::FailReason::LinkDown) => "link down",
+                        _ => "no acknowledgement",
+                    }
+                );
+            }
+            PathState::Active => {
+                if before == Some(PathState::Failed) {
+                    counters.path_recoveries += 1;
+                }
+                log::info!(
+                    "stream {id:08x} path {i} ({} -> {}, port {}) active",
+                    r.local,
+                    r.remote,
+                    r.port
+                );
+            }
+            PathState::Unverified => {}
+        }
+    }
+    e.path_states = e.conn.path_stats().iter().map(|p| p.state).collect();
 }
 
 /// Publishes a connection's readiness; true when a bit appeared.
@@ -799,7 +965,7 @@ impl Streams {
             out,
             "streams carriers={} listeners={} connections={} datagrams_in={} malformed={} \
              no_connection={} wrong_peer={} resets_sent={} syn_dropped={} opened={} accepted={} \
-             fell_back_to_kernel={}",
+             fell_back_to_kernel={} paths_opened={} path_failures={} path_recoveries={}",
             self.carriers.len(),
             self.listeners.len(),
             self.conns.len(),
@@ -812,6 +978,9 @@ impl Streams {
             c.connections_opened,
             c.connections_accepted,
             c.fallbacks,
+            c.paths_opened,
+            c.path_failures,
+            c.path_recoveries,
         );
         let mut ports: Vec<&u16> = self.listeners.keys().collect();
         ports.sort();
@@ -867,6 +1036,32 @@ impl Streams {
                 st.out_of_order_segments,
                 st.dropped_segments,
             );
+            if e.routes.len() < 2 {
+                continue;
+            }
+            for (i, p) in e.conn.path_stats().iter().enumerate() {
+                let r = e.routes[i.min(e.routes.len() - 1)];
+                let _ = writeln!(
+                    out,
+                    "path stream={id:08x} index={i} port={} local={} remote={} state={} \
+                     srtt_us={} rto_us={} cwnd={} in_flight={} segments_sent={} bytes_sent={} \
+                     retransmits={} losses={} failures={} probes={}",
+                    r.port,
+                    r.local,
+                    r.remote,
+                    p.state.name(),
+                    p.srtt_us,
+                    p.rto_us,
+                    p.cwnd,
+                    p.in_flight,
+                    p.segments_sent,
+                    p.bytes_sent,
+                    p.retransmits,
+                    p.losses,
+                    p.failures,
+                    p.probes,
+                );
+            }
         }
     }
 

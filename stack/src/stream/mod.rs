@@ -18,6 +18,7 @@
 pub mod congestion;
 pub mod conn;
 pub mod endpoint;
+pub mod route;
 pub mod rtt;
 pub mod wire;
 

@@ -15,6 +15,8 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 40;
 /// Most SACK blocks one segment carries.
 pub const MAX_SACK: usize = 4;
+/// Offset of the `path` field in the header (the endpoint reads it to route a segment).
+pub const PATH_AT: usize = 36;
 /// Bytes per SACK block on the wire.
 pub const SACK_BLOCK_LEN: usize = 8;
 
@@ -24,6 +26,8 @@ const FLAG_ECHO: u8 = 0x04;
 
 const OPT_MSS: u8 = 1;
 const OPT_ADDRS: u8 = 2;
+/// Bytes per ADDRS entry: the IPv4 address and its prefix length.
+const ADDR_ENTRY_LEN: usize = 5;
 
 /// What a segment is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +211,7 @@ pub fn parse(datagram: &[u8]) -> Result<(Header, &[u8]), WireError> {
         window: be32(datagram, 24),
         ts_val: be32(datagram, 28),
         ts_ecr: be32(datagram, 32),
-        path: be16(datagram, 36),
+        path: be16(datagram, PATH_AT),
         sacks,
     };
     Ok((header, &datagram[payload_at..]))
@@ -264,8 +268,9 @@ pub fn emit_parts(header: &Header, parts: &[&[u8]], out: &mut Vec<u8>) {
 pub struct SynOptions {
     /// Largest payload the sender can receive in one segment.
     pub mss: Option<u16>,
-    /// The sender's other data addresses (multipath; reserved for now).
-    pub addrs: Vec<Ipv4Addr>,
+    /// Every data address of the sender with its prefix length, the handshake's included
+    /// (multipath: the peer pairs them with its own). Empty for a single address.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
 }
 
 /// Reads SYN options. Never fails: unknown options are skipped, and a
@@ -280,10 +285,11 @@ pub fn parse_syn_options(payload: &[u8]) -> SynOptions {
         };
         match kind {
             OPT_MSS if len == 2 => options.mss = Some(be16(value, 0)),
-            OPT_ADDRS if len % 4 == 0 => {
+            OPT_ADDRS if len % ADDR_ENTRY_LEN == 0 => {
                 options.addrs = value
-                    .chunks_exact(4)
-                    .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+                    .chunks_exact(ADDR_ENTRY_LEN)
+                    .filter(|a| a[4] <= 32)
+                    .map(|a| (Ipv4Addr::new(a[0], a[1], a[2], a[3]), a[4]))
                     .collect();
             }
             _ => {}
@@ -294,17 +300,18 @@ pub fn parse_syn_options(payload: &[u8]) -> SynOptions {
 }
 
 /// Appends SYN options to `out` (not cleared). ADDRS is written only when
-/// there are addresses, at most 63 of them (one option's length byte).
+/// there are addresses, at most 51 of them (one option's length byte).
 pub fn emit_syn_options(o: &SynOptions, out: &mut Vec<u8>) {
     if let Some(mss) = o.mss {
         out.extend_from_slice(&[OPT_MSS, 2]);
         out.extend_from_slice(&mss.to_be_bytes());
     }
     if !o.addrs.is_empty() {
-        let addrs = &o.addrs[..o.addrs.len().min(63)];
-        out.extend_from_slice(&[OPT_ADDRS, (addrs.len() * 4) as u8]);
-        for a in addrs {
+        let addrs = &o.addrs[..o.addrs.len().min(255 / ADDR_ENTRY_LEN)];
+        out.extend_from_slice(&[OPT_ADDRS, (addrs.len() * ADDR_ENTRY_LEN) as u8]);
+        for (a, prefix) in addrs {
             out.extend_from_slice(&a.octets());
+            out.push(*prefix);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Arriving segments: validation, handshake, RST, acknowledgement and SACK
 //! processing, data and FIN.
 
-use super::send::DUP_THRESH;
+use super::send::{DUP_THRESH, MAX_PATHS};
 use super::{seq_diff, ts_of, Connection, Phase, StreamError, DELAYED_ACK};
 use crate::stream::wire::{parse_syn_options, Header, SegmentType};
 
@@ -60,9 +60,11 @@ impl Connection {
                 self.stats.segments_received += 1;
                 self.peer_id = h.src_conn;
                 self.irs = h.seq;
-                self.ts_recent = Some(h.ts_val);
+                self.paths[0].ts_recent = Some(h.ts_val);
                 self.last_recv = now;
-                self.synchronise(h.window, parse_syn_options(payload).mss);
+                let options = parse_syn_options(payload);
+                self.peer_addrs = options.addrs;
+                self.synchronise(h.window, options.mss);
                 self.handshake_rtt(now, h);
                 self.establish(now);
                 self.ack_now = true;
@@ -75,20 +77,22 @@ impl Connection {
     /// first SYN when it was sent only once.
     fn handshake_rtt(&mut self, now: u64, h: &Header) {
         if h.flags.echo {
-            self.sample_echo(now, h.ts_ecr);
+            self.sample_echo(now, h.ts_ecr, 0);
         } else if self.phase == Phase::SynReceived && self.syn_xmits == 1 {
             // (A SYN-ACK without echo may be a timer retry: no sample then.)
-            self.rtt.sample(now.saturating_sub(self.opened_at));
+            self.paths[0].rtt.sample(now.saturating_sub(self.opened_at));
         }
     }
 
-    fn sample_echo(&mut self, now: u64, ts_ecr: u32) -> Option<u64> {
+    /// An RTT sample for `path` from a timestamp echo (the peer echoes, on each path, the
+    /// latest timestamp it received on that path).
+    fn sample_echo(&mut self, now: u64, ts_ecr: u32, path: usize) -> Option<u64> {
         let us = seq_diff(ts_of(now), ts_ecr);
         if us < 0 {
             return None;
         }
         let rtt = us as u64 * 1_000;
-        self.rtt.sample(rtt);
+        self.paths[path].rtt.sample(rtt);
         Some(rtt)
     }
 
@@ -96,7 +100,7 @@ impl Connection {
         self.phase = Phase::Open;
         self.syn_deadline = None;
         self.syn_now = false;
-        self.rtt.reset_backoff();
+        self.paths[0].rtt.reset_backoff();
         self.last_progress = now;
         self.last_recv = now;
     }
@@ -123,7 +127,7 @@ impl Connection {
         if self.phase == Phase::SynReceived {
             // Our SYN-ACK was lost. The new one answers this SYN: echo its
             // time, or the peer would measure from its first SYN.
-            self.ts_recent = Some(h.ts_val);
+            self.paths[0].ts_recent = Some(h.ts_val);
             self.syn_echo_fresh = true;
             self.syn_now = true;
         } else {
@@ -179,17 +183,14 @@ impl Connection {
         self.stats.segments_received += 1;
         self.last_recv = now;
         self.keepalive_probes = 0;
-        if off <= nxt {
-            let newer = match self.ts_recent {
-                None => true,
-                Some(r) => seq_diff(h.ts_val, r) >= 0,
-            };
-            if newer {
-                self.ts_recent = Some(h.ts_val);
-            }
-        }
+        // A probe's timestamp is always taken: its echo is how the prober knows the path works.
+        self.heard_on(now, h, off <= nxt || h.kind == SegmentType::Probe);
         if h.kind == SegmentType::Probe {
-            self.ack_now = true;
+            if self.multipath() && (h.path as usize) < self.paths.len() {
+                self.probe_answers |= 1 << h.path;
+            } else {
+                self.ack_now = true;
+            }
         } else if !payload.is_empty() || h.flags.fin {
             self.receive_data(now, off, payload, h.flags.fin);
         }
@@ -235,29 +236,43 @@ impl Connection {
             self.snd_right = right;
             self.peer_max_window = self.peer_max_window.max(h.window as u64);
         }
-        let pipe_before = self.send.pipe() as usize;
+        let paths = self.paths.len();
+        let mut pipe_before = [0usize; MAX_PATHS];
+        let mut losses_before = [0u64; MAX_PATHS];
+        for i in 0..paths {
+            pipe_before[i] = self.send.path_pipe(i) as usize;
+            losses_before[i] = self.send.losses(i);
+        }
         let advanced = ack > self.send.una();
         if advanced {
             let acked = self.send.ack(ack);
-            let rtt = if h.flags.echo {
-                self.sample_echo(now, h.ts_ecr)
-            } else if let Some(sent_at) = acked.clean_sent_at {
-                let rtt = now.saturating_sub(sent_at);
-                self.rtt.sample(rtt);
-                Some(rtt)
+            if self.multipath() {
+                self.multipath_acked(now, h, &acked, &pipe_before);
             } else {
-                None
-            };
-            self.cc.on_ack(now, acked.bytes as usize, rtt, pipe_before);
-            self.rtt.reset_backoff();
+                let rtt = if h.flags.echo {
+                    self.sample_echo(now, h.ts_ecr, 0)
+                } else if let Some(sent_at) = acked.clean_sent_at {
+                    let rtt = now.saturating_sub(sent_at);
+                    self.paths[0].rtt.sample(rtt);
+                    Some(rtt)
+                } else {
+                    None
+                };
+                let in_flight = self.send.in_flight();
+                let p = &mut self.paths[0];
+                p.cc.on_ack(now, acked.bytes as usize, rtt, pipe_before[0]);
+                p.rtt.reset_backoff();
+                p.rto_deadline = in_flight.then(|| now + p.rtt.rto());
+            }
             self.dupacks = 0;
             self.last_progress = now;
-            self.rto_deadline = self.send.in_flight().then(|| now + self.rtt.rto());
             self.tail_probed = false;
             self.tlp_deadline = None;
-            if self.in_recovery && ack >= self.recovery_end {
-                self.in_recovery = false;
-                self.rto_recovery = false;
+            for p in &mut self.paths {
+                if p.in_recovery && ack >= p.recovery_end {
+                    p.in_recovery = false;
+                    p.rto_recovery = false;
+                }
             }
         } else if pure && !window_moved && self.send.in_flight() && h.sacks.is_empty() {
             self.dupacks += 1;
@@ -269,19 +284,73 @@ impl Connection {
                 sacked |= self.send.sack(s as u64, e as u64);
             }
         }
-        let mut lost = 0;
+        if sacked && self.multipath() {
+            self.note_path_progress(now);
+        }
         if sacked || advanced {
-            let reorder_window = self.rtt.srtt() / 4;
-            lost += self.send.detect_losses(self.mss, reorder_window);
-            lost += self.send.detect_lost_retransmissions(reorder_window);
+            let srtt = self.paths.iter().map(|p| p.rtt.srtt()).max().unwrap_or(0);
+            let reorder_window = srtt / 4;
+            self.send.detect_losses(self.mss, reorder_window);
+            self.send.detect_lost_retransmissions(reorder_window);
         }
-        if self.dupacks >= DUP_THRESH as u32 && self.send.mark_first_lost() {
-            lost += 1;
+        if self.dupacks >= DUP_THRESH as u32 {
+            self.send.mark_first_lost();
         }
-        if lost > 0 && !self.in_recovery {
-            self.in_recovery = true;
-            self.recovery_end = self.send.sent_end();
-            self.cc.on_loss(now, pipe_before);
+        let sent_end = self.send.sent_end();
+        for i in 0..paths {
+            let p = &mut self.paths[i];
+            if self.send.losses(i) > losses_before[i] && !p.in_recovery {
+                p.in_recovery = true;
+                p.recovery_end = sent_end;
+                p.cc.on_loss(now, pipe_before[i]);
+            }
+        }
+    }
+
+    /// A cumulative acknowledgement with several paths: each path's window grows by what
+    /// it carried, with an RTT sample from the echo (for the path the ACK came on) or from
+    /// its newest record sent once.
+    fn multipath_acked(
+        &mut self,
+        now: u64,
+        h: &Header,
+        acked: &super::send::Acked,
+        pipe_before: &[usize; MAX_PATHS],
+    ) {
+        let echo_path = (h.path as usize) < self.paths.len() && h.flags.echo;
+        for i in 0..self.paths.len() {
+            let bytes = acked.bytes_by_path[i];
+            if bytes == 0 {
+                continue;
+            }
+            let rtt = if echo_path && i == h.path as usize {
+                self.sample_echo(now, h.ts_ecr, i)
+            } else if let Some(sent_at) = acked.clean_by_path[i] {
+                let rtt = now.saturating_sub(sent_at);
+                self.paths[i].rtt.sample(rtt);
+                Some(rtt)
+            } else {
+                None
+            };
+            self.paths[i]
+                .cc
+                .on_ack(now, bytes as usize, rtt, pipe_before[i]);
+        }
+        self.note_path_progress(now);
+    }
+
+    /// Paths with newly delivered records are alive: their backoff clears and their
+    /// retransmission timer restarts (or stops, with nothing left there).
+    fn note_path_progress(&mut self, now: u64) {
+        for i in 0..self.paths.len() {
+            let delivered = self.send.deliveries(i);
+            let outstanding = self.send.path_outstanding(i) > 0;
+            let p = &mut self.paths[i];
+            if delivered != p.deliveries_seen {
+                p.deliveries_seen = delivered;
+                p.rtt.reset_backoff();
+                p.rto_deadline = outstanding.then(|| now + p.rtt.rto());
+            }
         }
     }
 

@@ -16,6 +16,8 @@ use std::collections::VecDeque;
 
 /// Segments SACKed above a hole before the hole counts as lost.
 pub(super) const DUP_THRESH: u64 = 3;
+/// Most paths one connection uses.
+pub const MAX_PATHS: usize = 4;
 
 /// One segment in flight.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +38,8 @@ pub(super) struct Sent {
     pub sacked: bool,
     /// Judged lost and not yet retransmitted.
     pub lost: bool,
+    /// The path it was last sent on.
+    pub path: u8,
 }
 
 impl Sent {
@@ -59,6 +63,10 @@ pub(super) struct Acked {
     /// only once (Karn's rule: a retransmitted one gives no RTT sample) and
     /// not SACKed before (its cumulative ACK waited for a hole).
     pub clean_sent_at: Option<u64>,
+    /// The same, for each path's newest record.
+    pub clean_by_path: [Option<u64>; MAX_PATHS],
+    /// Sequence space acknowledged per path (of records last sent there).
+    pub bytes_by_path: [u64; MAX_PATHS],
 }
 
 /// Queued data and the retransmission scoreboard.
@@ -77,17 +85,28 @@ pub(super) struct SendBuffer {
     records: VecDeque<Sent>,
     /// Bytes in flight: sent, not SACKed, not judged lost (RFC 6675 "pipe").
     pipe: u64,
-    sacked_total: u64,
+    /// The same per path (the records last sent on each).
+    path_pipe: [u64; MAX_PATHS],
+    /// Records per path neither SACKed nor acknowledged (in flight or lost).
+    path_outstanding: [usize; MAX_PATHS],
+    /// SACKed bytes per path: losses are judged within a path, so that paths of different
+    /// delays do not make each other's segments look lost.
+    sacked_total: [u64; MAX_PATHS],
     /// Records below this offset were judged (lost or SACKed).
     scan_off: u64,
-    sacked_below_scan: u64,
+    sacked_below_scan: [u64; MAX_PATHS],
     lost_count: usize,
     /// Lost records are looked for from here on.
     rexmit_cursor: u64,
     /// Retransmissions in the order they were sent: (offset, sent_at).
     rexmits: VecDeque<(u64, u64)>,
-    /// Latest send time of a segment (sent once) known to have arrived.
-    delivered_sent_at: u64,
+    /// Latest send time of a segment known to have arrived, per path and overall.
+    delivered_sent_at: [u64; MAX_PATHS],
+    delivered_any: u64,
+    /// Records delivered (SACKed or acknowledged) per path, ever: a path's sign of life.
+    deliveries: [u64; MAX_PATHS],
+    /// Records judged lost per path, ever.
+    losses: [u64; MAX_PATHS],
 }
 
 impl SendBuffer {
@@ -102,13 +121,18 @@ impl SendBuffer {
             fin_acked: false,
             records: VecDeque::new(),
             pipe: 0,
-            sacked_total: 0,
+            path_pipe: [0; MAX_PATHS],
+            path_outstanding: [0; MAX_PATHS],
+            sacked_total: [0; MAX_PATHS],
             scan_off: 0,
-            sacked_below_scan: 0,
+            sacked_below_scan: [0; MAX_PATHS],
             lost_count: 0,
             rexmit_cursor: 0,
             rexmits: VecDeque::new(),
-            delivered_sent_at: 0,
+            delivered_sent_at: [0; MAX_PATHS],
+            delivered_any: 0,
+            deliveries: [0; MAX_PATHS],
+            losses: [0; MAX_PATHS],
         }
     }
 
@@ -191,14 +215,36 @@ impl SendBuffer {
         self.lost_count
     }
 
+    /// Bytes in flight on `path`.
+    pub fn path_pipe(&self, path: usize) -> u64 {
+        self.path_pipe[path]
+    }
+
+    /// Records last sent on `path` that are neither SACKed nor acknowledged.
+    pub fn path_outstanding(&self, path: usize) -> usize {
+        self.path_outstanding[path]
+    }
+
+    /// Records of `path` delivered so far (a counter: it grows while the path works).
+    pub fn deliveries(&self, path: usize) -> u64 {
+        self.deliveries[path]
+    }
+
+    /// Records of `path` judged lost so far (a counter).
+    pub fn losses(&self, path: usize) -> u64 {
+        self.losses[path]
+    }
+
     /// Drops everything (abort, reset).
     pub fn clear(&mut self) {
         self.data = VecDeque::new();
         self.records = VecDeque::new();
         self.pipe = 0;
+        self.path_pipe = [0; MAX_PATHS];
+        self.path_outstanding = [0; MAX_PATHS];
         self.lost_count = 0;
-        self.sacked_total = 0;
-        self.sacked_below_scan = 0;
+        self.sacked_total = [0; MAX_PATHS];
+        self.sacked_below_scan = [0; MAX_PATHS];
         self.rexmits = VecDeque::new();
     }
 
@@ -217,28 +263,38 @@ impl SendBuffer {
     }
 
     fn account(&mut self, r: &Sent) {
+        let p = r.path as usize;
         if r.sacked {
-            self.sacked_total += r.span();
+            self.sacked_total[p] += r.span();
             if r.off < self.scan_off {
-                self.sacked_below_scan += r.span();
+                self.sacked_below_scan[p] += r.span();
             }
-        } else if r.lost {
+            return;
+        }
+        self.path_outstanding[p] += 1;
+        if r.lost {
             self.lost_count += 1;
         } else {
             self.pipe += r.span();
+            self.path_pipe[p] += r.span();
         }
     }
 
     fn unaccount(&mut self, r: &Sent) {
+        let p = r.path as usize;
         if r.sacked {
-            self.sacked_total -= r.span();
+            self.sacked_total[p] -= r.span();
             if r.off < self.scan_off {
-                self.sacked_below_scan -= r.span();
+                self.sacked_below_scan[p] -= r.span();
             }
-        } else if r.lost {
+            return;
+        }
+        self.path_outstanding[p] -= 1;
+        if r.lost {
             self.lost_count -= 1;
         } else {
             self.pipe -= r.span();
+            self.path_pipe[p] -= r.span();
         }
     }
 
@@ -251,8 +307,8 @@ impl SendBuffer {
         self.records[i] = r;
     }
 
-    /// Records a new segment `[nxt, nxt + len)` (+ FIN) as sent at `now`.
-    pub fn sent_new(&mut self, len: usize, fin: bool, now: u64) {
+    /// Records a new segment `[nxt, nxt + len)` (+ FIN) as sent at `now` on `path`.
+    pub fn sent_new(&mut self, len: usize, fin: bool, now: u64, path: usize) {
         let r = Sent {
             off: self.nxt,
             len: len as u32,
@@ -262,6 +318,7 @@ impl SendBuffer {
             xmits: 1,
             sacked: false,
             lost: false,
+            path: path as u8,
         };
         self.nxt += len as u64;
         if fin {
@@ -277,14 +334,21 @@ impl SendBuffer {
         let data_end = self.data_end();
         let mut acked = Acked {
             bytes: ack - self.una,
-            clean_sent_at: None,
+            ..Acked::default()
         };
         while let Some(&r) = self.records.front() {
             if r.end() <= ack {
                 self.unaccount(&r);
                 self.records.pop_front();
-                self.delivered(&r);
+                let p = r.path as usize;
+                acked.bytes_by_path[p] += r.span();
+                if !r.sacked {
+                    self.delivered(&r);
+                }
                 acked.clean_sent_at = (r.xmits == 1 && !r.sacked).then_some(r.sent_at);
+                if acked.clean_sent_at.is_some() {
+                    acked.clean_by_path[p] = acked.clean_sent_at;
+                }
                 if r.fin {
                     self.fin_acked = true;
                 }
@@ -304,7 +368,7 @@ impl SendBuffer {
         self.una = ack;
         if self.scan_off < ack {
             self.scan_off = ack;
-            self.sacked_below_scan = 0;
+            self.sacked_below_scan = [0; MAX_PATHS];
         }
         if self.rexmit_cursor < ack {
             self.rexmit_cursor = ack;
@@ -342,27 +406,30 @@ impl SendBuffer {
     /// sent more than `reorder_window` ns before something that arrived
     /// (RACK's time rule: it finds losses at the tail, where too few
     /// segments follow to reach the count). Returns how many were marked.
+    ///
+    /// Both rules look only at the record's own path. The scan stops at the first record it
+    /// cannot judge yet, whatever its path.
     pub fn detect_losses(&mut self, mss: usize, reorder_window: u64) -> usize {
         let threshold = (DUP_THRESH - 1) * mss as u64;
         let mut i = self.records.partition_point(|r| r.off < self.scan_off);
         let mut marked = 0;
         while i < self.records.len() {
             let r = self.records[i];
+            let p = r.path as usize;
             let own = if r.sacked { r.span() } else { 0 };
             // Retransmissions in flight are judged by their own send times
             // (detect_lost_retransmissions); SACKed and lost ones are settled.
             let judged = r.sacked || r.lost || r.xmits > 1;
             if !judged {
-                let above = self.sacked_total - self.sacked_below_scan - own;
-                let late = r.sent_at.saturating_add(reorder_window) < self.delivered_sent_at;
+                let above = self.sacked_total[p] - self.sacked_below_scan[p] - own;
+                let late = r.sent_at.saturating_add(reorder_window) < self.delivered_sent_at[p];
                 if above <= threshold && !late {
                     break;
                 }
-                self.update(i, |r| r.lost = true);
-                self.rexmit_cursor = self.rexmit_cursor.min(r.off);
+                self.mark_lost(i);
                 marked += 1;
             }
-            self.sacked_below_scan += own;
+            self.sacked_below_scan[p] += own;
             self.scan_off = r.end();
             i += 1;
         }
@@ -372,7 +439,18 @@ impl SendBuffer {
     /// Notes that `r` arrived. For a retransmitted one we cannot tell which
     /// copy did, so the first send time stands (it errs on the early side).
     fn delivered(&mut self, r: &Sent) {
-        self.delivered_sent_at = self.delivered_sent_at.max(r.first_sent_at);
+        let p = r.path as usize;
+        self.delivered_sent_at[p] = self.delivered_sent_at[p].max(r.first_sent_at);
+        self.delivered_any = self.delivered_any.max(r.first_sent_at);
+        self.deliveries[p] += 1;
+    }
+
+    /// Marks record `i` lost (it is neither SACKed nor lost).
+    fn mark_lost(&mut self, i: usize) {
+        let r = self.records[i];
+        self.update(i, |r| r.lost = true);
+        self.rexmit_cursor = self.rexmit_cursor.min(r.off);
+        self.losses[r.path as usize] += 1;
     }
 
     /// Marks lost every retransmission that should have arrived by now: a
@@ -382,7 +460,7 @@ impl SendBuffer {
     pub fn detect_lost_retransmissions(&mut self, reorder_window: u64) -> usize {
         let mut marked = 0;
         while let Some(&(off, sent_at)) = self.rexmits.front() {
-            if sent_at.saturating_add(reorder_window) >= self.delivered_sent_at {
+            if sent_at.saturating_add(reorder_window) >= self.delivered_any {
                 break;
             }
             self.rexmits.pop_front();
@@ -391,8 +469,7 @@ impl SendBuffer {
                 continue;
             };
             if r.off == off && r.sent_at == sent_at && !r.sacked && !r.lost {
-                self.update(i, |r| r.lost = true);
-                self.rexmit_cursor = self.rexmit_cursor.min(off);
+                self.mark_lost(i);
                 marked += 1;
             }
         }
@@ -404,9 +481,7 @@ impl SendBuffer {
     pub fn mark_first_lost(&mut self) -> bool {
         match self.records.front() {
             Some(r) if !r.sacked && !r.lost && r.xmits == 1 => {
-                let off = r.off;
-                self.update(0, |r| r.lost = true);
-                self.rexmit_cursor = self.rexmit_cursor.min(off);
+                self.mark_lost(0);
                 true
             }
             _ => false,
@@ -417,12 +492,29 @@ impl SendBuffer {
     pub fn mark_all_lost(&mut self) {
         for i in 0..self.records.len() {
             if !self.records[i].sacked && !self.records[i].lost {
-                self.update(i, |r| r.lost = true);
+                self.mark_lost(i);
             }
         }
         self.scan_off = self.sent_end();
         self.sacked_below_scan = self.sacked_total;
         self.rexmit_cursor = self.una;
+    }
+
+    /// A path failed: every record on it not SACKed is lost (to be sent again on the
+    /// others). Returns how many were marked.
+    pub fn mark_path_lost(&mut self, path: usize) -> usize {
+        if self.path_outstanding[path] == 0 {
+            return 0;
+        }
+        let mut marked = 0;
+        for i in 0..self.records.len() {
+            let r = self.records[i];
+            if r.path as usize == path && !r.sacked && !r.lost {
+                self.mark_lost(i);
+                marked += 1;
+            }
+        }
+        marked
     }
 
     /// The first lost record (to retransmit), if any.
@@ -446,7 +538,7 @@ impl SendBuffer {
     /// Tail-loss probe: resends the last segment (unless SACKed) without
     /// marking anything lost, so that its acknowledgement or SACK reveals
     /// what happened to the tail. Returns the record to emit.
-    pub fn probe_last(&mut self, now: u64) -> Option<Sent> {
+    pub fn probe_last(&mut self, now: u64, path: usize) -> Option<Sent> {
         let i = self.records.len().checked_sub(1)?;
         let r = self.records[i];
         if r.sacked || r.lost {
@@ -455,19 +547,21 @@ impl SendBuffer {
         self.update(i, |r| {
             r.xmits = r.xmits.saturating_add(1);
             r.sent_at = now;
+            r.path = path as u8;
         });
         self.rexmits.push_back((r.off, now));
         Some(self.records[i])
     }
 
-    /// The lost record at `off` was retransmitted at `now`.
-    pub fn retransmitted(&mut self, off: u64, now: u64) {
+    /// The lost record at `off` was retransmitted at `now` on `path`.
+    pub fn retransmitted(&mut self, off: u64, now: u64, path: usize) {
         let i = self.records.partition_point(|r| r.off < off);
         if self.records.get(i).is_some_and(|r| r.off == off) {
             self.update(i, |r| {
                 r.lost = false;
                 r.xmits = r.xmits.saturating_add(1);
                 r.sent_at = now;
+                r.path = path as u8;
             });
             self.rexmit_cursor = self.records[i].end();
             self.rexmits.push_back((off, now));

@@ -96,11 +96,17 @@ fn ignores_unknown_flag_bits_and_reserved_bytes() {
 fn syn_options_round_trip_and_skip_unknown_ones() {
     let options = SynOptions {
         mss: Some(1408),
-        addrs: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 1, 1)],
+        addrs: vec![
+            (Ipv4Addr::new(10, 0, 0, 1), 24),
+            (Ipv4Addr::new(10, 0, 1, 1), 31),
+        ],
     };
     let mut out = vec![77, 3, 1, 2, 3];
     emit_syn_options(&options, &mut out);
     assert_eq!(parse_syn_options(&out), options);
+    // An entry with an impossible prefix length is dropped, the others stand.
+    let parsed = parse_syn_options(&[2, 10, 10, 0, 0, 1, 33, 10, 0, 1, 1, 24]);
+    assert_eq!(parsed.addrs, vec![(Ipv4Addr::new(10, 0, 1, 1), 24)]);
 }
 
 #[test]

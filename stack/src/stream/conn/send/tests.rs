@@ -10,7 +10,7 @@ fn sent(n: usize) -> SendBuffer {
     let data: Vec<u8> = (0..n * MSS).map(|i| i as u8).collect();
     assert_eq!(s.write(&data), n * MSS);
     for i in 0..n {
-        s.sent_new(MSS, false, i as u64);
+        s.sent_new(MSS, false, i as u64, 0);
     }
     s
 }
@@ -53,7 +53,7 @@ fn three_sacked_segments_above_a_hole_mark_it_lost() {
     assert_eq!(s.pipe(), 200, "segments 4 and 5 are still in flight");
     let lost = s.next_lost().unwrap();
     assert_eq!((lost.off, lost.len), (0, 100));
-    s.retransmitted(0, 10);
+    s.retransmitted(0, 10, 0);
     assert_eq!(s.lost_count(), 0);
     assert_eq!(s.pipe(), 300);
     assert!(s.next_lost().is_none());
@@ -79,7 +79,7 @@ fn several_holes_are_found_in_order() {
     let mut order = Vec::new();
     while let Some(r) = s.next_lost() {
         order.push(r.off);
-        s.retransmitted(r.off, 99);
+        s.retransmitted(r.off, 99, 0);
     }
     assert_eq!(order, vec![0, 200, 400]);
 }
@@ -92,7 +92,7 @@ fn timeout_marks_everything_not_sacked_lost() {
     assert_eq!(s.lost_count(), 4);
     assert_eq!(s.pipe(), 0);
     assert_eq!(s.next_lost().unwrap().off, 0);
-    s.retransmitted(0, 50);
+    s.retransmitted(0, 50, 0);
     assert_eq!(s.next_lost().unwrap().off, 100);
 }
 
@@ -102,7 +102,7 @@ fn fin_takes_one_sequence_number() {
     s.write(b"abc");
     s.queue_fin();
     assert!(s.fin_pending());
-    s.sent_new(3, true, 0);
+    s.sent_new(3, true, 0, 0);
     assert_eq!(s.sent_end(), 4);
     s.ack(3);
     assert!(!s.fin_acked());
@@ -118,10 +118,10 @@ fn fin_takes_one_sequence_number() {
 fn payload_spans_the_ring_seam() {
     let mut s = SendBuffer::new(8);
     s.write(&[0, 1, 2, 3, 4, 5]);
-    s.sent_new(6, false, 0);
+    s.sent_new(6, false, 0, 0);
     s.ack(5);
     s.write(&[6, 7, 8, 9, 10, 11]);
-    s.sent_new(7, false, 0);
+    s.sent_new(7, false, 0, 0);
     let (a, b) = s.payload(5, 7);
     let joined: Vec<u8> = a.iter().chain(b).copied().collect();
     assert_eq!(joined, vec![5, 6, 7, 8, 9, 10, 11]);
