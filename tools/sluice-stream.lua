@@ -71,6 +71,7 @@ local pf = {
     opt_len = ProtoField.uint8("sluice.opt.len", "Length", base.DEC),
     opt_mss = ProtoField.uint16("sluice.opt.mss", "MSS", base.DEC),
     opt_addrs = ProtoField.ipv4("sluice.opt.addrs", "Address"),
+    opt_prefix = ProtoField.uint8("sluice.opt.prefix", "Prefix length", base.DEC),
     opt_value = ProtoField.bytes("sluice.opt.value", "Value"),
 }
 sluice.fields = pf
@@ -99,11 +100,13 @@ local function dissect_options(tvb, tree)
             item:add(pf.opt_mss, value)
             item:append_text(" " .. value:uint())
             notes[#notes + 1] = "mss=" .. value:uint()
-        elseif kind == 2 and vlen % 4 == 0 then
+        elseif kind == 2 and vlen % 5 == 0 then
+            -- Each entry: an IPv4 address and its prefix length.
             local addrs = {}
-            for at = 0, vlen - 4, 4 do
+            for at = 0, vlen - 5, 5 do
                 item:add(pf.opt_addrs, value(at, 4))
-                addrs[#addrs + 1] = tostring(value(at, 4):ipv4())
+                item:add(pf.opt_prefix, value(at + 4, 1))
+                addrs[#addrs + 1] = tostring(value(at, 4):ipv4()) .. "/" .. value(at + 4, 1):uint()
             end
             item:append_text(" " .. table.concat(addrs, ","))
             notes[#notes + 1] = "addrs=" .. table.concat(addrs, ",")

@@ -158,8 +158,8 @@ fn capture() -> Vec<Vec<u8>> {
         ts_val: 111,
         ..Segment::default()
     };
-    // MSS 1408; ADDRS 10.77.3.1; an unknown type 9, skipped.
-    let syn_opts = [1, 2, 0x05, 0x80, 2, 4, 10, 77, 3, 1, 9, 1, 0xee];
+    // MSS 1408; ADDRS 10.77.3.1/24; an unknown type 9, skipped.
+    let syn_opts = [1, 2, 0x05, 0x80, 2, 5, 10, 77, 3, 1, 24, 9, 1, 0xee];
     let syn_ack = Segment {
         kind: SYN_ACK,
         flags: ACK | ECHO,
@@ -172,8 +172,8 @@ fn capture() -> Vec<Vec<u8>> {
         ts_ecr: 111,
         ..Segment::default()
     };
-    // MSS 1400; ADDRS 10.77.3.2 and 10.77.3.9.
-    let syn_ack_opts = [1, 2, 0x05, 0x78, 2, 8, 10, 77, 3, 2, 10, 77, 3, 9];
+    // MSS 1400; ADDRS 10.77.3.2/24 and 10.77.3.9/31.
+    let syn_ack_opts = [1, 2, 0x05, 0x78, 2, 10, 10, 77, 3, 2, 24, 10, 77, 3, 9, 31];
     let data = Segment {
         kind: DATA,
         flags: ACK | ECHO,
@@ -251,6 +251,7 @@ const FIELDS: &[&str] = &[
     "sluice.payload",
     "sluice.opt.mss",
     "sluice.opt.addrs",
+    "sluice.opt.prefix",
     "sluice.opt.type",
     "_ws.col.Protocol",
     "_ws.col.Info",
@@ -359,16 +360,17 @@ fn tshark_decodes_every_segment_type_with_the_lua_dissector() {
         assert_eq!(get(i, "sluice.version"), "1");
     }
 
-    // SYN: options MSS 1408 and ADDRS 10.77.3.1, an unknown option skipped.
+    // SYN: options MSS 1408 and ADDRS 10.77.3.1/24, an unknown option skipped.
     assert_eq!(get(0, "sluice.src_conn"), "0x1234abcd");
     assert_eq!(get(0, "sluice.dst_conn"), "0x00000000");
     assert_eq!(get(0, "sluice.seq"), "1000");
     assert_eq!(get(0, "sluice.window"), "4194304");
     assert_eq!(get(0, "sluice.ts_val"), "111");
-    assert_eq!(get(0, "sluice.data_len"), "13");
+    assert_eq!(get(0, "sluice.data_len"), "14");
     assert_eq!(get(0, "sluice.opt.type"), "1,2,9");
     assert_eq!(get(0, "sluice.opt.mss"), "1408");
     assert_eq!(get(0, "sluice.opt.addrs"), "10.77.3.1");
+    assert_eq!(get(0, "sluice.opt.prefix"), "24");
     assert_eq!(
         get(0, "sluice.payload"),
         "",
@@ -399,6 +401,7 @@ fn tshark_decodes_every_segment_type_with_the_lua_dissector() {
     assert_eq!(get(1, "sluice.ts_ecr"), "111");
     assert_eq!(get(1, "sluice.opt.mss"), "1400");
     assert_eq!(get(1, "sluice.opt.addrs"), "10.77.3.2,10.77.3.9");
+    assert_eq!(get(1, "sluice.opt.prefix"), "24,31");
     let info = get(1, "_ws.col.Info");
     assert!(
         info.starts_with("SYN-ACK src=0x9e3779b9 dst=0x1234abcd seq=5000 ack=1001"),
