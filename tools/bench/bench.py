@@ -600,7 +600,7 @@ def lab_value(result, name, key, field):
 
 
 SHORT = {"kernel": "kernel", "sluice_af_packet": "af_packet", "sluice_af_xdp": "af_xdp",
-         "sluice_udp_mode": "udp-mode"}
+         "sluice_udp_mode": "udp-mode", "sluice_two_ports": "2 ports"}
 
 
 def lab_cell(result, name, key, field):
@@ -702,7 +702,7 @@ def lab_svg(sections, path, date=""):
         names += [n for n in result["contenders"] if n not in names]
         panels += [(result, *p) for p in section_panels]
     colours = {"kernel": "#555555", "sluice_af_packet": "#1f77b4", "sluice_af_xdp": "#2ca02c",
-               "sluice_udp_mode": "#ff7f0e"}
+               "sluice_udp_mode": "#ff7f0e", "sluice_two_ports": "#9467bd"}
     width, panel_h, left, top = 760, 230, 60, 40
     height = top + len(panels) * (panel_h + 40) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -769,10 +769,12 @@ REDIS_REQUESTS = (20000, 50000)
 # under 2 minutes and make bench under 15 whatever hangs; what is left is reported as not run.
 STREAM_BUDGET_S = (25, 300)
 # Which contenders run which measurement: (full run, quick run).
-ALL_STREAM = ("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_udp_mode")
+ALL_STREAM = ("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_udp_mode",
+              "sluice_two_ports")
 STREAM_PLAN = {
     "tcp_pp": (ALL_STREAM, ("kernel", "sluice_af_packet")),
-    "iperf3": (("kernel", "sluice_af_packet", "sluice_af_xdp"), ("kernel", "sluice_af_packet")),
+    "iperf3": (("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_two_ports"),
+               ("kernel", "sluice_af_packet")),
     "redis": (("kernel", "sluice_af_packet"), ("kernel", "sluice_af_packet")),
 }
 # The result keys each kind of measurement produces.
@@ -785,8 +787,9 @@ def stream_contenders():
     table's latency targets apply (DPDK only: the kernel-UDP mode is expected to be slower)."""
     lib = str(RELEASE / "libsluice.so")
 
-    def dpdk(backend, ip):
-        return {"LD_PRELOAD": lib, "SLUICE_MODE": "dpdk", "SLUICE_IFACES": f"p0={ip}/24",
+    def dpdk(backend, ip, p1=None):
+        ifaces = f"p0={ip}/24" + (f",p1={p1}/24" if p1 else "")
+        return {"LD_PRELOAD": lib, "SLUICE_MODE": "dpdk", "SLUICE_IFACES": ifaces,
                 "SLUICE_DPDK_BACKEND": backend}
 
     def udp(ip):
@@ -811,6 +814,13 @@ def stream_contenders():
                             "client_env": udp("10.77.1.1"), "server_env": udp("10.77.1.2"),
                             "mode": "udp", "offloaded": True, "targets": False,
                             "label": "sluice streams over kernel UDP (SLUICE_MODE=udp)"},
+        # Both data ports of each host (the ha lab's p0 on sw0 and p1 on sw1): one connection
+        # runs a path over each (multipath).
+        "sluice_two_ports": {"client_ip": "10.77.2.1", "server_ip": "10.77.2.2",
+                             "client_env": dpdk("af_packet", "10.77.2.1", "10.77.3.1"),
+                             "server_env": dpdk("af_packet", "10.77.2.2", "10.77.3.2"),
+                             "mode": "dpdk", "offloaded": True, "targets": True,
+                             "label": "sluice streams over two af_packet ports (multipath)"},
     }
 
 
@@ -1176,7 +1186,8 @@ def print_stream_table(result):
         print(f"  not run: {result['error']}")
         return
     print_measures(result, STREAM_MEASURES)
-    print("udp-mode: sluice streams over kernel UDP sockets between the kernel IPs. '-': not "
+    print("udp-mode: sluice streams over kernel UDP sockets between the kernel IPs. 2 ports: "
+          "af_packet on both data ports of each host, one path per port (multipath). '-': not "
           "run for that contender" + (" in a quick run." if result.get("quick") else "."))
     print("latency is one-way (round trip / 2) as sockperf reports it; iperf3 is the "
           f"receiver's rate; redis-benchmark runs {REDIS_CLIENTS} clients, "
@@ -1192,7 +1203,7 @@ def main():
                     help="run one section only")
     ap.add_argument("--contenders", metavar="NAME,...",
                     help="lab sections: these sluice contenders only (the kernel always runs): "
-                         "sluice_af_packet, sluice_af_xdp, sluice_udp_mode")
+                         "sluice_af_packet, sluice_af_xdp, sluice_udp_mode, sluice_two_ports")
     ap.add_argument("--demo", action="store_true",
                     help="make demo: one short side-by-side run, no JSON")
     args = ap.parse_args()
