@@ -287,3 +287,55 @@ fn streams_run_over_kernel_udp_in_mode_udp() {
         "the stream went over the kernel UDP transport: {counters:?}"
     );
 }
+
+#[test]
+fn a_listener_with_its_half_open_queue_full_answers_with_cookies_and_lets_new_clients_in() {
+    let (a, b, wire) = pair();
+    let l = listener(&b, 7010);
+    // 140 handshakes whose SYN-ACKs are all lost: the listener's half-open bound (128 for a
+    // backlog of 16) fills, the SYNs beyond it are answered statelessly.
+    let lost = Impairment {
+        drop_per_mille: 1000,
+        ..Impairment::default()
+    };
+    wire.set_impairment(Impairment::default(), lost);
+    let ghosts: Vec<_> = (0..140)
+        .map(|_| {
+            let g = a.stream_socket().unwrap();
+            g.connect(SocketAddrV4::new(B_IP, 7010), false).unwrap();
+            g
+        })
+        .collect();
+    wait_until("the half-open queue to fill", &[&a, &b], || {
+        let report = b.describe_streams();
+        report.contains("half_open=128") && !report.contains("syn_cookies_sent=0 ")
+    });
+    // The ghosts go away without a word (nothing to reset in SynSent); their half-open
+    // entries stay on the listener until their handshake times out.
+    for g in ghosts {
+        g.close(true);
+    }
+    wire.set_impairment(Impairment::default(), Impairment::default());
+    let c = a.stream_socket().unwrap();
+    c.connect(SocketAddrV4::new(B_IP, 7010), false).unwrap();
+    let mut accepted = None;
+    wait_until("a new client's handshake", &[&a, &b], || {
+        if accepted.is_none() {
+            accepted = l.accept().ok();
+        }
+        accepted.is_some() && c.readiness() & ready::CONNECTED != 0
+    });
+    let report = b.describe_streams();
+    assert!(report.contains("half_open=128"), "still full:\n{report}");
+    assert!(
+        report.contains("syn_cookies_accepted=1 "),
+        "the new client came in by its cookie:\n{report}"
+    );
+    let s = accepted.unwrap().socket;
+    let up = pattern(200_000, 9);
+    assert_eq!(transfer(&[&a, &b], &c, &s, &up), up);
+    let down = pattern(100_000, 10);
+    assert_eq!(transfer(&[&a, &b], &s, &c, &down), down);
+    c.close(false);
+    s.close(false);
+}

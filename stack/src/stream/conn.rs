@@ -263,7 +263,7 @@ pub struct Connection {
 }
 
 /// Microsecond timestamp for the wire (wraps).
-fn ts_of(now: u64) -> u32 {
+pub(crate) fn ts_of(now: u64) -> u32 {
     (now / 1_000) as u32
 }
 
@@ -357,6 +357,27 @@ impl Connection {
         let options = parse_syn_options(syn_payload);
         c.peer_addrs = options.addrs;
         c.synchronise(syn.window, options.mss);
+        c
+    }
+
+    /// Passive open from the peer's answer to a stateless SYN-ACK (a SYN cookie, see
+    /// `stream::cookie`): `ack` names the peer's id (src_conn), its ISN plus one (seq) and our
+    /// ISN plus one (ack); `peer_mss` is what the cookie kept of the peer's MSS. Pass `ack` to
+    /// [`handle`](Connection::handle) next: it completes the handshake.
+    pub fn accept_cookie(
+        config: ConnConfig,
+        now: u64,
+        local_id: u32,
+        ack: &Header,
+        peer_mss: usize,
+    ) -> Connection {
+        let isn = ack.ack.wrapping_sub(1);
+        let mut c = Connection::new(config, now, local_id, isn, Phase::SynReceived);
+        c.peer_id = ack.src_conn;
+        c.irs = ack.seq.wrapping_sub(1);
+        c.syn_now = false;
+        c.last_recv = now;
+        c.synchronise(ack.window, Some(peer_mss.min(u16::MAX as usize) as u16));
         c
     }
 

@@ -13,7 +13,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::conn::{ConnConfig, ConnStats, Connection, PathState, State, StreamError};
+use super::conn::{ConnConfig, ConnStats, Connection, PathState, State, StreamError, MAX_WINDOW};
+use super::cookie::SynCookies;
 use super::route::{self, Route};
 use super::wire::{self, Header, SegmentType};
 use crate::udp::SocketId;
@@ -120,8 +121,12 @@ pub struct StreamCounters {
     /// Segments whose source did not match their connection's peer.
     pub wrong_peer: u64,
     pub resets_sent: u64,
-    /// SYNs refused because a listener's queues were full.
+    /// SYNs refused because a listener's accept queue was full.
     pub syn_dropped: u64,
+    /// SYNs answered statelessly (half-open connections at their bound) and connections
+    /// made from the answers.
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_accepted: u64,
     pub connections_opened: u64,
     pub connections_accepted: u64,
     pub fallbacks: u64,
@@ -181,6 +186,40 @@ struct Entry {
     opened: bool,
 }
 
+impl Entry {
+    /// A connection between `local` and `peer` on data port `port`, with one path (the
+    /// handshake's); `listener` is the port of the listener that accepted it, if it did.
+    fn new(
+        conn: Connection,
+        (local, peer, port): (SocketAddrV4, SocketAddrV4, usize),
+        shared: Arc<StreamShared>,
+        listener: Option<u16>,
+    ) -> Entry {
+        Entry {
+            conn,
+            local,
+            peer,
+            port,
+            routes: vec![Route {
+                port,
+                local: *local.ip(),
+                remote: *peer.ip(),
+            }],
+            path_states: vec![PathState::Active],
+            path_epoch: 0,
+            shared,
+            listener,
+            orphan_since: None,
+            fall_back_at: None,
+            queued: false,
+            failed: None,
+            last_readable: 0,
+            closed_first: false,
+            opened: false,
+        }
+    }
+}
+
 /// A stream socket as the endpoint knows it: a listener (by port) or a connection (by id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StreamKey {
@@ -228,6 +267,8 @@ pub struct Streams {
     local_addrs: Vec<(Ipv4Addr, u8)>,
     /// Data ports whose link is down, by index.
     ports_down: Vec<bool>,
+    /// The key of the stateless handshake.
+    cookies: SynCookies,
 }
 
 impl Streams {
@@ -244,6 +285,7 @@ impl Streams {
             time_wait: VecDeque::new(),
             local_addrs: Vec::new(),
             ports_down: Vec::new(),
+            cookies: SynCookies::new(),
         }
     }
 
@@ -423,31 +465,9 @@ impl Streams {
         let mut conn = Connection::connect(config, now, id, random_u32());
         conn.announce(self.announcement());
         // The bound socket's reference on the carrier passes to the connection.
-        self.conns.insert(
-            id,
-            Entry {
-                conn,
-                local,
-                peer,
-                port,
-                routes: vec![Route {
-                    port,
-                    local: *local.ip(),
-                    remote: *peer.ip(),
-                }],
-                path_states: vec![PathState::Active],
-                path_epoch: 0,
-                shared,
-                listener: None,
-                orphan_since: None,
-                fall_back_at: fall_back.then_some(now + self.fall_back_after),
-                queued: false,
-                failed: None,
-                last_readable: 0,
-                closed_first: false,
-                opened: false,
-            },
-        );
+        let mut entry = Entry::new(conn, (local, peer, port), shared, None);
+        entry.fall_back_at = fall_back.then_some(now + self.fall_back_after);
+        self.conns.insert(id, entry);
         self.counters.connections_opened += 1;
         id
     }
@@ -617,6 +637,9 @@ impl Streams {
                 }
                 return;
             }
+            if self.accept_cookie(now, at, &header, payload) {
+                return;
+            }
         } else if header.kind == SegmentType::Syn {
             if let Some(&id) = self.by_peer.get(&(from, header.src_conn)) {
                 if let Some(e) = self.conns.get_mut(&id) {
@@ -624,7 +647,7 @@ impl Streams {
                     return;
                 }
             }
-            if self.syn(now, port, from, to, local_port, &header, payload) {
+            if self.syn(now, at, &header, payload, out) {
                 return;
             }
         }
@@ -645,28 +668,57 @@ impl Streams {
     }
 
     /// A SYN for the listener on `local_port`; false when no listener takes it.
-    #[allow(clippy::too_many_arguments)]
     fn syn(
         &mut self,
         now: u64,
-        port: usize,
-        from: SocketAddrV4,
-        to: Ipv4Addr,
-        local_port: u16,
+        at: Arrival,
         header: &Header,
         payload: &[u8],
+        out: &mut dyn FnMut(Outgoing<'_>),
     ) -> bool {
+        let Arrival {
+            port,
+            from,
+            to,
+            local_port,
+        } = at;
         let Some(listener) = self.listeners.get_mut(&local_port) else {
             return false;
         };
         if !listener.local.ip().is_unspecified() && *listener.local.ip() != to {
             return false;
         }
-        if listener.ready.len() >= listener.backlog
-            || listener.half_open >= 2 * listener.backlog.max(64)
-        {
+        if listener.ready.len() >= listener.backlog {
             // Full: the peer's SYN retries find room later, as with the kernel's queues.
             self.counters.syn_dropped += 1;
+            return true;
+        }
+        if listener.half_open >= 2 * listener.backlog.max(64) {
+            // Half-open connections at their bound (a flood from spoofed sources, say): answer
+            // without keeping anything; a peer that answers back gets its connection then.
+            let config = listener.config;
+            let window = config.recv_buffer.min(MAX_WINDOW as usize) as u32;
+            let options = wire::parse_syn_options(payload);
+            self.cookies.syn_ack(
+                now,
+                from,
+                SocketAddrV4::new(to, local_port),
+                header,
+                &options,
+                payload.len(),
+                (config.mss, window),
+                &mut self.scratch,
+            );
+            if let Some(carrier) = self.carriers.get(&local_port) {
+                self.counters.syn_cookies_sent += 1;
+                out(Outgoing {
+                    port,
+                    carrier: carrier.ids.get(port).copied(),
+                    local_port,
+                    to: from,
+                    datagram: &self.scratch,
+                });
+            }
             return true;
         }
         listener.half_open += 1;
@@ -678,32 +730,48 @@ impl Streams {
         }
         self.by_peer.insert((from, header.src_conn), id);
         self.hold(local_port);
-        self.conns.insert(
-            id,
-            Entry {
-                conn,
-                local: SocketAddrV4::new(to, local_port),
-                peer: from,
-                port,
-                routes: vec![Route {
-                    port,
-                    local: to,
-                    remote: *from.ip(),
-                }],
-                path_states: vec![PathState::Active],
-                path_epoch: 0,
-                shared: Arc::new(StreamShared::default()),
-                listener: Some(local_port),
-                orphan_since: None,
-                fall_back_at: None,
-                queued: false,
-                failed: None,
-                last_readable: 0,
-                closed_first: false,
-                opened: false,
-            },
+        let shared = Arc::new(StreamShared::default());
+        let entry = Entry::new(
+            conn,
+            (SocketAddrV4::new(to, local_port), from, port),
+            shared,
+            Some(local_port),
         );
+        self.conns.insert(id, entry);
         self.open_paths(id, false);
+        true
+    }
+
+    /// A segment for no known connection that answers one of our stateless SYN-ACKs: the
+    /// connection is made now, established, and takes the segment. False when it is not one.
+    fn accept_cookie(&mut self, now: u64, at: Arrival, header: &Header, payload: &[u8]) -> bool {
+        let local = SocketAddrV4::new(at.to, at.local_port);
+        let Some(listener) = self.listeners.get_mut(&at.local_port) else {
+            return false;
+        };
+        if !listener.local.ip().is_unspecified() && *listener.local.ip() != at.to {
+            return false;
+        }
+        let Some(peer_mss) = self.cookies.check(now, at.from, local, header) else {
+            return false;
+        };
+        if listener.ready.len() >= listener.backlog || self.conns.contains_key(&header.dst_conn) {
+            // No room to accept it: dropped; the peer's retransmission may find room.
+            self.counters.syn_dropped += 1;
+            return true;
+        }
+        // Counted as half-open until poll moves it to the accept queue, like any other.
+        listener.half_open += 1;
+        let mut conn =
+            Connection::accept_cookie(listener.config, now, header.dst_conn, header, peer_mss);
+        conn.handle(now, header, payload);
+        self.counters.syn_cookies_accepted += 1;
+        self.by_peer
+            .insert((at.from, header.src_conn), header.dst_conn);
+        self.hold(at.local_port);
+        let shared = Arc::new(StreamShared::default());
+        let entry = Entry::new(conn, (local, at.from, at.port), shared, Some(at.local_port));
+        self.conns.insert(header.dst_conn, entry);
         true
     }
 
@@ -964,7 +1032,8 @@ impl Streams {
         let _ = writeln!(
             out,
             "streams carriers={} listeners={} connections={} datagrams_in={} malformed={} \
-             no_connection={} wrong_peer={} resets_sent={} syn_dropped={} opened={} accepted={} \
+             no_connection={} wrong_peer={} resets_sent={} syn_dropped={} syn_cookies_sent={} \
+             syn_cookies_accepted={} opened={} accepted={} \
              fell_back_to_kernel={} paths_opened={} path_failures={} path_recoveries={}",
             self.carriers.len(),
             self.listeners.len(),
@@ -975,6 +1044,8 @@ impl Streams {
             c.wrong_peer,
             c.resets_sent,
             c.syn_dropped,
+            c.syn_cookies_sent,
+            c.syn_cookies_accepted,
             c.connections_opened,
             c.connections_accepted,
             c.fallbacks,

@@ -17,6 +17,7 @@
 
 pub mod congestion;
 pub mod conn;
+pub mod cookie;
 pub mod endpoint;
 pub mod route;
 pub mod rtt;

@@ -318,8 +318,8 @@ impl Connection {
         pipe_before: &[usize; MAX_PATHS],
     ) {
         let echo_path = (h.path as usize) < self.paths.len() && h.flags.echo;
-        for i in 0..self.paths.len() {
-            let bytes = acked.bytes_by_path[i];
+        let carried = acked.bytes_by_path.iter().take(self.paths.len());
+        for (i, &bytes) in carried.enumerate() {
             if bytes == 0 {
                 continue;
             }

@@ -158,7 +158,7 @@ impl Connection {
         let Some(p) = self.paths.get_mut(path) else {
             return;
         };
-        if p.link_down == !up {
+        if p.link_down != up {
             return;
         }
         p.link_down = !up;
