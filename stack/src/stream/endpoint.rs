@@ -879,3 +879,9 @@ impl Streams {
         }
     }
 }
+
+// HA hook: implemented by the multipath streams work.
+impl Streams {
+    /// Data port `_port` went down (`_up` false) or came back up.
+    pub fn port_state(&mut self, _port: usize, _up: bool) {}
+}
