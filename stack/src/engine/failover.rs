@@ -160,12 +160,14 @@ impl Engine {
         }
     }
 
-    /// The addresses port `index`'s link serves now.
+    /// The addresses port `index`'s link serves now: its own first, then those moved to it.
     pub(crate) fn served_by(&self, index: usize) -> Vec<Ipv4Addr> {
-        (self.ports.iter().enumerate())
-            .filter(|(i, p)| p.host.unwrap_or(*i) == index)
-            .map(|(_, p)| p.iface.config().addr)
-            .collect()
+        let own = &self.ports[index];
+        let home = own.host.is_none().then(|| own.iface.config().addr);
+        let guests = (self.ports.iter())
+            .filter(|p| p.host == Some(index))
+            .map(|p| p.iface.config().addr);
+        home.into_iter().chain(guests).collect()
     }
 
     /// Whether data port `index` works (a stack with one port: always).
