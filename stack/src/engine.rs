@@ -188,8 +188,9 @@ pub(crate) struct Port {
     link_tx: u64,
     seen_rx: u64,
     seen_tx: u64,
-    /// An answer to a health probe arrived since the last health check.
-    answered: bool,
+    /// Answers to health probes received, and as of the last health check.
+    answers: u64,
+    seen_answers: u64,
     carried_rx: u64,
     carried_tx: u64,
     garps_sent: u64,
@@ -213,7 +214,8 @@ impl Port {
             link_tx: 0,
             seen_rx: 0,
             seen_tx: 0,
-            answered: false,
+            answers: 0,
+            seen_answers: 0,
             carried_rx: 0,
             carried_tx: 0,
             garps_sent: 0,

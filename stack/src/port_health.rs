@@ -5,9 +5,11 @@
 //! or sent frames since the last look, and answers to its probes; it returns changes of state
 //! and says when to send a probe.
 //!
-//! Silence: a port that sends but hears nothing back for [`HealthConfig::silence_ns`] while its
-//! carrier claims to be up is probed with unicast ARP requests to a known neighbour, as Linux
-//! re-confirms a neighbour (NUD probes). Any frame received ends the suspicion; after
+//! Silence: a port that hears nothing for [`HealthConfig::silence_ns`] while its carrier claims
+//! to be up, although it was sending, or receiving traffic until then, is probed with unicast
+//! ARP requests to a known neighbour, as Linux re-confirms a neighbour (NUD probes). Traffic
+//! received ends the suspicion, and so does an answer (after which a port that simply went
+//! quiet is not probed again until traffic resumes); after
 //! [`HealthConfig::probes`] unanswered probes the port is down. A down port keeps probing and
 //! is up again once its carrier is up and a probe is answered (with no neighbour to ask, a port
 //! that went down by its carrier comes back with the carrier).
@@ -88,6 +90,7 @@ pub struct Change {
 /// What the engine saw on the port since the last call to [`PortHealth::poll`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
+    /// Frames other than answers to our probes.
     pub received: bool,
     pub sent: bool,
     /// An answer to one of our probes arrived.
@@ -110,6 +113,8 @@ pub struct PortHealth {
     /// Probing is allowed at all (a stack with one port never probes).
     probing: bool,
     last_rx: u64,
+    /// Traffic was received since the last answered probe: its stopping is suspect.
+    heard_traffic: bool,
     /// The first frame sent since the last one received.
     sent_unanswered_since: Option<u64>,
     probes_unanswered: u32,
@@ -127,6 +132,7 @@ impl PortHealth {
             carrier: true,
             probing,
             last_rx: now,
+            heard_traffic: false,
             sent_unanswered_since: None,
             probes_unanswered: 0,
             next_probe_at: 0,
@@ -152,6 +158,11 @@ impl PortHealth {
         self.probes_sent
     }
 
+    /// A probe is outstanding (the engine looks for its answer among received frames).
+    pub fn awaiting_answer(&self) -> bool {
+        !self.up || self.probes_unanswered > 0
+    }
+
     /// The carrier as last read; a change to down takes the port down at once.
     pub fn carrier(&mut self, up: bool) -> Option<Change> {
         let was = self.carrier;
@@ -164,10 +175,12 @@ impl PortHealth {
 
     /// Runs the timers on what was observed. `can_probe`: there is a neighbour to ask.
     pub fn poll(&mut self, now: u64, seen: Observed, can_probe: bool) -> Verdict {
-        if seen.received {
+        if seen.received || (seen.answered && self.up) {
             self.last_rx = now;
             self.sent_unanswered_since = None;
             self.probes_unanswered = 0;
+            // After an answer, a quiet port is left alone until traffic resumes.
+            self.heard_traffic = seen.received && !seen.answered;
         }
         if seen.sent && self.sent_unanswered_since.is_none() && !seen.received {
             self.sent_unanswered_since = Some(now);
@@ -181,7 +194,8 @@ impl PortHealth {
 
     fn poll_up(&mut self, now: u64, can_probe: bool) -> Verdict {
         let mut verdict = Verdict::default();
-        let Some(since) = self.sent_unanswered_since else {
+        let stopped = self.heard_traffic.then_some(self.last_rx);
+        let Some(since) = self.sent_unanswered_since.into_iter().chain(stopped).min() else {
             return verdict;
         };
         if !self.probing || !can_probe || now < since + self.config.silence_ns {
@@ -228,6 +242,7 @@ impl PortHealth {
         self.last_reason = Some(reason);
         self.sent_unanswered_since = None;
         self.probes_unanswered = 0;
+        self.heard_traffic = false;
         // A port that just went down probes at once (a carrier that returns is tried first).
         self.next_probe_at = 0;
         Change { up, reason }

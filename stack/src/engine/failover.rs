@@ -194,14 +194,14 @@ impl Engine {
         };
         let port = &mut self.ports[index];
         let moved_away = port.host.is_some();
-        let watch = !port.health.up();
+        let watch = port.health.awaiting_answer();
         let own = port.own_mac;
-        let mut answered = false;
+        let mut answers = 0u64;
         let mut for_guests: Vec<(usize, Vec<u8>)> = Vec::new();
         let iface = &mut port.iface;
         let got = port.link.recv_frames(RX_BURST, &mut |frame| {
             if watch && answers_probe(frame, own) {
-                answered = true;
+                answers += 1;
             }
             if moved_away {
                 return;
@@ -212,7 +212,7 @@ impl Engine {
             }
             iface.receive(now, frame)
         });
-        port.answered |= answered;
+        port.answers += answers;
         if let Ok(n) = got {
             port.link_rx += n as u64;
         }
@@ -239,15 +239,21 @@ impl Engine {
             let port = &mut self.ports[index];
             let mut changes = Vec::new();
             if carrier_due {
-                let up = port.link.is_up() && !carriers.down(index);
-                changes.extend(port.health.carrier(up));
+                let (link_up, kernel_down) = (port.link.is_up(), carriers.down(index));
+                let change = port.health.carrier(link_up && !kernel_down);
+                if change.is_some() && link_up {
+                    log::info!("port p{index}: the device reports its link up, the kernel's carrier is down");
+                }
+                changes.extend(change);
             }
+            let answers = port.answers - port.seen_answers;
             let seen = Observed {
-                received: port.link_rx != port.seen_rx,
+                received: port.link_rx - port.seen_rx > answers,
                 sent: port.link_tx != port.seen_tx,
-                answered: std::mem::take(&mut port.answered),
+                answered: answers > 0,
             };
             (port.seen_rx, port.seen_tx) = (port.link_rx, port.link_tx);
+            port.seen_answers = port.answers;
             let target = port.iface.neighbours().probe_target();
             let verdict = port.health.poll(now, seen, target.is_some());
             if let (true, Some((ip, mac))) = (verdict.probe, target) {

@@ -102,16 +102,16 @@ fn silence_while_sending_is_probed_then_declared_down() {
         let seen = if t % 2 == 0 { SENT } else { RECEIVED };
         assert_eq!(h.poll(t * MS, seen, true), Verdict::default());
     }
-    // From 100 ms on: sending, hearing nothing.
+    // From 100 ms on: sending, hearing nothing (the last frame came at 99 ms).
     let (probes, changes) = run(&mut h, 100, 400, SENT);
     // After 20 ms of silence, every 15 ms; once down, every 50 ms.
-    assert_eq!(probes, [120, 135, 150, 215, 265, 315, 365]);
+    assert_eq!(probes, [119, 134, 149, 214, 264, 314, 364]);
     assert_eq!(changes.len(), 1, "{changes:?}");
     let (at, change) = changes[0];
-    assert_eq!(at, 165);
+    assert_eq!(at, 164);
     assert!(!change.up);
-    assert_eq!(change.reason, Reason::Silent(66 * MS));
-    assert_eq!(change.reason.to_string(), "silent for 66 ms");
+    assert_eq!(change.reason, Reason::Silent(65 * MS));
+    assert_eq!(change.reason.to_string(), "silent for 65 ms");
     assert_eq!(h.probes_sent(), 7);
 }
 
@@ -121,8 +121,8 @@ fn any_frame_ends_the_suspicion() {
     let (probes, _) = run(&mut h, 0, 25, SENT);
     assert_eq!(probes, [20]);
     h.poll(26 * MS, RECEIVED, true);
-    // A fresh silence starts from the next send: no probe before 20 ms more.
-    let (probes, changes) = run(&mut h, 27, 46, SENT);
+    // A fresh silence starts from that frame: no probe before 20 ms more.
+    let (probes, changes) = run(&mut h, 27, 45, SENT);
     assert!(probes.is_empty() && changes.is_empty(), "{probes:?}");
     assert!(h.up());
 }
@@ -179,5 +179,39 @@ fn addresses_move_to_the_first_surviving_port_and_never_to_a_down_one() {
     assert_eq!(
         hosts(&[false, true, true], &[Some(2), None, None]),
         [Some(2), None, None]
+    );
+}
+
+#[test]
+fn traffic_that_stops_is_probed_and_a_quiet_answer_settles_it() {
+    let mut h = health();
+    // Receiving only (a server whose clients send), then nothing.
+    let (probes, _) = run(&mut h, 0, 50, RECEIVED);
+    assert!(probes.is_empty());
+    let (probes, changes) = run(&mut h, 51, 75, NOTHING);
+    assert_eq!(probes, [70], "20 ms after the last frame");
+    assert!(changes.is_empty());
+    // The neighbour answers: the port merely went quiet, and is left alone.
+    assert_eq!(h.poll(76 * MS, ANSWER, true), Verdict::default());
+    let (probes, changes) = run(&mut h, 77, 1000, NOTHING);
+    assert!(probes.is_empty() && changes.is_empty() && h.up());
+}
+
+#[test]
+fn traffic_that_stops_unanswered_is_a_silent_port() {
+    let mut h = health();
+    run(&mut h, 0, 50, RECEIVED);
+    let (probes, changes) = run(&mut h, 51, 200, NOTHING);
+    assert_eq!(&probes[..3], [70, 85, 100]);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        changes[0],
+        (
+            115,
+            Change {
+                up: false,
+                reason: Reason::Silent(65 * MS)
+            }
+        )
     );
 }
