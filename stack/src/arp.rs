@@ -111,6 +111,8 @@ pub struct Neighbours {
     resolving: HashMap<Ipv4Addr, Resolving>,
     queued_total: usize,
     counters: NeighbourCounters,
+    /// The neighbour a frame was last sent to (a port's health probes ask it).
+    last_used: Option<Ipv4Addr>,
 }
 
 impl Neighbours {
@@ -123,11 +125,29 @@ impl Neighbours {
             resolving: HashMap::new(),
             queued_total: 0,
             counters: NeighbourCounters::default(),
+            last_used: None,
         }
     }
 
     pub fn mac(&self) -> MacAddr {
         self.mac
+    }
+
+    /// Uses `mac` from now on: in what it sends and announces (the MAC of the port carrying
+    /// these addresses after a failover).
+    pub fn set_mac(&mut self, mac: MacAddr) {
+        self.mac = mac;
+    }
+
+    /// The resolved neighbour most recently sent to, else any resolved one: whom a port's
+    /// health probes ask.
+    pub fn probe_target(&self) -> Option<(Ipv4Addr, MacAddr)> {
+        self.last_used
+            .and_then(|ip| Some((ip, self.entries.get(&ip)?.mac)))
+            .or_else(|| {
+                let (ip, e) = self.entries.iter().max_by_key(|(_, e)| e.confirmed_at)?;
+                Some((*ip, e.mac))
+            })
     }
 
     pub fn owns(&self, ip: Ipv4Addr) -> bool {
@@ -320,6 +340,7 @@ impl Neighbours {
         tx: &mut Vec<Vec<u8>>,
     ) -> Result<(), QueueFull> {
         if let Some(entry) = self.entries.get(&next_hop).copied() {
+            self.last_used = Some(next_hop);
             self.address(&mut frame, entry.mac);
             tx.push(frame);
             if self.is_stale(&entry, now) && entry.probes_sent == 0 {

@@ -25,13 +25,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Device, Mode};
 use crate::iface::{Event, Interface, InterfaceConfig};
 use crate::link::capture::{CaptureLink, Pcap};
 use crate::link::dpdk::{DpdkLink, PortConfig};
 use crate::link::faults::FaultLink;
 use crate::link::kernel_udp::KernelCarriers;
 use crate::link::{Link, MacAddr};
+use crate::port_health::{HealthConfig, PortHealth};
 use crate::socket::stream::StreamSocket;
 use crate::socket::udp::{SocketShared, UdpSocket};
 use crate::stream::endpoint::{Arrival, Outgoing, Streams};
@@ -40,6 +41,10 @@ use crate::wire::{
     multicast_mac, EtherType, EthernetHeader, Ipv4Header, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
     PROTO_IGMP,
 };
+
+mod failover;
+
+use failover::{Carriers, Failover, CARRIER_CHECK};
 
 /// Frames taken from a link per poll.
 const RX_BURST: usize = 64;
@@ -130,6 +135,26 @@ pub struct PortCounters {
     pub tcp_resets_sent: u64,
     /// IGMP membership reports and leaves sent.
     pub igmp_sent: u64,
+    /// Health (stacks with several ports; a single port is always up).
+    pub up: bool,
+    /// Changes of state so far, and why the last one happened.
+    pub changes: u64,
+    pub last_change: Option<String>,
+    /// The addresses this port's link serves now: its own (unless it moved away) and those of
+    /// failed ports.
+    pub serves: Vec<Ipv4Addr>,
+    /// Times this port's address moved away or back.
+    pub moves: u64,
+    /// Gratuitous ARPs sent from this port's link after an address moved.
+    pub garps_sent: u64,
+    /// Health probes sent from this port's link.
+    pub probes_sent: u64,
+    /// Frames the link itself received and sent, whichever interface they were for.
+    pub link_rx_frames: u64,
+    pub link_tx_frames: u64,
+    /// Of those, frames received and sent for other ports' moved addresses.
+    pub carried_rx_frames: u64,
+    pub carried_tx_frames: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,11 +176,30 @@ pub(crate) struct Port {
     socket_queue_drops: u64,
     delivered_seen: u64,
     igmp_sent: u64,
+    /// The MAC of this port's link (its interface answers with another while it is moved).
+    own_mac: MacAddr,
+    health: PortHealth,
+    /// The port whose link carries this port's interface since this one failed.
+    host: Option<usize>,
+    /// Times the address moved away or back.
+    moves: u64,
+    /// Frames the link received and took for sending, and as of the last health check.
+    link_rx: u64,
+    link_tx: u64,
+    seen_rx: u64,
+    seen_tx: u64,
+    /// Answers to health probes received, and as of the last health check.
+    answers: u64,
+    seen_answers: u64,
+    carried_rx: u64,
+    carried_tx: u64,
+    garps_sent: u64,
 }
 
 impl Port {
-    fn new(link: Box<dyn Link + Send>, iface: Interface) -> Self {
+    fn new(link: Box<dyn Link + Send>, iface: Interface, probing: bool) -> Self {
         Port {
+            own_mac: link.mac(),
             link,
             iface,
             backlog: VecDeque::new(),
@@ -163,6 +207,18 @@ impl Port {
             socket_queue_drops: 0,
             delivered_seen: 0,
             igmp_sent: 0,
+            health: PortHealth::new(0, HealthConfig::default(), probing),
+            host: None,
+            moves: 0,
+            link_rx: 0,
+            link_tx: 0,
+            seen_rx: 0,
+            seen_tx: 0,
+            answers: 0,
+            seen_answers: 0,
+            carried_rx: 0,
+            carried_tx: 0,
+            garps_sent: 0,
         }
     }
 
@@ -186,6 +242,7 @@ impl Port {
             let wanted = burst.len();
             match self.link.send_frames(&burst) {
                 Ok(taken) => {
+                    self.link_tx += taken as u64;
                     self.backlog.drain(..taken);
                     if taken < wanted {
                         break;
@@ -249,6 +306,8 @@ pub(crate) struct Engine {
     pub(crate) kernel: Option<KernelCarriers>,
     /// Stream sockets: listeners, connections and the UDP ports carrying them.
     pub(crate) streams: Streams,
+    /// Port health and moved addresses (stacks with several ports).
+    pub(crate) failover: Failover,
 }
 
 impl Engine {
@@ -305,6 +364,9 @@ pub struct Stack {
     shutdown: AtomicBool,
     /// Some port's transmit backlog is full: sockets are not writable.
     tx_congested: AtomicBool,
+    /// The netdev ports' carriers, read by the helper (stacks with several ports).
+    carriers: Carriers,
+    multi_port: bool,
 }
 
 impl Stack {
@@ -380,7 +442,24 @@ impl Stack {
                     };
                     ports.push((link, iface_config));
                 }
-                let stack = Self::build(Mode::Dpdk, ports, None, spin, config.stream_fallback())?;
+                // The kernel's view of the carrier, for netdev ports of a stack that can fail
+                // over (DPDK's af_packet and af_xdp ports always report theirs up).
+                let netdevs = config
+                    .ports
+                    .iter()
+                    .map(|p| match &p.device {
+                        Device::Netdev(name) if config.ports.len() > 1 => Some(name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let stack = Self::build(
+                    Mode::Dpdk,
+                    ports,
+                    None,
+                    spin,
+                    config.stream_fallback(),
+                    Carriers::new(netdevs),
+                )?;
                 log::info!(
                     "sluice stack: mode dpdk, ports [{}], backend {}, hugepages {}, spin {} us",
                     describe_ports(config),
@@ -417,6 +496,7 @@ impl Stack {
                     Some(transport),
                     spin,
                     config.stream_fallback(),
+                    Carriers::new(Vec::new()),
                 )?;
                 Self::spawn_helper(&stack, on_thread_start)?;
                 Ok(stack)
@@ -431,7 +511,8 @@ impl Stack {
         on_thread_start: fn(),
     ) -> Result<Arc<Stack>, StackError> {
         let fall_back = Config::default().stream_fallback();
-        let stack = Self::build(Mode::Dpdk, links, None, spin, fall_back)?;
+        let carriers = Carriers::new(links.iter().map(|_| None).collect());
+        let stack = Self::build(Mode::Dpdk, links, None, spin, fall_back, carriers)?;
         Self::spawn_helper(&stack, on_thread_start)?;
         Ok(stack)
     }
@@ -442,10 +523,14 @@ impl Stack {
         kernel: Option<KernelCarriers>,
         spin: Duration,
         stream_fall_back: Duration,
+        carriers: Carriers,
     ) -> Result<Arc<Stack>, StackError> {
+        // Health probes only where an address has somewhere to go: a single port sends
+        // nothing more than before.
+        let multi_port = links.len() > 1;
         let mut ports: Vec<Port> = links
             .into_iter()
-            .map(|(link, config)| Port::new(link, Interface::new(config)))
+            .map(|(link, config)| Port::new(link, Interface::new(config), multi_port))
             .collect();
         for port in &mut ports {
             port.iface.up();
@@ -479,6 +564,7 @@ impl Stack {
                 next_socket: 1,
                 kernel,
                 streams,
+                failover: Failover::default(),
             }),
             epoch: Instant::now(),
             spin,
@@ -492,6 +578,8 @@ impl Stack {
             shutdown: AtomicBool::new(false),
             tx_congested: AtomicBool::new(false),
             wait_fds,
+            carriers,
+            multi_port,
         }))
     }
 
@@ -576,9 +664,7 @@ impl Stack {
         postpone_unresolved(ports, streams, now);
         let woke = streams.poll(now, &mut |o| transmit(ports, kernel, now, o));
         engine.close_released_carriers();
-        for port in &mut engine.ports {
-            port.flush();
-        }
+        engine.flush_ports();
         if woke {
             self.signal_readable();
         }
@@ -690,8 +776,9 @@ impl Stack {
             helper_progress: self.helper_progress.load(Ordering::Relaxed),
             ..Default::default()
         };
-        for port in &engine.ports {
+        for (index, port) in engine.ports.iter().enumerate() {
             let c = port.iface.counters();
+            let h = engine.port_health(index);
             out.ports.push(PortCounters {
                 addr: Some(port.iface.config().addr),
                 rx_frames: c.rx_frames,
@@ -703,6 +790,17 @@ impl Stack {
                 tx_udp_datagrams: c.tx_udp_datagrams,
                 tcp_resets_sent: c.tcp_resets_sent,
                 igmp_sent: port.igmp_sent,
+                up: port.health.up(),
+                changes: h.changes,
+                last_change: h.last_change,
+                serves: h.serves,
+                moves: h.moves,
+                garps_sent: h.garps_sent,
+                probes_sent: h.probes_sent,
+                link_rx_frames: h.link_rx_frames,
+                link_tx_frames: h.link_tx_frames,
+                carried_rx_frames: h.carried_rx_frames,
+                carried_tx_frames: h.carried_tx_frames,
             });
         }
         if let Some(k) = &engine.kernel {
@@ -715,6 +813,11 @@ impl Stack {
     /// Monotonic nanoseconds since the stack started: the interfaces' clock.
     pub(crate) fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether this stack has several ports, so that it watches their health.
+    fn fails_over(&self) -> bool {
+        self.multi_port
     }
 
     pub(crate) fn spin_budget(&self) -> Duration {
@@ -750,20 +853,17 @@ impl Stack {
     fn progress(&self, engine: &mut Engine) -> bool {
         let now = self.now();
         let mut busy = false;
-        for port in &mut engine.ports {
-            let iface = &mut port.iface;
-            match port
-                .link
-                .recv_frames(RX_BURST, &mut |frame| iface.receive(now, frame))
-            {
+        for index in 0..engine.ports.len() {
+            match engine.receive_port(index, now) {
                 Ok(n) => busy |= n > 0,
-                Err(e) => log::debug!("receive on port {}: {e}", iface.config().addr),
+                Err(e) => log::debug!("receive on port p{index}: {e}"),
             }
-            iface.poll(now);
-            let had_backlog = !port.backlog.is_empty();
-            port.flush();
-            busy |= had_backlog;
+            let port = &mut engine.ports[index];
+            port.iface.poll(now);
+            busy |= !port.backlog.is_empty();
+            engine.flush_port(index);
         }
+        engine.check_ports(now, &self.carriers);
         busy |= self.stream_input(engine, now);
         self.deliver(engine);
         let Engine {
@@ -778,9 +878,7 @@ impl Stack {
                 self.signal_readable();
             }
             engine.close_released_carriers();
-            for port in &mut engine.ports {
-                port.flush();
-            }
+            engine.flush_ports();
         }
         self.note_tx_state(engine);
         busy
@@ -947,6 +1045,7 @@ fn helper_loop(stack: Weak<Stack>) {
         .unwrap_or_default();
     let mut frames_waited = false;
     let mut published: Option<Instant> = None;
+    let mut carriers_read: Option<Instant> = None;
     loop {
         let nap = {
             let Some(stack) = stack.upgrade() else { return };
@@ -957,6 +1056,18 @@ fn helper_loop(stack: Weak<Stack>) {
                 stack.publish();
                 published = Some(Instant::now());
             }
+            let watch_carriers = stack.carriers.watched();
+            if watch_carriers && carriers_read.is_none_or(|at| at.elapsed() >= CARRIER_CHECK) {
+                // Here, not on the data path: a file read per port every CARRIER_CHECK.
+                stack.carriers.read();
+                carriers_read = Some(Instant::now());
+            }
+            // A stack that can fail over runs its health timers at least this often.
+            let longest = if stack.fails_over() {
+                CARRIER_CHECK
+            } else {
+                Duration::MAX
+            };
             let progressed = stack.poll_once();
             if progressed {
                 stack.helper_progress.fetch_add(1, Ordering::Relaxed);
@@ -981,9 +1092,9 @@ fn helper_loop(stack: Weak<Stack>) {
             let f = stack.figures();
             f.helper_naps.fetch_add(1, Ordering::Relaxed);
             match nap {
-                HELPER_DEEP_NAP if on_fds => Nap::Poll(HELPER_DEEP_NAP_ON_FDS),
-                nap if on_fds => Nap::Poll(nap),
-                nap => Nap::Sleep(nap),
+                HELPER_DEEP_NAP if on_fds => Nap::Poll(HELPER_DEEP_NAP_ON_FDS.min(longest)),
+                nap if on_fds => Nap::Poll(nap.min(longest)),
+                nap => Nap::Sleep(nap.min(longest)),
             }
         };
         frames_waited = match nap {
@@ -1054,7 +1165,9 @@ fn postpone_unresolved(ports: &[Port], streams: &mut Streams, now: u64) {
 fn transmit(ports: &mut [Port], kernel: &mut Option<KernelCarriers>, now: u64, o: Outgoing<'_>) {
     match (o.carrier, kernel) {
         (Some(carrier), _) => {
-            if let Some(port) = ports.get_mut(o.port) {
+            // A failed port's interface may be carried by another port's link: streams do not
+            // follow it there (they have their own paths).
+            if let Some(port) = ports.get_mut(o.port).filter(|p| p.host.is_none()) {
                 if let Err(e) = port.iface.send_udp(now, carrier, Some(o.to), o.datagram) {
                     log::debug!("stream datagram to {}: {e}", o.to);
                 }

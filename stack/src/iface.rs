@@ -283,6 +283,13 @@ impl Interface {
         self.counters.tx_frames += (self.tx.len() - before) as u64;
     }
 
+    /// Sends and answers with `mac` from now on: the MAC of the port whose link carries this
+    /// interface (another port's, while that one serves our address after a failover).
+    pub fn set_mac(&mut self, mac: MacAddr) {
+        self.config.mac = mac;
+        self.neighbours.set_mac(mac);
+    }
+
     /// Receive multicast datagrams sent to `group` (IGMP reports are the caller's).
     pub fn join_group(&mut self, group: Ipv4Addr) {
         if group.is_multicast() && !self.groups.contains(&group) {

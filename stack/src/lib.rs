@@ -11,6 +11,7 @@ pub mod iface;
 pub mod ipv4;
 pub mod link;
 pub mod policy;
+pub mod port_health;
 pub mod signals;
 pub mod socket;
 pub mod stats;

@@ -112,14 +112,17 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
     for (i, port) in engine.ports.iter().enumerate() {
         let c = port.iface.counters();
         let config = port.iface.config();
+        let h = engine.port_health(i);
         let _ = writeln!(
             out,
             "port index={i} addr={}/{} mac={} rx_frames={} tx_frames={} rx_drops={} tx_drops={} \
              rx_udp={} tx_udp={} socket_queue_drops={} tx_backlog={} tcp_resets_sent={} \
-             tcp_rate_limited={}",
+             tcp_rate_limited={} state={} changes={} last_change={} serves={} moves={} \
+             garps_sent={} probes_sent={} link_rx_frames={} link_tx_frames={} \
+             carried_rx_frames={} carried_tx_frames={}",
             config.addr,
             config.prefix_len,
-            config.mac,
+            h.own_mac,
             c.rx_frames,
             c.tx_frames,
             c.total_dropped(),
@@ -130,6 +133,17 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
             port.backlog_len(),
             c.tcp_resets_sent,
             c.dropped(DropReason::TcpRateLimited),
+            if engine.port_up(i) { "up" } else { "down" },
+            h.changes,
+            h.last_change.as_deref().unwrap_or("-"),
+            join(&h.serves),
+            h.moves,
+            h.garps_sent,
+            h.probes_sent,
+            h.link_rx_frames,
+            h.link_tx_frames,
+            h.carried_rx_frames,
+            h.carried_tx_frames,
         );
         for n in port.iface.neighbours().entries(now) {
             let _ = writeln!(
@@ -167,6 +181,17 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
     if engine.streams.active() {
         engine.streams.describe(out);
     }
+}
+
+fn join(addrs: &[std::net::Ipv4Addr]) -> String {
+    if addrs.is_empty() {
+        return "-".into();
+    }
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Creates (truncates) `path` readable and writable by its owner only: another user's
