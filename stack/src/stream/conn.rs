@@ -650,6 +650,22 @@ impl Connection {
             self.recv.nxt(), self.recv.right_edge(), self.recv.fin_received(),
             self.paths[0].in_recovery, self.paths[0].rto_recovery,
             self.paths[0].rtt.backoff_count(),
-        )
+        ) + &self
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    " | path {i} {:?} link_down {} rto {:?} probe {:?} pipe {} outstanding {}",
+                    p.state,
+                    p.link_down,
+                    p.rto_deadline,
+                    p.probe_deadline,
+                    self.send.path_pipe(i),
+                    self.send.path_outstanding(i)
+                )
+            })
+            .collect::<String>()
+            + &format!(" tlp {:?} probe_answers {}", self.tlp_deadline, self.probe_answers)
     }
 }

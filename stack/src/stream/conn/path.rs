@@ -153,7 +153,9 @@ impl Connection {
     }
 
     /// The link of the port under `path` went down or came back. A path on a down link fails
-    /// at the next poll; one whose link is back is probed at once.
+    /// at the next poll when another path carries data (the last one goes on trying: a port
+    /// wrongly judged down must not strand the connection); one whose link is back is probed
+    /// at once.
     pub fn set_path_link(&mut self, path: usize, up: bool) {
         let Some(p) = self.paths.get_mut(path) else {
             return;
@@ -202,8 +204,7 @@ impl Connection {
 
     /// Whether `path` may carry data now.
     pub(super) fn usable(&self, path: usize) -> bool {
-        let p = &self.paths[path];
-        p.state == PathState::Active && !p.link_down
+        self.paths[path].state == PathState::Active
     }
 
     /// Whether some path other than `path` carries data.
@@ -277,8 +278,8 @@ impl Connection {
         p.probe_backoff = 0;
         p.probe_deadline = Some(now + PROBE_MIN);
         self.path_epoch = self.path_epoch.wrapping_add(1);
+        // Called from poll_transmit, which goes on to resend what was marked lost.
         self.send.mark_path_lost(path);
-        self.needs_poll = true;
     }
 
     /// A valid segment arrived on its `path`. Its timestamp is kept for the echo on that path
@@ -320,7 +321,7 @@ impl Connection {
         for i in 0..self.paths.len() {
             let p = &self.paths[i];
             if p.link_down {
-                if p.state != PathState::Failed {
+                if p.state != PathState::Failed && self.other_usable(i) {
                     self.fail_path(i, FailReason::LinkDown, now);
                 }
                 continue;
@@ -356,12 +357,13 @@ impl Connection {
             .min()
     }
 
-    /// A path's link went down and it has not failed yet.
+    /// A path's link went down and it has not failed yet, though another path could take
+    /// its traffic.
     pub(super) fn link_failure_pending(&self) -> bool {
         self.multipath()
-            && self
-                .paths
-                .iter()
-                .any(|p| p.link_down && p.state != PathState::Failed)
+            && (0..self.paths.len()).any(|i| {
+                let p = &self.paths[i];
+                p.link_down && p.state != PathState::Failed && self.other_usable(i)
+            })
     }
 }

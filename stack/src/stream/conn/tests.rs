@@ -675,3 +675,72 @@ fn garbage_during_the_handshake_never_panics_or_spins() {
         }
     }
 }
+
+#[test]
+fn a_down_link_moves_traffic_to_the_other_path_but_the_last_path_keeps_trying() {
+    let mut p = established(ConnConfig::default());
+    p.client().set_paths(2);
+    p.server().set_paths(2);
+    send_and_check(&mut p, 0, 200_000);
+    let st = p.client().path_stats();
+    assert!(
+        st.iter()
+            .all(|s| s.state == PathState::Active && s.bytes_sent > 0),
+        "both paths answered their probes and carried data: {st:?}"
+    );
+    p.client().set_path_link(0, false);
+    send_and_check(&mut p, 200_000, 200_000);
+    let st = p.client().path_stats();
+    assert_eq!(
+        (st[0].state, st[0].last_failure),
+        (PathState::Failed, Some(FailReason::LinkDown))
+    );
+    // Every link reported down (a wrong verdict, or the end of the network): the last path
+    // goes on carrying the data rather than strand the connection.
+    p.client().set_path_link(1, false);
+    let before = p.client().path_stats()[1].bytes_sent;
+    send_and_check(&mut p, 400_000, 200_000);
+    let st = p.client().path_stats();
+    assert_eq!(st[1].state, PathState::Active);
+    assert!(st[1].bytes_sent >= before + 200_000, "{st:?}");
+    // The links are back: path 0 is probed, answers, and carries data again.
+    p.client().set_path_link(0, true);
+    p.client().set_path_link(1, true);
+    let before = p.client().path_stats()[0].bytes_sent;
+    send_and_check(&mut p, 600_000, 400_000);
+    let st = p.client().path_stats();
+    assert_eq!(st[0].state, PathState::Active);
+    assert!(st[0].bytes_sent > before, "{st:?}");
+}
+
+#[test]
+fn a_silent_path_fails_its_data_moves_and_it_comes_back_when_it_answers() {
+    let mut p = established(ConnConfig::default());
+    p.client().set_paths(2);
+    p.server().set_paths(2);
+    send_and_check(&mut p, 0, 200_000);
+    // Path 0 drops everything, both ways, with no word about its link.
+    let silent = Rc::new(RefCell::new(true));
+    let s = silent.clone();
+    p.filter = Some(Box::new(move |_, h, _| !(*s.borrow() && h.path == 0)));
+    send_and_check(&mut p, 200_000, 1_000_000);
+    let st = p.client().path_stats();
+    assert_eq!(
+        (st[0].state, st[0].last_failure, st[0].failures),
+        (PathState::Failed, Some(FailReason::Silent), 1),
+        "{st:?}"
+    );
+    assert!(st[0].losses > 0, "what path 0 carried was resent: {st:?}");
+    *silent.borrow_mut() = false;
+    // Probed 10 ms after the failure, then every 20, 40, ... 200 ms: back within a second.
+    assert!(p.run_until(SEC, |p| p.client().path_stats()[0].state
+        == PathState::Active));
+    let before = p.client().path_stats()[0].bytes_sent;
+    send_and_check(&mut p, 1_200_000, 1_000_000);
+    let st = p.client().path_stats();
+    assert_eq!(st[0].state, PathState::Active, "{st:?}");
+    assert!(
+        st[0].bytes_sent > before,
+        "path 0 carries data again: {st:?}"
+    );
+}
