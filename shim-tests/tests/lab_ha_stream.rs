@@ -177,6 +177,16 @@ fn tx_frames(pid: u32) -> [u64; 2] {
     frames
 }
 
+/// The state of the path over port 0 in process `pid`'s sluice-stat snapshot.
+fn path0_state(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/dev/shm/sluice/{pid}.stat")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("path ") && l.contains(" port=0 "))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("state=")))
+        .unwrap_or("none")
+        .to_string()
+}
+
 fn minus(a: [u64; 2], b: [u64; 2]) -> [u64; 2] {
     [a[0].saturating_sub(b[0]), a[1].saturating_sub(b[1])]
 }
@@ -230,11 +240,13 @@ fn transfer_across(failure: Failure, offset: u16) {
     let failed = tx_frames(pid);
     std::thread::sleep(Duration::from_millis(1500));
     let at_recovery = tx_frames(pid);
+    let state_during = path0_state(pid);
     active.end();
     std::thread::sleep(Duration::from_millis(500));
     let recovered = tx_frames(pid);
     std::thread::sleep(Duration::from_millis(1500));
     let late = tx_frames(pid);
+    let state_after = path0_state(pid);
     let status = source.wait(LIMIT);
     let logs = format!("{}\n{}", source.logs(), sink.logs());
     assert!(
@@ -277,6 +289,11 @@ fn transfer_across(failure: Failure, offset: u16) {
     assert!(
         during[1] > 1000 && during[0] < 50,
         "{failure:?}: port 1 alone carries the stream during the failure: {during:?}\n{logs}"
+    );
+    assert_eq!(
+        (state_during.as_str(), state_after.as_str()),
+        ("failed", "active"),
+        "{failure:?}: sluice-stat shows the path over port 0 failed, then active again"
     );
     assert!(
         logs.contains("failed:") && logs.contains(" active"),
