@@ -3,6 +3,9 @@
 //! its traffic to the survivor when one wire fails (silently dropping, or cut) and comes back
 //! when it recovers, with every byte delivered once and in order.
 
+mod common;
+
+use common::{pattern, wait_until};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +20,6 @@ const A0: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
 const A1: Ipv4Addr = Ipv4Addr::new(10, 77, 3, 1);
 const B0: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
 const B1: Ipv4Addr = Ipv4Addr::new(10, 77, 3, 2);
-/// Upper bound on any wait: only reached when something is broken.
-const PATIENCE: Duration = Duration::from_secs(60);
 /// The failure tests' sending rate, bytes/s: slow enough that each phase lasts long enough
 /// for a path to fail and to come back.
 const PACED_RATE: f64 = 12e6;
@@ -73,17 +74,6 @@ fn two_port_pair() -> (Arc<Stack>, Arc<Stack>, [MemoryWire; 2]) {
     (a, b, [w0, w1])
 }
 
-fn wait_until(what: &str, stacks: &[&Arc<Stack>], mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        for s in stacks {
-            s.poll();
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
-}
-
 fn connected(a: &Arc<Stack>, b: &Arc<Stack>, port: u16) -> (Arc<StreamSocket>, Arc<StreamSocket>) {
     let l = b.stream_socket().unwrap();
     l.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
@@ -99,18 +89,6 @@ fn connected(a: &Arc<Stack>, b: &Arc<Stack>, port: u16) -> (Arc<StreamSocket>, A
         accepted.is_some() && c.readiness() & ready::CONNECTED != 0
     });
     (c, accepted.unwrap().socket)
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Frames each port of `stack` sent so far.

@@ -2,6 +2,9 @@
 //! engine: carriers, demultiplexing, the helper thread, readiness. The seeded sweep impairs
 //! the wire (loss, reordering, duplication, corruption) and checks byte-exact delivery.
 
+mod common;
+
+use common::{pattern, wait_until};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +18,6 @@ use sluice_stack::stream::endpoint::ready;
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
-/// Upper bound on any wait: only reached when something is broken.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn no_op() {}
 
@@ -33,18 +34,6 @@ fn pair() -> (Arc<Stack>, Arc<Stack>, MemoryWire) {
     let a = Stack::with_links(vec![(Box::new(a) as _, a_config)], spin, no_op).unwrap();
     let b = Stack::with_links(vec![(Box::new(b) as _, b_config)], spin, no_op).unwrap();
     (a, b, wire)
-}
-
-/// Polls both stacks until `done`; panics after PATIENCE.
-fn wait_until(what: &str, stacks: &[&Arc<Stack>], mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        for s in stacks {
-            s.poll();
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
 }
 
 fn listener(stack: &Arc<Stack>, port: u16) -> Arc<StreamSocket> {
@@ -99,18 +88,6 @@ fn transfer(stacks: &[&Arc<Stack>], tx: &StreamSocket, rx: &StreamSocket, data: 
         }
     });
     got
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

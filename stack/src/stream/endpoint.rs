@@ -595,12 +595,7 @@ impl Streams {
         datagram: &[u8],
         out: &mut dyn FnMut(Outgoing<'_>),
     ) {
-        let Arrival {
-            port,
-            from,
-            to,
-            local_port,
-        } = at;
+        let Arrival { from, to, .. } = at;
         self.counters.datagrams_in += 1;
         let (header, payload) = match wire::parse(datagram) {
             Ok(parsed) => parsed,
@@ -653,18 +648,27 @@ impl Streams {
         }
         self.counters.no_connection += 1;
         if let Some(reset) = wire::reset_for(&header, payload.len()) {
-            if let Some(carrier) = self.carriers.get(&local_port) {
-                wire::emit(&reset, &[], &mut self.scratch);
+            wire::emit(&reset, &[], &mut self.scratch);
+            if self.answer(at, out) {
                 self.counters.resets_sent += 1;
-                out(Outgoing {
-                    port,
-                    carrier: carrier.ids.get(port).copied(),
-                    local_port,
-                    to: from,
-                    datagram: &self.scratch,
-                });
             }
         }
+    }
+
+    /// Sends the segment in `scratch` back to where `at` came from, through the carrier it
+    /// arrived on; false when that carrier is gone.
+    fn answer(&self, at: Arrival, out: &mut dyn FnMut(Outgoing<'_>)) -> bool {
+        let Some(carrier) = self.carriers.get(&at.local_port) else {
+            return false;
+        };
+        out(Outgoing {
+            port: at.port,
+            carrier: carrier.ids.get(at.port).copied(),
+            local_port: at.local_port,
+            to: at.from,
+            datagram: &self.scratch,
+        });
+        true
     }
 
     /// A SYN for the listener on `local_port`; false when no listener takes it.
@@ -709,15 +713,8 @@ impl Streams {
                 (config.mss, window),
                 &mut self.scratch,
             );
-            if let Some(carrier) = self.carriers.get(&local_port) {
+            if self.answer(at, out) {
                 self.counters.syn_cookies_sent += 1;
-                out(Outgoing {
-                    port,
-                    carrier: carrier.ids.get(port).copied(),
-                    local_port,
-                    to: from,
-                    datagram: &self.scratch,
-                });
             }
             return true;
         }
