@@ -363,3 +363,23 @@ fn with_every_port_down_nothing_moves() {
     assert_eq!(ports(&stack).iter().map(|p| p.moves).sum::<u64>(), moves);
     assert!(ports(&stack)[1].serves.contains(&P1_IP));
 }
+
+/// A port that sends once and hears nothing back but the answer to its probe has merely gone
+/// quiet: one probe settles it (its own probes are not traffic that calls for another).
+#[test]
+fn an_answered_probe_leaves_a_quiet_port_alone() {
+    let (stack, mut peer, _wires, socket) = established();
+    let to = SocketAddrV4::new(PEER_IP, PEER_PORT);
+    socket.send_to(&[b"one way"], Some(to), false).unwrap();
+    let before = ports(&stack)[0].probes_sent;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        stack.poll();
+        peer.pump();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let p = &ports(&stack)[0];
+    assert!(p.up);
+    let probes = p.probes_sent - before;
+    assert!((1..=2).contains(&probes), "{probes} probes in 300 ms");
+}

@@ -367,9 +367,15 @@ impl Port {
         self.send_on_own_link(&reply.to_frame(asker));
     }
 
+    /// Sends a health frame (a probe or an answer to one), which is not traffic: the next
+    /// health check does not count it as sent (a probe that did would call for the next one,
+    /// 20 ms after its answer, for ever).
     fn send_on_own_link(&mut self, frame: &[u8]) {
         match self.link.send_frame(frame) {
-            Ok(true) => self.link_tx += 1,
+            Ok(true) => {
+                self.link_tx += 1;
+                self.seen_tx += 1;
+            }
             Ok(false) | Err(_) => self.tx_drops += 1,
         }
     }
