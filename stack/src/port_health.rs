@@ -10,8 +10,9 @@
 //! ARP requests to a known neighbour, as Linux re-confirms a neighbour (NUD probes). Traffic
 //! received ends the suspicion, and so does an answer (after which a port that simply went
 //! quiet is not probed again until traffic resumes); after
-//! [`HealthConfig::probes`] unanswered probes the port is down. A down port keeps probing and
-//! is up again once its carrier is up and a probe is answered (with no neighbour to ask, a port
+//! [`HealthConfig::probes`] unanswered probes the port is down. A down port keeps probing (the
+//! engine asks by broadcast then: the neighbour may have moved its address meanwhile) and is
+//! up again once its carrier is up and a probe is answered (with no neighbour to ask, a port
 //! that went down by its carrier comes back with the carrier).
 //!
 //! [`hosts`] decides which surviving port serves the addresses of each failed one.

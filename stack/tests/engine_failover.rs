@@ -20,6 +20,8 @@ const P0_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
 const P1_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 3, 1);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 3);
 const PEER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x03]);
+/// The MAC of the peer's other port, where its address lives while its own port 0 is down.
+const PEER_OTHER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x13]);
 const APP_PORT: u16 = 5000;
 const PEER_PORT: u16 = 7000;
 /// Upper bound on any wait: only reached when something is broken.
@@ -114,6 +116,20 @@ impl Peer {
         };
         self.ends[wire]
             .send_frame(&request.to_frame(MacAddr::BROADCAST))
+            .unwrap();
+    }
+
+    /// A gratuitous ARP on `wire`: PEER_IP is at `mac` (the peer moved its address).
+    fn announce(&mut self, wire: usize, mac: MacAddr) {
+        let garp = ArpMessage {
+            op: ArpOp::Request,
+            sender_mac: mac,
+            sender_ip: PEER_IP,
+            target_mac: MacAddr([0; 6]),
+            target_ip: PEER_IP,
+        };
+        self.ends[wire]
+            .send_frame(&garp.to_frame(MacAddr::BROADCAST))
             .unwrap();
     }
 
@@ -362,6 +378,56 @@ fn with_every_port_down_nothing_moves() {
     stack.poll();
     assert_eq!(ports(&stack).iter().map(|p| p.moves).sum::<u64>(), moves);
     assert!(ports(&stack)[1].serves.contains(&P1_IP));
+}
+
+/// What sl-h1 and sl-h2 went through when the switch of both their ports 0 dropped everything:
+/// the peer's port 0 failed first and its address moved to its other port, which our port 0
+/// heard just before it went silent too; the peer's move back was lost in the silence. Once
+/// the switch works again, port 0 must find the peer where its address is now (its health
+/// probes to the MAC it last learned go nowhere), and send to it there.
+#[test]
+fn a_silent_port_finds_a_neighbour_that_moved_while_it_was_down() {
+    let (stack, mut peer, wires, socket) = established();
+    peer.announce(0, PEER_OTHER_MAC);
+    for _ in 0..5 {
+        stack.poll();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let drop_all = Impairment {
+        drop_per_mille: 1000,
+        ..Default::default()
+    };
+    wires[0].set_impairment(drop_all, drop_all);
+    let to = SocketAddrV4::new(PEER_IP, PEER_PORT);
+    let start = Instant::now();
+    while ports(&stack)[0].up {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the silent port was never found"
+        );
+        socket
+            .send_to(&[b"into the void"], Some(to), false)
+            .unwrap();
+        stack.poll();
+        peer.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    moved_to_p1(&stack, &mut peer, "silent_");
+    // The peer's address goes home; the announcement is lost.
+    peer.announce(0, PEER_MAC);
+    for _ in 0..20 {
+        stack.poll();
+        peer.pump();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    wires[0].set_impairment(Impairment::default(), Impairment::default());
+    let restored = Instant::now();
+    moved_back(&stack, &mut peer);
+    let took = restored.elapsed();
+    // Down ports probe every 50 ms; the bound leaves room for a busy machine.
+    assert!(took < Duration::from_millis(500), "back after {took:?}");
+    assert_eq!(exchange(&stack, &mut peer, &socket, "after"), 0);
 }
 
 /// A port that sends once and hears nothing back but the answer to its probe has merely gone

@@ -111,6 +111,9 @@ pub(crate) struct Failover {
     /// Some port's address is served by another port.
     pub(crate) moved: bool,
     announcements: Vec<Announcement>,
+    /// The neighbour each port's health probes last asked: a port that stays down longer
+    /// than its neighbour entries live still has someone to ask.
+    probed: Vec<Option<Ipv4Addr>>,
 }
 
 #[derive(Debug)]
@@ -176,10 +179,11 @@ impl Engine {
     }
 
     /// Receives a burst on port `index`'s link: the frames for addresses it serves for failed
-    /// ports go to their interfaces; a port whose interface moved away only listens for
-    /// answers to its probes, and answers the health probes of others for its own address
-    /// (when a whole switch failed, the ports on it can only come back by answering each
-    /// other).
+    /// ports go to their interfaces. A port whose interface moved away listens for answers to
+    /// its probes, answers the health probes of others for its own address (when a whole
+    /// switch failed, the ports on it can only come back by answering each other), and learns
+    /// from the ARP it hears where its neighbours are now (one of them may have moved its
+    /// address too, and moved it back, while this port was down: its probes must find it).
     pub(crate) fn receive_port(&mut self, index: usize, now: u64) -> Result<usize, LinkError> {
         let guests: Vec<(usize, Ipv4Addr)> = if self.failover.moved {
             (self.ports.iter().enumerate())
@@ -200,6 +204,7 @@ impl Engine {
         let own = port.own_mac;
         let own_ip = port.iface.config().addr;
         let mut probed_by: Vec<MacAddr> = Vec::new();
+        let mut heard: Vec<ArpMessage> = Vec::new();
         let mut answers = 0u64;
         let mut for_guests: Vec<(usize, Vec<u8>)> = Vec::new();
         let iface = &mut port.iface;
@@ -208,8 +213,10 @@ impl Engine {
                 answers += 1;
             }
             if moved_away {
-                if let Some(asker) = health_probe_for(frame, own_ip) {
-                    probed_by.push(asker);
+                match heard_while_away(frame, own_ip) {
+                    Some(Heard::Probe(asker)) => probed_by.push(asker),
+                    Some(Heard::Neighbour(m)) => heard.push(m),
+                    None => {}
                 }
                 return;
             }
@@ -222,6 +229,12 @@ impl Engine {
         port.answers += answers;
         for asker in probed_by {
             port.answer_probe(asker);
+        }
+        // Only ARP about others (no request for our address), so it teaches the interface
+        // where its neighbours are and answers nothing; as a broadcast, as the interface's MAC
+        // is its carrier's now.
+        for m in heard {
+            port.iface.receive(now, &m.to_frame(MacAddr::BROADCAST));
         }
         if let Ok(n) = got {
             port.link_rx += n as u64;
@@ -265,8 +278,20 @@ impl Engine {
             (port.seen_rx, port.seen_tx) = (port.link_rx, port.link_tx);
             port.seen_answers = port.answers;
             let target = port.iface.neighbours().probe_target();
-            let verdict = port.health.poll(now, seen, target.is_some());
-            if let (true, Some((ip, mac))) = (verdict.probe, target) {
+            self.failover.probed.resize(index + 1, None);
+            let probed = &mut self.failover.probed[index];
+            if let Some((ip, _)) = target {
+                *probed = Some(ip);
+            }
+            // A port that is down asks whoever holds the neighbour's address now (broadcast):
+            // the MAC it learned may have moved on while it heard nothing.
+            let ask = if port.health.up() {
+                target.map(|(ip, mac)| (ip, Some(mac)))
+            } else {
+                probed.map(|ip| (ip, None))
+            };
+            let verdict = port.health.poll(now, seen, ask.is_some());
+            if let (true, Some((ip, mac))) = (verdict.probe, ask) {
                 port.send_probe(ip, mac);
             }
             changes.extend(verdict.change);
@@ -337,19 +362,20 @@ impl Engine {
 }
 
 impl Port {
-    /// A health probe: a unicast ARP request from the port's own MAC with sender address
+    /// A health probe: an ARP request for `ip` from the port's own MAC with sender address
     /// 0.0.0.0 (RFC 5227), which the neighbour answers without learning anything from it (a
-    /// probe from a failed port must not pull its moved address back).
-    fn send_probe(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+    /// probe from a failed port must not pull its moved address back). Unicast to `mac`, or
+    /// broadcast without one.
+    fn send_probe(&mut self, ip: Ipv4Addr, mac: Option<MacAddr>) {
         let probe = ArpMessage {
             op: ArpOp::Request,
             sender_mac: self.own_mac,
             sender_ip: Ipv4Addr::UNSPECIFIED,
-            target_mac: mac,
+            target_mac: mac.unwrap_or(MacAddr([0; 6])),
             target_ip: ip,
         };
         // Straight to this port's own link, whoever carries its interface.
-        self.send_on_own_link(&probe.to_frame(mac));
+        self.send_on_own_link(&probe.to_frame(mac.unwrap_or(MacAddr::BROADCAST)));
     }
 
     /// Answers the health probe of the port at `asker` from this port's own link while its
@@ -381,16 +407,30 @@ impl Port {
     }
 }
 
-/// The MAC of the port asking, when `frame` is a health probe (an ARP request from sender
-/// address 0.0.0.0) for `ip`.
-fn health_probe_for(frame: &[u8], ip: Ipv4Addr) -> Option<MacAddr> {
+/// What a port whose address moved away takes from its own link.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    /// A health probe for its address, from the port at this MAC.
+    Probe(MacAddr),
+    /// ARP from a neighbour (its address in it) that asks nothing of this port.
+    Neighbour(ArpMessage),
+}
+
+/// What `frame`, received on the own link of a port whose address `ip` moved away, is to it.
+fn heard_while_away(frame: &[u8], ip: Ipv4Addr) -> Option<Heard> {
     let (eth, payload) = EthernetHeader::parse(frame).ok()?;
     if eth.ethertype != EtherType::Arp {
         return None;
     }
     let m = ArpMessage::parse(payload).ok()?;
-    (m.op == ArpOp::Request && m.target_ip == ip && m.sender_ip.is_unspecified())
-        .then_some(m.sender_mac)
+    if m.op == ArpOp::Request && m.target_ip == ip {
+        // Others' requests for the address are answered where it lives now.
+        return m
+            .sender_ip
+            .is_unspecified()
+            .then_some(Heard::Probe(m.sender_mac));
+    }
+    (!m.sender_ip.is_unspecified() && m.sender_ip != ip).then_some(Heard::Neighbour(m))
 }
 
 /// An answer to a health probe: an ARP reply to `own` for 0.0.0.0.
