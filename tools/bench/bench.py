@@ -464,8 +464,8 @@ def lab_throughput(c, port, size, seconds, tmp):
             "seconds": duration}
 
 
-def testpmd_txonly(backend, seconds):
-    """Raw DPDK: dpdk-testpmd txonly, 64 B, on sl-h1 p0; median Tx-pps of its
+def testpmd_txonly(backend, seconds, frame=64):
+    """Raw DPDK: dpdk-testpmd txonly, FRAME-byte frames, on sl-h1 p0; median Tx-pps of its
     per-second statistics. Frames go to an unused MAC and 10.77.2.99."""
     if shutil.which("dpdk-testpmd") is None:
         raise ContenderFailed("dpdk-testpmd not found: apt-get install dpdk")
@@ -474,7 +474,7 @@ def testpmd_txonly(backend, seconds):
     # EAL start and port probe take about 2 s before the first statistics.
     argv = ["timeout", "-s", "INT", str(seconds + 3), "dpdk-testpmd", "--in-memory", "--no-pci",
             f"--file-prefix=bench-testpmd-{os.getpid()}", f"--vdev={vdev}", "-l", "0-1",
-            "--log-level=error", "--", "--forward-mode=txonly", "--txpkts=64",
+            "--log-level=error", "--", "--forward-mode=txonly", f"--txpkts={frame}",
             "--stats-period=1", "--eth-peer=0,02:00:00:77:02:99", "--tx-ip=10.77.2.1,10.77.2.99"]
     try:
         out = subprocess.run(ns_cmd(CLIENT_NS, None, {}, argv), env=clean_env(),
@@ -487,6 +487,18 @@ def testpmd_txonly(backend, seconds):
     if not rates:
         raise ContenderFailed("no Tx-pps from dpdk-testpmd: " + (out.stdout + out.stderr)[-300:])
     return {"tx_pps": statistics.median(rates), "samples": len(rates)}
+
+
+# A full 1500-byte MTU frame (1472 B of UDP payload): raw DPDK's bandwidth at this MTU.
+RAW_FULL_FRAME = 1514
+# Stream payload per full frame: the MTU less IPv4 (20), UDP (8) and our header (40), as the
+# engine sets the stream MSS.
+STREAM_PAYLOAD_PER_FRAME = 1400
+
+
+def raw_gbit_s(r):
+    """The stream payload raw DPDK could carry at its full-frame rate, Gbit/s."""
+    return r["tx_pps"] * STREAM_PAYLOAD_PER_FRAME * 8 / 1e9
 
 
 def take_lock(lock):
@@ -548,12 +560,13 @@ def lab_udp(quick, only=None):
                             samples[name].setdefault(f"tp_{size}B", []).append(r)
                         except ContenderFailed as e:
                             results[name]["errors"][f"tp_{size}B"] = str(e)
-            raw = {}
+            raw, raw_full = {}, {}
             for backend in ("af_packet", "af_xdp"):
-                try:
-                    raw[backend] = testpmd_txonly(backend, 1 if quick else 4)
-                except ContenderFailed as e:
-                    raw[backend] = {"error": str(e)}
+                for frame, into in ((64, raw), (RAW_FULL_FRAME, raw_full)):
+                    try:
+                        into[backend] = testpmd_txonly(backend, 1 if quick else 4, frame)
+                    except ContenderFailed as e:
+                        into[backend] = {"error": str(e)}
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -567,7 +580,8 @@ def lab_udp(quick, only=None):
             results[name][key]["rounds"] = len(runs)
             if key.startswith("pp_"):
                 results[name][key]["dropped"] = sum(r["dropped"] or 0 for r in runs)
-    return {"contenders": results, "raw_dpdk_txonly_64B": raw, "rounds": rounds,
+    return {"contenders": results, "raw_dpdk_txonly_64B": raw,
+            f"raw_dpdk_txonly_{RAW_FULL_FRAME}B": raw_full, "rounds": rounds,
             "lock_wait_s": lock_wait,
             "seconds": seconds, "server_cpu": int(SERVER_CPU), "client_cpu": int(CLIENT_CPU),
             "latency": "one-way (sockperf: round trip / 2), microseconds",
@@ -669,6 +683,13 @@ def print_lab_table(result):
             print(line)
         else:
             print(f"raw DPDK {backend}: failed: {r.get('error', '?')[:200]}")
+    for backend, r in result.get(f"raw_dpdk_txonly_{RAW_FULL_FRAME}B", {}).items():
+        if "tx_pps" in r:
+            print(f"raw DPDK {backend} testpmd txonly {RAW_FULL_FRAME} B frames: "
+                  f"{r['tx_pps'] / 1000:.0f} kpps sent, {raw_gbit_s(r):.2f} Gbit/s of stream "
+                  f"payload at {STREAM_PAYLOAD_PER_FRAME} B per frame")
+        else:
+            print(f"raw DPDK {backend} {RAW_FULL_FRAME} B: failed: {r.get('error', '?')[:200]}")
     if "sluice_udp_mode" in result["contenders"]:
         print("udp-mode: datagram sockets pass through to the kernel in that mode (it exists "
               "for streams), so it measures interposition, not offload.")
@@ -776,10 +797,11 @@ STREAM_PLAN = {
     "iperf3": (("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_two_ports"),
                ("kernel", "sluice_af_packet")),
     "redis": (("kernel", "sluice_af_packet"), ("kernel", "sluice_af_packet")),
+    "iperf3_capped": (("kernel", "sluice_af_packet", "sluice_two_ports"), ()),
 }
 # The result keys each kind of measurement produces.
 STREAM_KEYS = {"tcp_pp": [f"tcp_pp_{STREAM_PP_SIZE}B"], "iperf3": ["iperf3_1", "iperf3_P4"],
-               "redis": ["redis_set", "redis_get"]}
+               "redis": ["redis_set", "redis_get"], "iperf3_capped": ["iperf3_capped"]}
 
 
 def stream_contenders():
@@ -986,6 +1008,30 @@ def stream_pingpong(c, port, seconds, tmp, slack):
     return {f"tcp_pp_{STREAM_PP_SIZE}B": r}
 
 
+# The bandwidth each of sl-h1's switch ports is policed to for the capped iperf3 run: below
+# what one port carries uncapped, so that the ports, not the CPU, are the limit and a second
+# port can show what it adds.
+CAPPED_MBIT = 400
+
+
+def stream_iperf3_capped(c, port, seconds, tmp, slack):
+    """iperf3, one stream, with sl-h1's switch ports (h1p0, h1p1) policed to CAPPED_MBIT each
+    in the sending direction: receiver Gbit/s. The caps are removed after, pass or fail."""
+    ports = ("h1p0", "h1p1")
+    try:
+        for p in ports:
+            subprocess.run([str(LAB_SCRIPT), "fault", p, "rate", str(CAPPED_MBIT)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        r = stream_iperf3(c, port, seconds, tmp, slack, 1)
+    except subprocess.CalledProcessError as e:
+        raise ContenderFailed(f"sluice-lab fault rate: {e.stderr.decode()[-200:]}")
+    finally:
+        for p in ports:
+            subprocess.run([str(LAB_SCRIPT), "fault", p, "clear"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    return {"iperf3_capped": r["iperf3_1"]}
+
+
 def stream_iperf3(c, port, seconds, tmp, slack, parallel):
     """iperf3 for SECONDS with PARALLEL streams: receiver Gbit/s."""
     ip = c["server_ip"]
@@ -1097,6 +1143,8 @@ def lab_stream(quick, only=None):
         ("iperf3", ["iperf3_P4"], lambda c, p: stream_iperf3(c, p, seconds, tmp, slack, 4)),
         ("redis", STREAM_KEYS["redis"],
          lambda c, p: stream_redis(c, p, requests, tmp, slack + requests // 4000)),
+        ("iperf3_capped", STREAM_KEYS["iperf3_capped"],
+         lambda c, p: stream_iperf3_capped(c, p, seconds, tmp, slack)),
     ]
     with open(P0_LOCK, "w") as lock:
         lock_wait = take_lock(lock)
@@ -1163,6 +1211,7 @@ STREAM_MEASURES = [
     ("TCP pp 64 B p99.9 (us)", "tcp_pp_64B", "p999", "lower", None),
     ("iperf3 1 stream (Gbit/s)", "iperf3_1", "gbit_s", "higher", None),
     ("iperf3 -P 4 (Gbit/s)", "iperf3_P4", "gbit_s", "higher", None),
+    (f"iperf3, ports at {CAPPED_MBIT} Mb/s (Gbit/s)", "iperf3_capped", "gbit_s", "higher", None),
     ("redis SET (kreq/s)", "redis_set", "requests_per_s", "higher", None),
     ("redis SET p50 (us)", "redis_set", "p50_us", "lower", None),
     ("redis GET (kreq/s)", "redis_get", "requests_per_s", "higher", None),
@@ -1173,13 +1222,14 @@ LAB_STREAM_PANELS = [
     ("TCP ping-pong 64 B (sockperf --tcp), one-way latency (us, log scale, lower is better)",
      [(f, "tcp_pp_64B", f) for f in ("avg", "p50", "p99", "p999")], True),
     ("iperf3, receiver (Gbit/s, higher is better)",
-     [("1 stream", "iperf3_1", "gbit_s"), ("-P 4", "iperf3_P4", "gbit_s")], False),
+     [("1 stream", "iperf3_1", "gbit_s"), ("-P 4", "iperf3_P4", "gbit_s"),
+      (f"ports capped {CAPPED_MBIT} Mb/s", "iperf3_capped", "gbit_s")], False),
     (f"redis-benchmark, {REDIS_CLIENTS} clients (kreq/s, higher is better)",
      [("SET", "redis_set", "requests_per_s"), ("GET", "redis_get", "requests_per_s")], False),
 ]
 
 
-def print_stream_table(result):
+def print_stream_table(result, raw_full=None):
     print("\nLab streams, sl-h1 -> sl-h2: kernel TCP against sluice streams (its protocol over "
           "UDP); server CPU 1, client CPU 0; ratio = sluice/kernel")
     if "error" in result:
@@ -1189,9 +1239,20 @@ def print_stream_table(result):
     print("udp-mode: sluice streams over kernel UDP sockets between the kernel IPs. 2 ports: "
           "af_packet on both data ports of each host, one path per port (multipath). '-': not "
           "run for that contender" + (" in a quick run." if result.get("quick") else "."))
+    print(f"ports capped: sl-h1's switch ports each policed to {CAPPED_MBIT} Mbit/s (sluice-lab "
+          "fault rate): the kernel and af_packet use one port, 2 ports both.")
     print("latency is one-way (round trip / 2) as sockperf reports it; iperf3 is the "
           f"receiver's rate; redis-benchmark runs {REDIS_CLIENTS} clients, "
           f"{result['redis']['requests_per_test']} requests per test.")
+    # Stream bulk throughput against what raw DPDK sends in full frames on the same port (the
+    # UDP section measures it).
+    for backend, r in (raw_full or {}).items():
+        got = lab_value(result, f"sluice_{backend}", "iperf3_1", "gbit_s")
+        if "tx_pps" in r and got is not None:
+            ratio = got / raw_gbit_s(r)
+            print(f"iperf3 1 stream over {backend}: {got:.2f} Gbit/s = {ratio:.2f}x raw DPDK's "
+                  f"{raw_gbit_s(r):.2f} Gbit/s of payload in full frames (target >= 0.8: "
+                  f"{'met' if ratio >= 0.8 else 'not met'})")
     print_errors(result)
 
 
@@ -1238,7 +1299,8 @@ def main():
                 print_lab_table(lab)
             else:
                 lab = lab_stream(args.quick, only)
-                print_stream_table(lab)
+                raw_full = report.get("lab_udp", {}).get(f"raw_dpdk_txonly_{RAW_FULL_FRAME}B")
+                print_stream_table(lab, raw_full)
             lab["elapsed_s"] = round(time.time() - lab_started, 1)
             lab["date"] = report["date"]
             report[section.replace("-", "_")] = lab
