@@ -1052,8 +1052,7 @@ fn helper_loop(stack: Weak<Stack>) {
             if stack.shutdown.load(Ordering::Relaxed) {
                 return;
             }
-            if published.is_none_or(|at| at.elapsed() >= crate::stats::PERIOD) {
-                stack.publish();
+            if published.is_none_or(|at| at.elapsed() >= crate::stats::PERIOD) && stack.publish() {
                 published = Some(Instant::now());
             }
             let watch_carriers = stack.carriers.watched();

@@ -74,15 +74,19 @@ impl Stack {
     }
 
     /// Writes the snapshot to this process's file (called by the helper every `PERIOD`).
-    pub(crate) fn publish(&self) {
-        let Some(text) = self.snapshot() else { return };
+    /// False when there was nothing written because the engine was busy: the caller tries
+    /// again soon rather than a period later (a reader would see a stale snapshot).
+    pub(crate) fn publish(&self) -> bool {
+        let Some(text) = self.snapshot() else {
+            return false;
+        };
         let exited = WRITING.lock().unwrap_or_else(|p| p.into_inner());
         if *exited {
-            return;
+            return true;
         }
         let pid = std::process::id();
         if PUBLISHED.get().is_none() && !prepare_dir() {
-            return;
+            return true;
         }
         let path = path_of(pid);
         let tmp = Path::new(DIR).join(format!(".{pid}.stat.tmp"));
@@ -105,6 +109,7 @@ impl Stack {
                 log::debug!("sluice-stat snapshot in {DIR}: {e}");
             }
         }
+        true
     }
 }
 
