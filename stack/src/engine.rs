@@ -42,7 +42,10 @@ use crate::wire::{
     PROTO_IGMP,
 };
 
+mod coalesce;
 mod failover;
+
+use coalesce::Coalesce;
 
 use failover::{Carriers, Failover, CARRIER_CHECK};
 
@@ -194,6 +197,8 @@ pub(crate) struct Port {
     carried_rx: u64,
     carried_tx: u64,
     garps_sent: u64,
+    /// Datagram sends waiting to go to the device with the rest of their burst.
+    pub(crate) coalesce: Coalesce,
 }
 
 impl Port {
@@ -219,11 +224,13 @@ impl Port {
             carried_rx: 0,
             carried_tx: 0,
             garps_sent: 0,
+            coalesce: Coalesce::default(),
         }
     }
 
     /// Moves the interface's frames to the link, keeping what the ring refuses.
     pub(crate) fn flush(&mut self) {
+        self.coalesce.flushed();
         for frame in self.iface.take_frames() {
             if self.backlog.len() >= TX_BACKLOG {
                 self.tx_drops += 1;
@@ -271,8 +278,9 @@ impl Port {
         self.igmp_sent += 1;
     }
 
+    /// No room for another frame: the backlog, with the sends waiting for their burst, is full.
     pub(crate) fn backlog_full(&self) -> bool {
-        self.backlog.len() >= TX_BACKLOG
+        self.backlog.len() + self.coalesce.pending() >= TX_BACKLOG
     }
 
     pub(crate) fn backlog_len(&self) -> usize {

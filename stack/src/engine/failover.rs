@@ -128,6 +128,7 @@ impl Engine {
     pub(crate) fn flush_port(&mut self, index: usize) {
         match self.ports[index].host {
             Some(host) => {
+                self.ports[index].coalesce.flushed();
                 let frames = self.ports[index].iface.take_frames();
                 let waiting = std::mem::take(&mut self.ports[index].backlog);
                 let carrier = &mut self.ports[host];
@@ -137,6 +138,14 @@ impl Engine {
                 carrier.flush();
             }
             None => self.ports[index].flush(),
+        }
+    }
+
+    /// After a datagram was queued on port `index` at `now`: to the device now, or with the
+    /// rest of its burst when the application sends back to back (see `coalesce`).
+    pub(crate) fn flush_port_soon(&mut self, index: usize, now: u64) {
+        if self.ports[index].coalesce.on_send(now) {
+            self.flush_port(index);
         }
     }
 

@@ -350,7 +350,7 @@ impl UdpSocket {
                     .iface
                     .send_udp_with(now, ids[port], dst, data, Some(multicast))
                     .map_err(|e| e.errno())?;
-                engine.flush_port(port);
+                engine.flush_port_soon(port, now);
                 self.stack.note_tx_state(engine);
                 // Our own address or a multicast loop may have queued datagrams here.
                 self.stack.deliver(engine);
