@@ -333,16 +333,28 @@ fn a_cut_port_moves_its_address_to_the_other_port_and_back() {
 #[test]
 fn a_silent_port_is_found_by_its_probes_and_recovers() {
     let (stack, mut peer, wires, socket) = established();
+    silence_port_0(&stack, &mut peer, &wires, &socket);
+    moved_to_p1(&stack, &mut peer, "silent_");
+    assert!(ports(&stack)[0].probes_sent >= 3);
+    assert_eq!(exchange(&stack, &mut peer, &socket, "moved"), 1);
+
+    wires[0].set_impairment(Impairment::default(), Impairment::default());
+    moved_back(&stack, &mut peer);
+    assert_eq!(exchange(&stack, &mut peer, &socket, "after"), 0);
+}
+
+/// Wire 0 drops everything both ways (its carrier stays up); datagrams sent into the silence
+/// make port 0 suspect, until it is down.
+fn silence_port_0(stack: &Stack, peer: &mut Peer, wires: &[MemoryWire; 2], socket: &UdpSocket) {
     let drop_all = Impairment {
         drop_per_mille: 1000,
         ..Default::default()
     };
     wires[0].set_impairment(drop_all, drop_all);
-    assert!(ports(&stack)[0].up, "the carrier stays up");
-    // Sending into the silence is what makes the port suspect.
+    assert!(ports(stack)[0].up, "the carrier stays up");
     let to = SocketAddrV4::new(PEER_IP, PEER_PORT);
     let start = Instant::now();
-    while ports(&stack)[0].up {
+    while ports(stack)[0].up {
         assert!(
             start.elapsed() < PATIENCE,
             "the silent port was never found"
@@ -354,13 +366,6 @@ fn a_silent_port_is_found_by_its_probes_and_recovers() {
         peer.pump();
         std::thread::sleep(Duration::from_millis(2));
     }
-    moved_to_p1(&stack, &mut peer, "silent_");
-    assert!(ports(&stack)[0].probes_sent >= 3);
-    assert_eq!(exchange(&stack, &mut peer, &socket, "moved"), 1);
-
-    wires[0].set_impairment(Impairment::default(), Impairment::default());
-    moved_back(&stack, &mut peer);
-    assert_eq!(exchange(&stack, &mut peer, &socket, "after"), 0);
 }
 
 #[test]
@@ -393,25 +398,7 @@ fn a_silent_port_finds_a_neighbour_that_moved_while_it_was_down() {
         stack.poll();
         std::thread::sleep(Duration::from_millis(1));
     }
-    let drop_all = Impairment {
-        drop_per_mille: 1000,
-        ..Default::default()
-    };
-    wires[0].set_impairment(drop_all, drop_all);
-    let to = SocketAddrV4::new(PEER_IP, PEER_PORT);
-    let start = Instant::now();
-    while ports(&stack)[0].up {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the silent port was never found"
-        );
-        socket
-            .send_to(&[b"into the void"], Some(to), false)
-            .unwrap();
-        stack.poll();
-        peer.pump();
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    silence_port_0(&stack, &mut peer, &wires, &socket);
     moved_to_p1(&stack, &mut peer, "silent_");
     // The peer's address goes home; the announcement is lost.
     peer.announce(0, PEER_MAC);
