@@ -126,6 +126,10 @@ impl StreamSocket {
     /// SO_RCVLOWAT.
     pub fn set_recv_lowat(&self, bytes: usize) {
         self.shared().set_lowat(bytes);
+        // The connection's readiness is worked out again at the next poll.
+        if let Role::Conn(id) = self.inner.lock().unwrap().role {
+            let _ = self.stack.lock_engine().streams.conn_mut(id);
+        }
     }
 
     /// A non-blocking connect that completed: true the first time it is asked (connect()

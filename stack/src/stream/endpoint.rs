@@ -184,6 +184,10 @@ struct Entry {
     closed_first: bool,
     /// The handshake completed at some point.
     opened: bool,
+    /// When `poll` must look at it next (0: at once). Anything that changes the connection
+    /// sets it to 0 ([`Entry::touch`]); otherwise it sleeps until its next timer, so that a
+    /// poll costs the connections that have something to do, not all of them.
+    wake_at: u64,
 }
 
 impl Entry {
@@ -216,7 +220,29 @@ impl Entry {
             last_readable: 0,
             closed_first: false,
             opened: false,
+            wake_at: 0,
         }
+    }
+
+    /// Something changed: poll looks at it next time.
+    fn touch(&mut self) -> &mut Entry {
+        self.wake_at = 0;
+        self
+    }
+
+    /// When it has something to do next: a protocol timer, the fall-back deadline, the end of
+    /// an orphan's lifetime.
+    fn next_wake(&self) -> u64 {
+        [
+            self.conn.next_deadline(),
+            self.fall_back_at,
+            self.orphan_since
+                .map(|t| t.saturating_add(ORPHAN_LIFETIME + 1)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX)
     }
 }
 
@@ -316,6 +342,7 @@ impl Streams {
             for (i, r) in e.routes.iter().enumerate() {
                 if r.port == port {
                     e.conn.set_path_link(i, up);
+                    e.wake_at = 0;
                 }
             }
         }
@@ -327,6 +354,7 @@ impl Streams {
         let Some(e) = self.conns.get_mut(&id) else {
             return;
         };
+        e.touch();
         let ours = if self.local_addrs.len() > 1 {
             self.local_addrs.as_slice()
         } else {
@@ -487,7 +515,7 @@ impl Streams {
 
     /// The connection `id`, for the socket calls.
     pub fn conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
-        self.conns.get_mut(&id).map(|e| &mut e.conn)
+        self.conns.get_mut(&id).map(|e| &mut e.touch().conn)
     }
 
     pub fn conn(&self, id: u32) -> Option<&Connection> {
@@ -517,6 +545,7 @@ impl Streams {
         drop(listener);
         for id in pending {
             if let Some(e) = self.conns.get_mut(&id) {
+                e.touch();
                 e.listener = None;
                 e.conn.abort();
                 e.orphan_since = Some(now);
@@ -529,6 +558,7 @@ impl Streams {
     /// `abort` (unread data, SO_LINGER 0). The endpoint keeps it until it has finished.
     pub fn close_conn(&mut self, now: u64, id: u32, abort: bool) {
         if let Some(e) = self.conns.get_mut(&id) {
+            e.touch();
             if abort {
                 e.conn.abort();
             } else {
@@ -548,6 +578,7 @@ impl Streams {
             if e.orphan_since.is_some() {
                 continue;
             }
+            e.touch();
             // Not yet accepted (its listener goes with the process), or unread data: reset.
             if e.listener.is_some() || e.conn.readable() > 0 {
                 e.conn.abort();
@@ -618,6 +649,7 @@ impl Streams {
                     self.counters.wrong_peer += 1;
                     return;
                 }
+                e.touch();
                 let was_syn_sent = e.conn.state() == State::SynSent;
                 e.conn.handle(now, &header, payload);
                 if e.orphan_since.is_some() && e.conn.readable() > 0 {
@@ -638,7 +670,7 @@ impl Streams {
         } else if header.kind == SegmentType::Syn {
             if let Some(&id) = self.by_peer.get(&(from, header.src_conn)) {
                 if let Some(e) = self.conns.get_mut(&id) {
-                    e.conn.handle(now, &header, payload);
+                    e.touch().conn.handle(now, &header, payload);
                     return;
                 }
             }
@@ -789,6 +821,7 @@ impl Streams {
             if e.port == port && *e.peer.ip() == ip && e.conn.state() == State::SynSent {
                 if let Some(at) = e.fall_back_at.as_mut() {
                     *at = (*at).max(now + self.fall_back_after);
+                    e.wake_at = 0;
                 }
             }
         }
@@ -798,6 +831,7 @@ impl Streams {
     pub fn host_unreachable(&mut self, ip: Ipv4Addr) {
         for e in self.conns.values_mut() {
             if *e.peer.ip() == ip && e.conn.state() == State::SynSent && e.failed.is_none() {
+                e.touch();
                 e.failed = Some(libc::EHOSTUNREACH);
                 e.fall_back_at = None;
                 e.conn.abort();
@@ -811,6 +845,7 @@ impl Streams {
         for e in self.conns.values_mut() {
             if e.peer == remote && e.local.port() == local_port && e.conn.state() == State::SynSent
             {
+                e.touch();
                 if e.fall_back_at.is_some() {
                     e.fall_back_at = Some(0);
                 } else if e.failed.is_none() {
@@ -827,6 +862,9 @@ impl Streams {
         let mut woke = false;
         let mut finished = Vec::new();
         for (&id, e) in self.conns.iter_mut() {
+            if e.wake_at > now {
+                continue;
+            }
             if let Some(carrier) = self.carriers.get(&e.local.port()) {
                 let (peer_port, local_port) = (e.peer.port(), e.local.port());
                 let Entry { conn, routes, .. } = e;
@@ -867,6 +905,7 @@ impl Streams {
                     finished.push(id);
                 }
             }
+            e.wake_at = e.next_wake();
         }
         for l in self.listeners.values_mut() {
             let bits = if l.ready.is_empty() {
