@@ -427,11 +427,7 @@ enum Heard {
 
 /// What `frame`, received on the own link of a port whose address `ip` moved away, is to it.
 fn heard_while_away(frame: &[u8], ip: Ipv4Addr) -> Option<Heard> {
-    let (eth, payload) = EthernetHeader::parse(frame).ok()?;
-    if eth.ethertype != EtherType::Arp {
-        return None;
-    }
-    let m = ArpMessage::parse(payload).ok()?;
+    let m = arp_of(frame)?;
     if m.op == ArpOp::Request && m.target_ip == ip {
         // Others' requests for the address are answered where it lives now.
         return m
@@ -444,14 +440,18 @@ fn heard_while_away(frame: &[u8], ip: Ipv4Addr) -> Option<Heard> {
 
 /// An answer to a health probe: an ARP reply to `own` for 0.0.0.0.
 fn answers_probe(frame: &[u8], own: MacAddr) -> bool {
-    let Ok((eth, payload)) = EthernetHeader::parse(frame) else {
-        return false;
-    };
+    arp_of(frame).is_some_and(|m| {
+        m.op == ArpOp::Reply && m.target_mac == own && m.target_ip.is_unspecified()
+    })
+}
+
+/// The ARP message `frame` carries, if it is one.
+fn arp_of(frame: &[u8]) -> Option<ArpMessage> {
+    let (eth, payload) = EthernetHeader::parse(frame).ok()?;
     if eth.ethertype != EtherType::Arp {
-        return false;
+        return None;
     }
-    ArpMessage::parse(payload)
-        .is_ok_and(|m| m.op == ArpOp::Reply && m.target_mac == own && m.target_ip.is_unspecified())
+    ArpMessage::parse(payload).ok()
 }
 
 /// The guest interface a frame is for: ARP about, or IPv4 to, a moved address, except stream

@@ -155,6 +155,24 @@ struct Listener {
     last_ready: usize,
 }
 
+impl Listener {
+    /// As many established connections wait for accept() as the backlog allows.
+    fn accept_queue_full(&self) -> bool {
+        self.ready.len() >= self.backlog
+    }
+}
+
+/// The listener on `local_port` that takes what arrives for our address `to`.
+fn listener_for(
+    listeners: &mut HashMap<u16, Listener>,
+    local_port: u16,
+    to: Ipv4Addr,
+) -> Option<&mut Listener> {
+    listeners
+        .get_mut(&local_port)
+        .filter(|l| l.local.ip().is_unspecified() || *l.local.ip() == to)
+}
+
 /// A connection and where it lives.
 struct Entry {
     conn: Connection,
@@ -324,11 +342,11 @@ impl Streams {
     }
 
     /// What a connection announces: every data address, or nothing with only one.
-    fn announcement(&self) -> Vec<(Ipv4Addr, u8)> {
+    fn announced(&self) -> &[(Ipv4Addr, u8)] {
         if self.local_addrs.len() > 1 {
-            self.local_addrs.clone()
+            &self.local_addrs
         } else {
-            Vec::new()
+            &[]
         }
     }
 
@@ -351,21 +369,17 @@ impl Streams {
     /// Opens the paths of connection `id` from the two announcements (after the handshake
     /// on the connecting side, at the SYN on the accepting side).
     fn open_paths(&mut self, id: u32, connecting: bool) {
+        let ours = self.announced().to_vec();
         let Some(e) = self.conns.get_mut(&id) else {
             return;
         };
         e.touch();
-        let ours = if self.local_addrs.len() > 1 {
-            self.local_addrs.as_slice()
-        } else {
-            &[]
-        };
-        let theirs = e.conn.peer_addrs().to_vec();
+        let theirs = e.conn.peer_addrs();
         let (local, remote) = (*e.local.ip(), *e.peer.ip());
         let pairs = if connecting {
-            route::pair(ours, &theirs, (local, remote))
+            route::pair(&ours, theirs, (local, remote))
         } else {
-            route::pair(&theirs, ours, (remote, local))
+            route::pair(theirs, &ours, (remote, local))
         };
         for (c, a) in pairs.into_iter().skip(1) {
             let (l, r) = if connecting { (c, a) } else { (a, c) };
@@ -491,7 +505,7 @@ impl Streams {
     ) -> u32 {
         let id = self.fresh_id();
         let mut conn = Connection::connect(config, now, id, random_u32());
-        conn.announce(self.announcement());
+        conn.announce(self.announced().to_vec());
         // The bound socket's reference on the carrier passes to the connection.
         let mut entry = Entry::new(conn, (local, peer, port), shared, None);
         entry.fall_back_at = fall_back.then_some(now + self.fall_back_after);
@@ -718,13 +732,10 @@ impl Streams {
             to,
             local_port,
         } = at;
-        let Some(listener) = self.listeners.get_mut(&local_port) else {
+        let Some(listener) = listener_for(&mut self.listeners, local_port, to) else {
             return false;
         };
-        if !listener.local.ip().is_unspecified() && *listener.local.ip() != to {
-            return false;
-        }
-        if listener.ready.len() >= listener.backlog {
+        if listener.accept_queue_full() {
             // Full: the peer's SYN retries find room later, as with the kernel's queues.
             self.counters.syn_dropped += 1;
             return true;
@@ -755,7 +766,7 @@ impl Streams {
         let id = self.fresh_id();
         let mut conn = Connection::accept(config, now, id, random_u32(), header, payload);
         if !conn.peer_addrs().is_empty() {
-            conn.announce(self.announcement());
+            conn.announce(self.announced().to_vec());
         }
         self.by_peer.insert((from, header.src_conn), id);
         self.hold(local_port);
@@ -775,16 +786,13 @@ impl Streams {
     /// connection is made now, established, and takes the segment. False when it is not one.
     fn accept_cookie(&mut self, now: u64, at: Arrival, header: &Header, payload: &[u8]) -> bool {
         let local = SocketAddrV4::new(at.to, at.local_port);
-        let Some(listener) = self.listeners.get_mut(&at.local_port) else {
+        let Some(listener) = listener_for(&mut self.listeners, at.local_port, at.to) else {
             return false;
         };
-        if !listener.local.ip().is_unspecified() && *listener.local.ip() != at.to {
-            return false;
-        }
         let Some(peer_mss) = self.cookies.check(now, at.from, local, header) else {
             return false;
         };
-        if listener.ready.len() >= listener.backlog || self.conns.contains_key(&header.dst_conn) {
+        if listener.accept_queue_full() || self.conns.contains_key(&header.dst_conn) {
             // No room to accept it: dropped; the peer's retransmission may find room.
             self.counters.syn_dropped += 1;
             return true;
@@ -949,7 +957,8 @@ impl Streams {
 /// Logs and counts the paths of `e` that changed state since the last look.
 fn note_path_changes(id: u32, e: &mut Entry, counters: &mut StreamCounters) {
     e.path_epoch = e.conn.path_epoch();
-    for (i, p) in e.conn.path_stats().iter().enumerate() {
+    let stats = e.conn.path_stats();
+    for (i, p) in stats.iter().enumerate() {
         let before = e.path_states.get(i).copied();
         if before == Some(p.state) {
             continue;
@@ -983,7 +992,7 @@ fn note_path_changes(id: u32, e: &mut Entry, counters: &mut StreamCounters) {
             PathState::Unverified => {}
         }
     }
-    e.path_states = e.conn.path_stats().iter().map(|p| p.state).collect();
+    e.path_states = stats.iter().map(|p| p.state).collect();
 }
 
 /// Publishes a connection's readiness; true when a bit appeared.

@@ -86,7 +86,7 @@ impl Connection {
 
     /// An RTT sample for `path` from a timestamp echo (the peer echoes, on each path, the
     /// latest timestamp it received on that path).
-    fn sample_echo(&mut self, now: u64, ts_ecr: u32, path: usize) -> Option<u64> {
+    pub(super) fn sample_echo(&mut self, now: u64, ts_ecr: u32, path: usize) -> Option<u64> {
         let us = seq_diff(ts_of(now), ts_ecr);
         if us < 0 {
             return None;

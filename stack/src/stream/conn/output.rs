@@ -132,8 +132,9 @@ impl Connection {
         2 * self.paths[self.primary()].rtt.srtt() + DELAYED_ACK
     }
 
-    /// Data waits for acknowledgement and no path may carry it (every link down or every
-    /// path failed): only the user timeout ends that.
+    /// Data waits for acknowledgement and no path may carry it (every path failed; a link
+    /// reported down fails only a path that has another beside it): only the user timeout
+    /// ends that.
     fn stranded(&self) -> bool {
         self.multipath() && self.send.in_flight() && !(0..self.paths.len()).any(|i| self.usable(i))
     }

@@ -147,11 +147,6 @@ impl Connection {
         self.needs_poll = true;
     }
 
-    /// Number of paths (1 without multipath).
-    pub fn path_count(&self) -> usize {
-        self.paths.len()
-    }
-
     /// The link of the port under `path` went down or came back. A path on a down link fails
     /// at the next poll when another path carries data (the last one goes on trying: a port
     /// wrongly judged down must not strand the connection); one whose link is back is probed
@@ -304,10 +299,7 @@ impl Connection {
             p.state = PathState::Active;
             p.probe_deadline = None;
             p.rtt.reset_backoff();
-            let us = seq_diff(ts_of(now), h.ts_ecr);
-            if us >= 0 {
-                p.rtt.sample(us as u64 * 1_000);
-            }
+            self.sample_echo(now, h.ts_ecr, path);
             self.path_epoch = self.path_epoch.wrapping_add(1);
             self.needs_poll = true;
         }
@@ -321,7 +313,7 @@ impl Connection {
         for i in 0..self.paths.len() {
             let p = &self.paths[i];
             if p.link_down {
-                if p.state != PathState::Failed && self.other_usable(i) {
+                if self.link_failure_due(i) {
                     self.fail_path(i, FailReason::LinkDown, now);
                 }
                 continue;
@@ -357,13 +349,15 @@ impl Connection {
             .min()
     }
 
-    /// A path's link went down and it has not failed yet, though another path could take
-    /// its traffic.
+    /// Some path's link went down and it is to fail at the next poll.
     pub(super) fn link_failure_pending(&self) -> bool {
-        self.multipath()
-            && (0..self.paths.len()).any(|i| {
-                let p = &self.paths[i];
-                p.link_down && p.state != PathState::Failed && self.other_usable(i)
-            })
+        self.multipath() && (0..self.paths.len()).any(|i| self.link_failure_due(i))
+    }
+
+    /// Path `path`'s link is down, it has not failed yet, and another path can take its
+    /// traffic.
+    fn link_failure_due(&self, path: usize) -> bool {
+        let p = &self.paths[path];
+        p.link_down && p.state != PathState::Failed && self.other_usable(path)
     }
 }
