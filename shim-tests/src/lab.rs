@@ -31,6 +31,52 @@ pub const H3_DATA: &str = "10.77.2.3";
 pub const H1_MGMT: &str = "10.77.1.1";
 pub const H2_MGMT: &str = "10.77.1.2";
 
+/// `tools/sluice-lab ARGS` on the shared lab, which must succeed.
+pub fn sluice_lab(args: &[&str]) {
+    let out = sluice_lab_output(args);
+    assert!(
+        out.status.success(),
+        "sluice-lab {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The same where failure cannot be acted on (undoing a fault as a test ends).
+pub fn sluice_lab_quietly(args: &[&str]) {
+    let _ = sluice_lab_output(args);
+}
+
+fn sluice_lab_output(args: &[&str]) -> std::process::Output {
+    Command::new(crate::workspace_root().join("tools/sluice-lab"))
+        .env_remove("SLUICE_LAB_PREFIX")
+        .args(args)
+        .output()
+        .expect("run tools/sluice-lab")
+}
+
+/// The digest and length on the line of `text` that starts with `key` ("sent " or "got ",
+/// as `scripts/stream_transfer.py` prints them).
+pub fn digest_line(text: &str, key: &str) -> Option<(String, usize)> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let mut words = line.split_whitespace().skip(1);
+    Some((words.next()?.to_string(), words.next()?.parse().ok()?))
+}
+
+/// The `ha` topology: p1 on sl-h1 and sl-h2 and the inter-switch link (`sluice-lab up` is
+/// idempotent and adds what is missing).
+pub fn ensure_ha_lab() {
+    ensure_lab();
+    let ha = || has_port(H1, "p1") && has_port(H2, "p1") && has_port("sl-sw0", "isl0");
+    if !ha() {
+        sluice_lab(&["up", "--topology", "ha"]);
+    }
+    assert!(
+        ha(),
+        "no p1 ports or no inter-switch link after sluice-lab up"
+    );
+}
+
 /// The file lock every suite takes around DPDK use of sl-h1/sl-h2 p0.
 pub const P0_LOCK: &str = "/run/sluice-lab/dpdk-p0.lock";
 

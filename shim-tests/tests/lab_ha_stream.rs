@@ -11,9 +11,10 @@
 //! `cargo test --release -p shim-tests --test lab_ha_stream -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H2, H2_DATA,
+    digest_line, ensure_ha_lab, in_ns, lab_port, lock_p0, number_after, sluice_lab, LabProcess,
+    Stack, H1, H1_DATA, H2, H2_DATA,
 };
-use shim_tests::{python3, workspace_root};
+use shim_tests::{python3, scripts_dir};
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,90 +25,12 @@ const SECONDS: usize = 7;
 /// A hang guard for one run.
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// `SINK ADDRESS PORT`: accepts one connection, reads to the end, prints the digest and
-/// length and the longest time without data, answers "done".
-const SINK: &str = r#"
-import hashlib, socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-print("listening", flush=True)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(120)
-h, n, gap, last = hashlib.sha256(), 0, 0.0, None
-while True:
-    d = c.recv(1 << 16)
-    now = time.monotonic()
-    if not d:
-        break
-    if last is not None:
-        gap = max(gap, now - last)
-    last = now
-    h.update(d)
-    n += len(d)
-print("got", h.hexdigest(), n, flush=True)
-print("longest_gap_ms %.1f" % (gap * 1e3), flush=True)
-c.sendall(b"done")
-c.close()
-"#;
-
-/// `SOURCE ADDRESS PORT RATE SECONDS`: sends RATE bytes/s of pseudo-random bytes for
-/// SECONDS, half-closes, waits for the sink's "done", prints the digest of what it sent.
-const SOURCE: &str = r#"
-import hashlib, random, socket, sys, time
-ip, port, rate, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-data = random.Random(11).randbytes(rate * secs)
-c = socket.create_connection((ip, port), timeout=120)
-print("connected", flush=True)
-start, sent, chunk = time.monotonic(), 0, 1 << 16
-while sent < len(data):
-    due = int((time.monotonic() - start) * rate)
-    if sent + chunk > due:
-        time.sleep(0.002)
-        continue
-    c.sendall(data[sent:sent + chunk])
-    sent += chunk
-c.shutdown(socket.SHUT_WR)
-assert c.recv(16) == b"done"
-print("sent", hashlib.sha256(data).hexdigest(), len(data), flush=True)
-"#;
-
 /// Sluice over DPDK af_packet on both data ports of a host.
 fn two_ports(p0: &str, p1: &str) -> Stack {
     Stack::Dpdk {
         iface: format!("p0={p0}/24,p1={p1}/24"),
         backend: "af_packet".to_string(),
     }
-}
-
-fn lab_tool(args: &[&str]) {
-    let out = Command::new(workspace_root().join("tools/sluice-lab"))
-        .args(args)
-        .output()
-        .expect("run tools/sluice-lab");
-    assert!(
-        out.status.success(),
-        "sluice-lab {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The `ha` topology: p1 on both sluice hosts.
-fn ensure_ha_lab() {
-    ensure_lab();
-    let has_p1 = |ns: &str| {
-        Command::new("ip")
-            .args(["netns", "exec", ns, "ip", "link", "show", "p1"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !(has_p1(H1) && has_p1(H2)) {
-        lab_tool(&["up", "--topology", "ha"]);
-    }
-    assert!(has_p1(H1) && has_p1(H2), "the ha lab has no p1 ports");
 }
 
 /// A failure of h1's port 0, undone on drop.
@@ -124,8 +47,8 @@ impl Failure {
         match self {
             Failure::LinkDown => switch_link("down"),
             Failure::Blackhole => {
-                lab_tool(&["fault", "h1p0", "blackhole"]);
-                lab_tool(&["fault", "h1p0", "blackhole", "--egress"]);
+                sluice_lab(&["fault", "h1p0", "blackhole"]);
+                sluice_lab(&["fault", "h1p0", "blackhole", "--egress"]);
             }
         }
         Active(Some(self))
@@ -138,7 +61,7 @@ impl Active {
     fn end(&mut self) {
         match self.0.take() {
             Some(Failure::LinkDown) => switch_link("up"),
-            Some(Failure::Blackhole) => lab_tool(&["fault", "h1p0", "clear"]),
+            Some(Failure::Blackhole) => sluice_lab(&["fault", "h1p0", "clear"]),
             None => {}
         }
     }
@@ -196,34 +119,30 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(600));
 }
 
-fn last_number(text: &str, key: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn transfer_across(failure: Failure, offset: u16) {
     ensure_ha_lab();
     let _p0 = lock_p0();
     let python = python3().display().to_string();
+    let script = scripts_dir().join("stream_transfer.py");
+    let script = script.to_str().unwrap();
     let port = lab_port(offset).to_string();
     let mut cmd = in_ns(
         H2,
         Some(1),
         &two_ports(H2_DATA, "10.77.3.2"),
         &python,
-        &["-c", SINK, H2_DATA, &port],
+        &[script, "sink", H2_DATA, &port],
     );
     cmd.env("SLUICE_LOG", "info");
     let mut sink = LabProcess::start("stream sink", cmd);
     sink.wait_printed("listening", LIMIT);
-    let (rate, seconds) = (RATE.to_string(), SECONDS.to_string());
+    let (bytes, rate) = ((RATE * SECONDS).to_string(), RATE.to_string());
     let mut cmd = in_ns(
         H1,
         Some(0),
         &two_ports(H1_DATA, "10.77.3.1"),
         &python,
-        &["-c", SOURCE, H2_DATA, &port, &rate, &seconds],
+        &[script, "source", H2_DATA, &port, &bytes, &rate],
     );
     cmd.env("SLUICE_LOG", "info");
     let mut source = LabProcess::start("stream source", cmd);
@@ -254,16 +173,8 @@ fn transfer_across(failure: Failure, offset: u16) {
         "{failure:?}: the transfer failed ({status}).\n{logs}"
     );
     sink.wait(Duration::from_secs(10));
-    let sent = source
-        .stdout()
-        .lines()
-        .find(|l| l.starts_with("sent "))
-        .map(|l| l[5..].to_string());
-    let got = sink
-        .stdout()
-        .lines()
-        .find(|l| l.starts_with("got "))
-        .map(|l| l[4..].to_string());
+    let sent = digest_line(&source.stdout(), "sent ");
+    let got = digest_line(&sink.stdout(), "got ");
     assert!(
         sent.is_some() && sent == got,
         "{failure:?}: sent {sent:?}, received {got:?}.\n{logs}"
@@ -273,7 +184,7 @@ fn transfer_across(failure: Failure, offset: u16) {
         minus(at_recovery, failed),
         minus(late, recovered),
     );
-    let gap = last_number(&sink.stdout(), "longest_gap_ms ").unwrap_or(f64::NAN);
+    let gap = number_after(&sink.stdout(), "longest_gap_ms").unwrap_or(f64::NAN);
     println!(
         "{failure:?}: {} bytes byte-exact; h1 frames sent per port (p0, p1): before {before:?}, \
          during {during:?}, after {after:?}; longest stall at the sink {gap:.1} ms",

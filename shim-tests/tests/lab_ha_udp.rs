@@ -10,9 +10,10 @@
 //! Run with `cargo test --release -p shim-tests --test lab_ha_udp -- --test-threads=1 --nocapture`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, number_after, LabProcess, Stack, H1, H1_DATA, H3, H3_DATA,
+    ensure_ha_lab, ensure_lab, in_ns, lab_port, lock_p0, number_after, sluice_lab,
+    sluice_lab_quietly, LabProcess, Stack, H1, H1_DATA, H3, H3_DATA,
 };
-use shim_tests::{python3, scripts_dir, workspace_root};
+use shim_tests::{python3, scripts_dir};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -29,19 +30,6 @@ const LONGEST_STALL_MS: f64 = 1000.0;
 /// of a second of the flow).
 const MOST_LOST: u64 = 500;
 
-fn lab(args: &[&str]) {
-    let script = workspace_root().join("tools/sluice-lab");
-    let out = Command::new(&script)
-        .args(args)
-        .output()
-        .expect("run sluice-lab");
-    assert!(
-        out.status.success(),
-        "sluice-lab {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sh(ns: &str, args: &[&str]) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns])
@@ -52,28 +40,13 @@ fn sh(ns: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The `ha` topology with its inter-switch link (`sluice-lab up` is idempotent and adds it).
-fn ensure_ha_lab() {
-    if !(sh("sl-sw0", &["ip", "link", "show", "isl0"]) && sh(H1, &["ip", "link", "show", "p1"])) {
-        lab(&["up", "--topology", "ha"]);
-    }
-    assert!(
-        sh("sl-sw0", &["ip", "link", "show", "isl0"]),
-        "no inter-switch link after sluice-lab up"
-    );
-}
-
 /// Puts port 0's switch side back however the test ends.
 struct Restore;
 
 impl Drop for Restore {
     fn drop(&mut self) {
         sh("sl-sw0", &["ip", "link", "set", "h1p0", "up"]);
-        let script = workspace_root().join("tools/sluice-lab");
-        let _ = Command::new(script)
-            .args(["fault", "h1p0", "clear"])
-            .stdout(Stdio::null())
-            .status();
+        sluice_lab_quietly(&["fault", "h1p0", "clear"]);
     }
 }
 
@@ -262,10 +235,10 @@ fn a_failed_port_s_address_moves_to_the_other_port_and_back() {
         &|| {
             // Frames to sl-h1 first: until the second rule is in, the failure is one-way
             // (sl-h1's frames lost, the flow still arriving), which silence cannot see.
-            lab(&["fault", "h1p0", "blackhole", "--egress"]);
-            lab(&["fault", "h1p0", "blackhole"]);
+            sluice_lab(&["fault", "h1p0", "blackhole", "--egress"]);
+            sluice_lab(&["fault", "h1p0", "blackhole"]);
         },
-        &|| lab(&["fault", "h1p0", "clear"]),
+        &|| sluice_lab(&["fault", "h1p0", "clear"]),
     );
     let log = server.stderr();
     for line in log.lines().filter(|l| l.contains("port p")) {

@@ -7,10 +7,10 @@
 //! `cargo test --release -p shim-tests --test lab_stream_failures -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H2, H2_DATA,
+    ensure_lab, in_ns, lab_port, lock_p0, sluice_lab, sluice_lab_quietly, LabProcess, Stack, H1,
+    H1_DATA, H2, H2_DATA,
 };
-use shim_tests::{python3, workspace_root};
-use std::process::Command;
+use shim_tests::python3;
 use std::time::Duration;
 
 /// `SERVER ADDRESS PORT`: answers each line it reads with the same line, for one connection.
@@ -115,20 +115,14 @@ struct Blackhole(&'static str);
 
 impl Blackhole {
     fn on(port: &'static str) -> Blackhole {
-        let ok = Command::new(workspace_root().join("tools/sluice-lab"))
-            .args(["fault", port, "blackhole"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "sluice-lab fault {port} blackhole failed");
+        sluice_lab(&["fault", port, "blackhole"]);
         Blackhole(port)
     }
 }
 
 impl Drop for Blackhole {
     fn drop(&mut self) {
-        let _ = Command::new(workspace_root().join("tools/sluice-lab"))
-            .args(["fault", self.0, "clear"])
-            .status();
+        sluice_lab_quietly(&["fault", self.0, "clear"]);
     }
 }
 

@@ -7,65 +7,16 @@
 //! `cargo test --release -p shim-tests --test lab_stream_faults -- --test-threads=1`.
 
 use shim_tests::lab::{
-    ensure_lab, in_ns, lab_port, lock_p0, LabProcess, Stack, H1, H1_DATA, H2, H2_DATA,
+    digest_line, ensure_lab, in_ns, lab_port, lock_p0, sluice_lab, sluice_lab_quietly, LabProcess,
+    Stack, H1, H1_DATA, H2, H2_DATA,
 };
-use shim_tests::{python3, workspace_root};
-use std::process::Command;
+use shim_tests::{python3, scripts_dir};
 use std::time::{Duration, Instant};
 
 /// Bytes moved per case: enough for thousands of segments, so that the faults hit often.
 const BYTES: usize = 8 << 20;
 /// A hang guard for one transfer (a healthy one takes a second or two).
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// `SINK ADDRESS PORT`: accepts one connection, reads to the end, prints the digest and
-/// length, answers "done".
-const SINK: &str = r#"
-import hashlib, socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-print("listening", flush=True)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(120)
-h, n = hashlib.sha256(), 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-print("got", h.hexdigest(), n, flush=True)
-# This end's counters of the connection (sluice-stat's snapshot, refreshed every 250 ms).
-import os, time
-time.sleep(0.6)
-for line in open("/dev/shm/sluice/%d.stat" % os.getpid()):
-    if line.startswith("stream "):
-        print(line.strip(), flush=True)
-c.sendall(b"done")
-c.close()
-"#;
-
-/// `SOURCE ADDRESS PORT BYTES`: sends BYTES pseudo-random bytes, half-closes, waits for the
-/// sink's "done", prints the digest of what it sent.
-const SOURCE: &str = r#"
-import hashlib, random, socket, sys
-ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-data = random.Random(7).randbytes(n)
-c = socket.create_connection((ip, port), timeout=120)
-c.sendall(data)
-c.shutdown(socket.SHUT_WR)
-assert c.recv(16) == b"done"
-print("sent", hashlib.sha256(data).hexdigest(), n, flush=True)
-# The stack's own counters of this connection (sluice-stat's snapshot, refreshed every 250 ms).
-import os, time
-time.sleep(0.6)
-for line in open("/dev/shm/sluice/%d.stat" % os.getpid()):
-    if line.startswith("stream "):
-        print(line.strip(), flush=True)
-"#;
 
 /// `sluice-lab fault ...` on the given switch ports; cleared on drop.
 struct Faults(Vec<&'static str>);
@@ -74,15 +25,7 @@ impl Faults {
     fn apply(ports: &[&'static str], kind: &str, permille: &str) -> Faults {
         let faults = Faults(ports.to_vec());
         for port in ports {
-            let out = Command::new(workspace_root().join("tools/sluice-lab"))
-                .args(["fault", port, kind, permille])
-                .output()
-                .expect("run tools/sluice-lab");
-            assert!(
-                out.status.success(),
-                "sluice-lab fault {port} {kind} {permille}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            sluice_lab(&["fault", port, kind, permille]);
         }
         faults
     }
@@ -91,17 +34,9 @@ impl Faults {
 impl Drop for Faults {
     fn drop(&mut self) {
         for port in &self.0 {
-            let _ = Command::new(workspace_root().join("tools/sluice-lab"))
-                .args(["fault", port, "clear"])
-                .output();
+            sluice_lab_quietly(&["fault", port, "clear"]);
         }
     }
-}
-
-fn digest_line(text: &str, key: &str) -> Option<(String, usize)> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let mut words = line.split_whitespace().skip(1);
-    Some((words.next()?.to_string(), words.next()?.parse().ok()?))
 }
 
 /// One transfer from sl-h1 to sl-h2 under `kind`/`permille` faults on both hosts' switch
@@ -116,13 +51,15 @@ fn transfer_under(kind: &str, permille: &str, offset: u16) -> Duration {
 /// One transfer from sl-h1 to sl-h2, both stacks with `link_faults` (SLUICE_FAULTS) if given.
 fn transfer(kind: &str, permille: &str, offset: u16, link_faults: Option<&str>) -> Duration {
     let python = python3().display().to_string();
+    let script = scripts_dir().join("stream_transfer.py");
+    let script = script.to_str().unwrap();
     let port = lab_port(offset).to_string();
     let mut cmd = in_ns(
         H2,
         Some(1),
         &Stack::dpdk(H2_DATA),
         &python,
-        &["-c", SINK, H2_DATA, &port],
+        &[script, "sink", H2_DATA, &port],
     );
     if let Some(f) = link_faults {
         cmd.env("SLUICE_FAULTS", f);
@@ -134,7 +71,7 @@ fn transfer(kind: &str, permille: &str, offset: u16, link_faults: Option<&str>) 
         Some(0),
         &Stack::dpdk(H1_DATA),
         &python,
-        &["-c", SOURCE, H2_DATA, &port, &BYTES.to_string()],
+        &[script, "source", H2_DATA, &port, &BYTES.to_string()],
     );
     if let Some(f) = link_faults {
         cmd.env("SLUICE_FAULTS", f);
