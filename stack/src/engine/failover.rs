@@ -142,11 +142,14 @@ impl Engine {
     }
 
     /// After a datagram was queued on port `index` at `now`: to the device now, or with the
-    /// rest of its burst when the application sends back to back (see `coalesce`).
-    pub(crate) fn flush_port_soon(&mut self, index: usize, now: u64) {
-        if self.ports[index].coalesce.on_send(now) {
+    /// rest of its burst when the application sends back to back (see `coalesce`). True when
+    /// the frames went to the device (the caller tells `Coalesce::returned` when that ended).
+    pub(crate) fn flush_port_soon(&mut self, index: usize, now: u64) -> bool {
+        let flush = self.ports[index].coalesce.on_send(now);
+        if flush {
             self.flush_port(index);
         }
+        flush
     }
 
     pub(crate) fn flush_ports(&mut self) {

@@ -350,7 +350,10 @@ impl UdpSocket {
                     .iface
                     .send_udp_with(now, ids[port], dst, data, Some(multicast))
                     .map_err(|e| e.errno())?;
-                engine.flush_port_soon(port, now);
+                if engine.flush_port_soon(port, now) {
+                    // Back to back counts from the end of the device's system call.
+                    engine.ports[port].coalesce.returned(self.stack.now());
+                }
                 self.stack.note_tx_state(engine);
                 // Our own address or a multicast loop may have queued datagrams here.
                 self.stack.deliver(engine);
