@@ -14,7 +14,9 @@ Sections so far:
                 sockperf reports it: avg, p50, p99, p99.9) and UDP throughput
                 64 B and 1472 B (messages RECEIVED per second: the server's
                 "Total N messages received" over the client's test duration).
-                Plus a raw DPDK reference: dpdk-testpmd txonly on sl-h1 p0.
+                Plus a raw DPDK reference: dpdk-testpmd txonly on sl-h1 p0
+                to dpdk-testpmd rxonly on sl-h2 p0, the frames the receiver
+                counts per second (64 B and full 1514 B frames).
                 Needs root (namespaces); holds /run/sluice-lab/dpdk-p0.lock.
                 Quick runs leave out the udp-mode contender.
   lab streams   the same hosts, SOCK_STREAM: the kernel's TCP (10.77.1.1 ->
@@ -51,6 +53,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -467,13 +470,17 @@ def lab_throughput(c, port, size, seconds, tmp):
 # testpmd's frames go to this MAC, which the switch forwards to sl-h2's port only (a static
 # entry made for the run), as it forwards sluice's frames to sl-h2: unknown, the MAC would be
 # flooded to every port of both switches, and the raw rate would pay for copies nobody else's
-# traffic makes.
+# traffic makes. Not sl-h2's kernel MAC either: its kernel drops the frames at once, as it drops
+# frames for the MAC of sluice's interface.
 RAW_PEER_MAC = "02:00:00:77:02:99"
 
 
-def testpmd_txonly(backend, seconds, frame=64):
-    """Raw DPDK: dpdk-testpmd txonly, FRAME-byte frames, on sl-h1 p0 to sl-h2 p0 (whose kernel
-    drops them: not its MAC); median Tx-pps of its per-second statistics."""
+def testpmd_pair(backend, seconds, frame=64):
+    """Raw DPDK between the two hosts: dpdk-testpmd txonly on sl-h1 p0 (client CPU) sends
+    FRAME-byte frames to dpdk-testpmd rxonly on sl-h2 p0 (server CPU), as sockperf's client and
+    server run. The raw rate is what the receiver counts (median Rx-pps of its per-second
+    statistics while the sender runs), as sluice's throughput is what its server receives; the
+    sender's Tx-pps is kept beside it."""
     if shutil.which("dpdk-testpmd") is None:
         raise ContenderFailed("dpdk-testpmd not found: apt-get install dpdk")
     fdb = ["ip", "netns", "exec", "sl-sw0", "bridge", "fdb"]
@@ -486,25 +493,63 @@ def testpmd_txonly(backend, seconds, frame=64):
                        stderr=subprocess.DEVNULL)
 
 
-def testpmd_run(backend, seconds, frame):
+def testpmd_argv(backend, seconds, worker_cpu, role, extra):
+    """testpmd with its forwarding lcore on WORKER_CPU (its main lcore, which only prints the
+    statistics, on the other CPU), stopped by SIGINT after SECONDS."""
     vdev = (f"net_af_packet0,iface=p0" if backend == "af_packet"
             else "net_af_xdp0,iface=p0,start_queue=0,queue_count=1")
-    # EAL start and port probe take about 2 s before the first statistics.
-    argv = ["timeout", "-s", "INT", str(seconds + 3), "dpdk-testpmd", "--in-memory", "--no-pci",
-            f"--file-prefix=bench-testpmd-{os.getpid()}", f"--vdev={vdev}", "-l", "0-1",
-            "--log-level=error", "--", "--forward-mode=txonly", f"--txpkts={frame}",
-            "--stats-period=1", f"--eth-peer=0,{RAW_PEER_MAC}", "--tx-ip=10.77.2.1,10.77.2.99"]
+    main_cpu = "1" if worker_cpu == "0" else "0"
+    return ["timeout", "-s", "INT", str(seconds), "dpdk-testpmd", "--in-memory", "--no-pci",
+            f"--file-prefix=bench-testpmd-{role}-{os.getpid()}", f"--vdev={vdev}", "-l", "0,1",
+            f"--main-lcore={main_cpu}", "--log-level=error", "--", f"--forward-mode={role}",
+            "--stats-period=1", *extra]
+
+
+def testpmd_run(backend, seconds, frame):
+    rx_path = Path(tempfile.mkstemp(prefix="bench-testpmd-rx-")[1])
+    # EAL start and port probe take about 2 s before the first statistics; the receiver runs
+    # until the sender has finished.
+    with open(rx_path, "w") as rx_out:
+        rx = subprocess.Popen(ns_cmd(SERVER_NS, None, {}, testpmd_argv(
+            backend, seconds + 30, SERVER_CPU, "rxonly", [])), env=clean_env(),
+            stdin=subprocess.DEVNULL, stdout=rx_out, stderr=subprocess.STDOUT)
     try:
-        out = subprocess.run(ns_cmd(CLIENT_NS, None, {}, argv), env=clean_env(),
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        raise ContenderFailed("dpdk-testpmd did not stop")
-    rates = [int(r) for r in re.findall(r"Tx-pps:\s+(\d+)", out.stdout)]
-    rates = [r for r in rates if r > 0]
-    if not rates:
-        raise ContenderFailed("no Tx-pps from dpdk-testpmd: " + (out.stdout + out.stderr)[-300:])
-    return {"tx_pps": statistics.median(rates), "samples": len(rates)}
+        deadline = time.time() + 20
+        while "Rx-pps" not in rx_path.read_text(errors="replace"):
+            if rx.poll() is not None or time.time() > deadline:
+                raise ContenderFailed("dpdk-testpmd rxonly did not start: "
+                                      + rx_path.read_text(errors="replace")[-300:])
+            time.sleep(0.1)
+        try:
+            tx = subprocess.run(ns_cmd(CLIENT_NS, None, {}, testpmd_argv(
+                backend, seconds + 4, CLIENT_CPU, "txonly",
+                [f"--txpkts={frame}", f"--eth-peer=0,{RAW_PEER_MAC}",
+                 "--tx-ip=10.77.2.1,10.77.2.99"])), env=clean_env(), stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            raise ContenderFailed("dpdk-testpmd txonly did not stop")
+    finally:
+        # The receiver's last statistics (the sender's partial last second) come a second later.
+        time.sleep(1.5)
+        if rx.poll() is None:
+            rx.send_signal(signal.SIGINT)
+            try:
+                rx.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rx.kill()
+                rx.wait()
+        rx_text = rx_path.read_text(errors="replace")
+        rx_path.unlink()
+    tx_rates = [int(r) for r in re.findall(r"Tx-pps:\s+(\d+)", tx.stdout)]
+    tx_rates = [r for r in tx_rates if r > 0]
+    # The receiver's samples while frames came; the first and last are partial seconds.
+    rx_rates = [int(r) for r in re.findall(r"Rx-pps:\s+(\d+)", rx_text)]
+    rx_rates = [r for r in rx_rates if r > 0][1:-1]
+    if not tx_rates or not rx_rates:
+        raise ContenderFailed("no Tx-pps/Rx-pps from dpdk-testpmd: "
+                              + (tx.stdout + tx.stderr + rx_text)[-300:])
+    return {"rx_pps": statistics.median(rx_rates), "tx_pps": statistics.median(tx_rates),
+            "samples": len(rx_rates)}
 
 
 # A full 1500-byte MTU frame (1472 B of UDP payload): raw DPDK's bandwidth at this MTU.
@@ -516,7 +561,7 @@ STREAM_PAYLOAD_PER_FRAME = 1400
 
 def raw_gbit_s(r):
     """The stream payload raw DPDK could carry at its full-frame rate, Gbit/s."""
-    return r["tx_pps"] * STREAM_PAYLOAD_PER_FRAME * 8 / 1e9
+    return r["rx_pps"] * STREAM_PAYLOAD_PER_FRAME * 8 / 1e9
 
 
 def take_lock(lock):
@@ -582,7 +627,7 @@ def lab_udp(quick, only=None):
             for backend in ("af_packet", "af_xdp"):
                 for frame, into in ((64, raw), (RAW_FULL_FRAME, raw_full)):
                     try:
-                        into[backend] = testpmd_txonly(backend, 1 if quick else 4, frame)
+                        into[backend] = testpmd_pair(backend, 2 if quick else 4, frame)
                     except ContenderFailed as e:
                         into[backend] = {"error": str(e)}
         finally:
@@ -598,8 +643,8 @@ def lab_udp(quick, only=None):
             results[name][key]["rounds"] = len(runs)
             if key.startswith("pp_"):
                 results[name][key]["dropped"] = sum(r["dropped"] or 0 for r in runs)
-    return {"contenders": results, "raw_dpdk_txonly_64B": raw,
-            f"raw_dpdk_txonly_{RAW_FULL_FRAME}B": raw_full, "rounds": rounds,
+    return {"contenders": results, "raw_dpdk_64B": raw,
+            f"raw_dpdk_{RAW_FULL_FRAME}B": raw_full, "rounds": rounds,
             "lock_wait_s": lock_wait,
             "seconds": seconds, "server_cpu": int(SERVER_CPU), "client_cpu": int(CLIENT_CPU),
             "latency": "one-way (sockperf: round trip / 2), microseconds",
@@ -691,20 +736,23 @@ def print_lab_table(result):
         print(f"  not run: {result['error']}")
         return
     print_measures(result, LAB_MEASURES)
-    raw = result.get("raw_dpdk_txonly_64B", {})
+    raw = result.get("raw_dpdk_64B", {})
     for backend, r in raw.items():
-        if "tx_pps" in r:
-            line = f"raw DPDK {backend} testpmd txonly 64 B: {r['tx_pps'] / 1000:.0f} kpps sent"
+        if "rx_pps" in r:
+            line = (f"raw DPDK {backend} testpmd txonly -> rxonly 64 B: {r['rx_pps'] / 1000:.0f} "
+                    f"kpps received ({r['tx_pps'] / 1000:.0f} sent)")
             sluice = lab_value(result, f"sluice_{backend}", "tp_64B", "received_per_s")
             if sluice is not None:
-                line += f"; sluice {backend} receives {sluice * 1000 / r['tx_pps']:.2f}x of it"
+                ratio = sluice * 1000 / r["rx_pps"]
+                line += (f"; sluice {backend} receives {ratio:.2f}x of it (target >= 0.9: "
+                         f"{'met' if ratio >= 0.9 else 'not met'})")
             print(line)
         else:
             print(f"raw DPDK {backend}: failed: {r.get('error', '?')[:200]}")
-    for backend, r in result.get(f"raw_dpdk_txonly_{RAW_FULL_FRAME}B", {}).items():
-        if "tx_pps" in r:
-            print(f"raw DPDK {backend} testpmd txonly {RAW_FULL_FRAME} B frames: "
-                  f"{r['tx_pps'] / 1000:.0f} kpps sent, {raw_gbit_s(r):.2f} Gbit/s of stream "
+    for backend, r in result.get(f"raw_dpdk_{RAW_FULL_FRAME}B", {}).items():
+        if "rx_pps" in r:
+            print(f"raw DPDK {backend} testpmd txonly -> rxonly {RAW_FULL_FRAME} B frames: "
+                  f"{r['rx_pps'] / 1000:.0f} kpps received, {raw_gbit_s(r):.2f} Gbit/s of stream "
                   f"payload at {STREAM_PAYLOAD_PER_FRAME} B per frame")
         else:
             print(f"raw DPDK {backend} {RAW_FULL_FRAME} B: failed: {r.get('error', '?')[:200]}")
@@ -1266,7 +1314,7 @@ def print_stream_table(result, raw_full=None):
     # UDP section measures it).
     for backend, r in (raw_full or {}).items():
         got = lab_value(result, f"sluice_{backend}", "iperf3_1", "gbit_s")
-        if "tx_pps" in r and got is not None:
+        if "rx_pps" in r and got is not None:
             ratio = got / raw_gbit_s(r)
             print(f"iperf3 1 stream over {backend}: {got:.2f} Gbit/s = {ratio:.2f}x raw DPDK's "
                   f"{raw_gbit_s(r):.2f} Gbit/s of payload in full frames (target >= 0.8: "
@@ -1317,7 +1365,7 @@ def main():
                 print_lab_table(lab)
             else:
                 lab = lab_stream(args.quick, only)
-                raw_full = report.get("lab_udp", {}).get(f"raw_dpdk_txonly_{RAW_FULL_FRAME}B")
+                raw_full = report.get("lab_udp", {}).get(f"raw_dpdk_{RAW_FULL_FRAME}B")
                 print_stream_table(lab, raw_full)
             lab["elapsed_s"] = round(time.time() - lab_started, 1)
             lab["date"] = report["date"]
