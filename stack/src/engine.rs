@@ -15,7 +15,9 @@
 //! notifies its condvar (for threads blocked in recv) and writes its eventfd
 //! (for the preload's epoll/poll, which drains it with [`Stack::drain_wakeup`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -299,16 +301,17 @@ impl Port {
 
 /// A socket as the engine sees it: its id in each port's table, and its queue.
 pub(crate) struct SocketEntry {
-    pub(crate) ids: Vec<SocketId>,
+    /// One socket per port; shared, so that a call copies it without an allocation.
+    pub(crate) ids: Arc<[SocketId]>,
     pub(crate) shared: Arc<SocketShared>,
 }
 
 /// Everything under the engine lock.
 pub(crate) struct Engine {
     pub(crate) ports: Vec<Port>,
-    pub(crate) sockets: HashMap<u64, SocketEntry>,
+    pub(crate) sockets: FxHashMap<u64, SocketEntry>,
     /// Sockets that joined each (port, group).
-    pub(crate) memberships: HashMap<(usize, Ipv4Addr), usize>,
+    pub(crate) memberships: FxHashMap<(usize, Ipv4Addr), usize>,
     next_socket: u64,
     /// Mode udp: the kernel UDP sockets carrying streams.
     pub(crate) kernel: Option<KernelCarriers>,
@@ -567,8 +570,8 @@ impl Stack {
             mode,
             engine: Mutex::new(Engine {
                 ports,
-                sockets: HashMap::new(),
-                memberships: HashMap::new(),
+                sockets: FxHashMap::default(),
+                memberships: FxHashMap::default(),
                 next_socket: 1,
                 kernel,
                 streams,
@@ -625,7 +628,7 @@ impl Stack {
         }
         let key = engine.next_socket;
         engine.next_socket += 1;
-        let ids = engine
+        let ids: Vec<SocketId> = engine
             .ports
             .iter_mut()
             .map(|p| {
@@ -640,7 +643,7 @@ impl Stack {
         engine.sockets.insert(
             key,
             SocketEntry {
-                ids,
+                ids: ids.into(),
                 shared: shared.clone(),
             },
         );
@@ -1032,7 +1035,12 @@ impl Stack {
 
     /// Tells the helper that traffic is happening (a send), so it keeps polling for replies.
     pub(crate) fn note_traffic(&self) {
-        self.last_traffic.store(self.now(), Ordering::Relaxed);
+        self.note_traffic_at(self.now());
+    }
+
+    /// [`Stack::note_traffic`] with the clock the caller has just read.
+    pub(crate) fn note_traffic_at(&self, now: u64) {
+        self.last_traffic.store(now, Ordering::Relaxed);
     }
 }
 

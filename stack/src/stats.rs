@@ -167,7 +167,7 @@ fn describe(engine: &Engine, now: u64, out: &mut String) {
         let (local, peer) = engine
             .ports
             .iter()
-            .zip(&entry.ids)
+            .zip(entry.ids.iter())
             .find_map(|(port, id)| {
                 let udp = port.iface.sockets();
                 let local = udp.local_addr(*id).ok().flatten()?;

@@ -9,7 +9,9 @@
 //! socket's queue is bounded in bytes like SO_RCVBUF: a full queue drops and
 //! counts, and datagram boundaries are kept.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
@@ -140,9 +142,9 @@ impl UdpSocket {
 }
 
 pub struct UdpSockets {
-    sockets: HashMap<SocketId, UdpSocket>,
+    sockets: FxHashMap<SocketId, UdpSocket>,
     /// Bound sockets by local port, in bind order: demultiplexing looks at one port's sockets only.
-    by_port: HashMap<u16, Vec<SocketId>>,
+    by_port: FxHashMap<u16, Vec<SocketId>>,
     local_addrs: Vec<Ipv4Addr>,
     next_id: u32,
     bind_seq: u64,
@@ -156,8 +158,8 @@ impl UdpSockets {
     pub fn new(local_addrs: &[Ipv4Addr], ephemeral_seed: u16) -> Self {
         let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
         UdpSockets {
-            sockets: HashMap::new(),
-            by_port: HashMap::new(),
+            sockets: FxHashMap::default(),
+            by_port: FxHashMap::default(),
             local_addrs: local_addrs.to_vec(),
             next_id: 1,
             bind_seq: 0,

@@ -330,8 +330,10 @@ impl UdpSocket {
                 },
             )
         };
-        let start = Instant::now();
+        // The first attempt reads the clock once; a full backlog's retries keep the deadline.
+        let mut start = None;
         loop {
+            let mut now = 0;
             let sent = self.with_engine(|engine, ids| {
                 let target = match dst {
                     Some(d) => *d.ip(),
@@ -345,7 +347,7 @@ impl UdpSocket {
                     return Ok(None);
                 }
                 ensure_bound_everywhere(engine, ids, options)?;
-                let now = self.stack.now();
+                now = self.stack.now();
                 let n = engine.ports[port]
                     .iface
                     .send_udp_with(now, ids[port], dst, data, Some(multicast))
@@ -360,9 +362,10 @@ impl UdpSocket {
                 Ok(Some(n))
             })?;
             if let Some(n) = sent {
-                self.stack.note_traffic();
+                self.stack.note_traffic_at(now);
                 return Ok(n);
             }
+            let start = *start.get_or_insert_with(Instant::now);
             if nonblocking || timeout.is_some_and(|t| start.elapsed() >= t) {
                 return Err(libc::EAGAIN);
             }
@@ -575,7 +578,7 @@ impl UdpSocket {
             engine.leave(port, group);
         }
         if let Some(entry) = engine.sockets.remove(&self.key) {
-            for (port, id) in engine.ports.iter_mut().zip(entry.ids) {
+            for (port, &id) in engine.ports.iter_mut().zip(entry.ids.iter()) {
                 port.iface.sockets_mut().close(id);
             }
         }

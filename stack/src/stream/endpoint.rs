@@ -9,6 +9,8 @@
 //! reset (never a reset with a reset), so a peer whose connection this stack forgot fails fast.
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -164,7 +166,7 @@ impl Listener {
 
 /// The listener on `local_port` that takes what arrives for our address `to`.
 fn listener_for(
-    listeners: &mut HashMap<u16, Listener>,
+    listeners: &mut FxHashMap<u16, Listener>,
     local_port: u16,
     to: Ipv4Addr,
 ) -> Option<&mut Listener> {
@@ -293,9 +295,9 @@ pub struct Outgoing<'a> {
 }
 
 pub struct Streams {
-    carriers: HashMap<u16, Carrier>,
-    listeners: HashMap<u16, Listener>,
-    conns: HashMap<u32, Entry>,
+    carriers: FxHashMap<u16, Carrier>,
+    listeners: FxHashMap<u16, Listener>,
+    conns: FxHashMap<u32, Entry>,
     /// (peer, peer's id) -> our id: a repeated SYN finds the connection it opened.
     by_peer: HashMap<(SocketAddrV4, u32), u32>,
     counters: StreamCounters,
@@ -318,9 +320,9 @@ pub struct Streams {
 impl Streams {
     pub fn new(fall_back_after: std::time::Duration) -> Self {
         Streams {
-            carriers: HashMap::new(),
-            listeners: HashMap::new(),
-            conns: HashMap::new(),
+            carriers: FxHashMap::default(),
+            listeners: FxHashMap::default(),
+            conns: FxHashMap::default(),
             by_peer: HashMap::new(),
             counters: StreamCounters::default(),
             scratch: Vec::with_capacity(2048),
