@@ -450,6 +450,37 @@ def lab_pingpongs(c, port, seconds, tmp):
     return out
 
 
+# An idle offloaded process: its server's CPU time over this window, after this much quiet.
+IDLE_WINDOW_S, IDLE_QUIET_S = 3, 1
+
+
+def task_cpu_ns(pid):
+    """CPU time of all of PID's threads, ns (schedstat: run time on a CPU only)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def lab_idle(c, port, tmp):
+    """The share of a core an offloaded server uses once quiet: a sockperf server that was
+    pinged (its stack answered), then left alone."""
+    server = LabServer(c, port, tmp)
+    try:
+        time.sleep(IDLE_QUIET_S)
+        before = task_cpu_ns(server.proc.pid)
+        time.sleep(IDLE_WINDOW_S)
+        used = task_cpu_ns(server.proc.pid) - before
+        if server.proc.poll() is not None:
+            raise ContenderFailed(f"server exited ({server.proc.returncode}) while idle")
+    finally:
+        server.stop()
+    return {"core_percent": used / (IDLE_WINDOW_S * 1e9) * 100, "seconds": IDLE_WINDOW_S}
+
+
 def lab_throughput(c, port, size, seconds, tmp):
     server = LabServer(c, port, tmp)
     try:
@@ -603,9 +634,15 @@ def lab_udp(quick, only=None):
         lock_wait = take_lock(lock)
         try:
             # Rounds interleave the contenders so that drift hits all of them alike.
-            for _ in range(rounds):
+            for round_no in range(rounds):
                 for name, c in contenders.items():
                     port += 1
+                    if round_no == 0 and c["offloaded"]:
+                        try:
+                            samples[name]["idle"] = [lab_idle(c, port, tmp)]
+                        except (ContenderFailed, ServerFailed) as e:
+                            results[name]["errors"]["idle"] = str(e)
+                        port += 1
                     pps = lab_pingpongs(c, port, seconds, tmp)
                     for size, r in pps:
                         if isinstance(r, ContenderFailed):
@@ -736,6 +773,13 @@ def print_lab_table(result):
         print(f"  not run: {result['error']}")
         return
     print_measures(result, LAB_MEASURES)
+    idle = [(n, lab_value(result, n, "idle", "core_percent")) for n in result["contenders"]]
+    idle = [(n, v) for n, v in idle if v is not None]
+    if idle:
+        print(f"idle offloaded sockperf server (% of a core over {IDLE_WINDOW_S} s, after "
+              f"{IDLE_QUIET_S} s quiet): "
+              + ", ".join(f"{SHORT.get(n, n)} {v:.2f}" for n, v in idle)
+              + f"  <= 2: {'met' if all(v <= 2 for _, v in idle) else 'NOT met'}")
     raw = result.get("raw_dpdk_64B", {})
     for backend, r in raw.items():
         if "rx_pps" in r:
