@@ -64,6 +64,18 @@ RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 RESULTS = ROOT / "bench-results"
 
 
+def interrupt(proc, grace=5.0):
+    """SIGINT (sockperf and testpmd print their totals on it), then SIGKILL if PROC lingers
+    past GRACE seconds: a benchmark must end whatever happens."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def fail(msg):
     print(f"bench: {msg}", file=sys.stderr)
     sys.exit(1)
@@ -106,12 +118,7 @@ def sockperf_udp_pingpong(env, seconds, size=64):
              "-t", str(seconds), "-m", str(size)],
             env=env, capture_output=True, text=True, timeout=seconds + 30).stdout
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        interrupt(server)
     pct = {float(p): float(v) for p, v in PCT.findall(out)}
     avg = AVG.search(out)
     if not avg or 50.0 not in pct:
@@ -563,13 +570,7 @@ def testpmd_run(backend, seconds, frame):
     finally:
         # The receiver's last statistics (the sender's partial last second) come a second later.
         time.sleep(1.5)
-        if rx.poll() is None:
-            rx.send_signal(signal.SIGINT)
-            try:
-                rx.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                rx.kill()
-                rx.wait()
+        interrupt(rx)
         rx_text = rx_path.read_text(errors="replace")
         rx_path.unlink()
     tx_rates = [int(r) for r in re.findall(r"Tx-pps:\s+(\d+)", tx.stdout)]
@@ -1056,13 +1057,7 @@ class StreamServer:
                                   + failure_text(self.text(), 200))
 
     def stop(self, grace=3.0):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc, grace)
         if not self.out.closed:
             self.out.close()
         return self.text()
