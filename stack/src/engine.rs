@@ -16,8 +16,6 @@
 //! (for the preload's epoll/poll, which drains it with [`Stack::drain_wakeup`]).
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -26,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::config::{Config, Device, Mode};
 use crate::iface::{Event, Interface, InterfaceConfig};

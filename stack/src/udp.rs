@@ -10,11 +10,11 @@
 //! counts, and datagram boundaries are kept.
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
+
+use rustc_hash::FxHashMap;
 
 use crate::icmp::Unreachable;
 use crate::ipv4::Addressed;

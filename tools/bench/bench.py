@@ -54,8 +54,8 @@ import signal
 import socket
 import statistics
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -515,7 +515,7 @@ def lab_throughput(c, port, size, seconds, tmp):
 RAW_PEER_MAC = "02:00:00:77:02:99"
 
 
-def testpmd_pair(backend, seconds, frame=64):
+def testpmd_pair(backend, seconds, frame):
     """Raw DPDK between the two hosts: dpdk-testpmd txonly on sl-h1 p0 (client CPU) sends
     FRAME-byte frames to dpdk-testpmd rxonly on sl-h2 p0 (server CPU), as sockperf's client and
     server run. The raw rate is what the receiver counts (median Rx-pps of its per-second

@@ -128,7 +128,7 @@ impl StreamSocket {
         self.shared().set_lowat(bytes);
         // The connection's readiness is worked out again at the next poll.
         if let Role::Conn(id) = self.inner.lock().unwrap().role {
-            let _ = self.stack.lock_engine().streams.conn_mut(id);
+            self.stack.lock_engine().streams.touch(id);
         }
     }
 

@@ -9,11 +9,11 @@
 //! reset (never a reset with a reset), so a peer whose connection this stack forgot fails fast.
 
 use std::collections::{HashMap, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::conn::{ConnConfig, ConnStats, Connection, PathState, State, StreamError, MAX_WINDOW};
 use super::cookie::SynCookies;
@@ -359,11 +359,15 @@ impl Streams {
             *down = !up;
         }
         for e in self.conns.values_mut() {
+            let mut touched = false;
             for (i, r) in e.routes.iter().enumerate() {
                 if r.port == port {
                     e.conn.set_path_link(i, up);
-                    e.wake_at = 0;
+                    touched = true;
                 }
+            }
+            if touched {
+                e.touch();
             }
         }
     }
@@ -527,6 +531,14 @@ impl Streams {
         entry.listener = None;
         self.counters.connections_accepted += 1;
         Some((id, entry.local, entry.peer, entry.shared.clone()))
+    }
+
+    /// Something about connection `id` changed outside it (a socket option): the next poll
+    /// looks at it.
+    pub fn touch(&mut self, id: u32) {
+        if let Some(e) = self.conns.get_mut(&id) {
+            e.touch();
+        }
     }
 
     /// The connection `id`, for the socket calls.
@@ -831,7 +843,7 @@ impl Streams {
             if e.port == port && *e.peer.ip() == ip && e.conn.state() == State::SynSent {
                 if let Some(at) = e.fall_back_at.as_mut() {
                     *at = (*at).max(now + self.fall_back_after);
-                    e.wake_at = 0;
+                    e.touch();
                 }
             }
         }
