@@ -40,8 +40,8 @@ use crate::socket::udp::{SocketShared, UdpSocket};
 use crate::stream::endpoint::{Arrival, Outgoing, Streams};
 use crate::udp::SocketId;
 use crate::wire::{
-    multicast_mac, EtherType, EthernetHeader, Ipv4Header, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
-    PROTO_IGMP,
+    multicast_mac, EtherType, EthernetHeader, Ipv4Header, Sum, ETHERNET_HEADER_LEN,
+    IPV4_HEADER_LEN, PROTO_IGMP,
 };
 
 mod coalesce;
@@ -1234,21 +1234,9 @@ fn igmp_frame(mac: MacAddr, src: Ipv4Addr, group: Ipv4Addr, join: bool) -> Vec<u
     let igmp = &mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
     igmp[0] = if join { 0x16 } else { 0x17 };
     igmp[4..8].copy_from_slice(&group.octets());
-    let checksum = internet_checksum(igmp);
+    let checksum = !Sum::default().add_bytes(igmp).fold();
     igmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     frame
-}
-
-/// RFC 1071 one's-complement sum of 16-bit words.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 fn process_seed() -> u16 {

@@ -582,8 +582,9 @@ impl Interface {
         if self.sender.fits(segment_len) {
             // The common case: payload copied once, straight into the frame.
             let udp_at = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
-            let mut frame = vec![0u8; udp_at + segment_len];
-            frame[udp_at + UDP_HEADER_LEN..].copy_from_slice(data);
+            let mut frame = Vec::with_capacity(udp_at + segment_len);
+            frame.resize(udp_at + UDP_HEADER_LEN, 0);
+            frame.extend_from_slice(data);
             UdpHeader::write(src, dst, &mut frame[udp_at..]);
             header.write(&mut frame[ETHERNET_HEADER_LEN..udp_at]);
             self.dispatch_frames(now, next_hop, [frame]);

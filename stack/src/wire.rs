@@ -2,8 +2,10 @@
 //! (for resets only), parsed and emitted.
 //!
 //! The byte-level work is done by `smoltcp::wire` (bounds-checked views over
-//! untrusted buffers); this module turns those views into the stack's own
-//! domain types so no other module names smoltcp. Every parser here returns
+//! untrusted buffers), except the IPv4 and UDP checksums, which are summed
+//! eight bytes at a time by [`Sum`] (smoltcp's go two bytes at a time); this
+//! module turns those views into the stack's own domain types so no other
+//! module names smoltcp. Every parser here returns
 //! an error rather than panicking, whatever the input.
 //!
 //! Outbound frames are built as one `Vec<u8>` with room for the Ethernet
@@ -20,6 +22,9 @@ use smoltcp::wire::{
 };
 
 pub use crate::link::MacAddr;
+pub use checksum::Sum;
+
+mod checksum;
 
 pub const ETHERNET_HEADER_LEN: usize = 14;
 pub const ARP_LEN: usize = 28;
@@ -237,7 +242,7 @@ impl Ipv4Header {
         // new_checked repeats the checks above; it is what makes the
         // accessors below panic-free, so keep it rather than trust our own.
         let view = Ipv4Packet::new_checked(packet).map_err(|_| WireError::BadLength)?;
-        if !view.verify_checksum() {
+        if !header_sums_right(&packet[..header_len]) {
             return Err(WireError::BadChecksum);
         }
         let header = Ipv4Header {
@@ -274,8 +279,7 @@ impl Ipv4Header {
             return Err(WireError::Truncated);
         }
         // Only the header's own bytes are summed, so a cut payload is fine.
-        let whole_header = Ipv4Packet::new_unchecked(&quoted[..header_len]);
-        if !whole_header.verify_checksum() {
+        if !header_sums_right(&quoted[..header_len]) {
             return Err(WireError::BadChecksum);
         }
         let header = Ipv4Header {
@@ -315,8 +319,15 @@ impl Ipv4Header {
         view.set_next_header(IpProtocol::from(self.protocol));
         view.set_src_addr(self.src);
         view.set_dst_addr(self.dst);
-        view.fill_checksum();
+        view.set_checksum(0);
+        let checksum = !Sum::default().add_bytes(&buf[..IPV4_HEADER_LEN]).fold();
+        buf[10..12].copy_from_slice(&checksum.to_be_bytes());
     }
+}
+
+/// An IPv4 header (options included) whose checksum field makes the sum all ones.
+fn header_sums_right(header: &[u8]) -> bool {
+    Sum::default().add_bytes(header).fold() == 0xffff
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,7 +346,14 @@ impl UdpHeader {
         segment: &[u8],
     ) -> Result<(UdpHeader, &[u8]), WireError> {
         let view = UdpPacket::new_checked(segment).map_err(|_| WireError::Truncated)?;
-        if !view.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+        let len = view.len();
+        if view.checksum() != 0
+            && Sum::default()
+                .pseudo_header(src, dst, PROTO_UDP, len)
+                .add_bytes(&segment[..len as usize])
+                .fold()
+                != 0xffff
+        {
             return Err(WireError::BadChecksum);
         }
         let header = UdpHeader {
@@ -360,11 +378,21 @@ impl UdpHeader {
     /// Writes header and checksum into `segment`, whose payload is already in place.
     pub fn write(src: SocketAddrV4, dst: SocketAddrV4, segment: &mut [u8]) {
         let len = segment.len() as u16;
-        let mut view = UdpPacket::new_unchecked(segment);
+        let mut view = UdpPacket::new_unchecked(&mut *segment);
         view.set_src_port(src.port());
         view.set_dst_port(dst.port());
         view.set_len(len);
-        view.fill_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip()));
+        view.set_checksum(0);
+        let sum = Sum::default()
+            .pseudo_header(*src.ip(), *dst.ip(), PROTO_UDP, len)
+            .add_bytes(segment)
+            .fold();
+        // A computed zero goes as all ones: zero means "no checksum" (RFC 768).
+        let checksum = match !sum {
+            0 => 0xffff,
+            c => c,
+        };
+        segment[6..8].copy_from_slice(&checksum.to_be_bytes());
     }
 }
 

@@ -98,6 +98,64 @@ fn udp_checksum_is_computed_verified_and_zero_means_none() {
 }
 
 #[test]
+fn udp_checksums_agree_with_smoltcps_for_every_length() {
+    // An independent implementation: what smoltcp writes, ours must write and accept.
+    let (sa, sb) = (SocketAddrV4::new(A, 40_000), SocketAddrV4::new(B, 7));
+    for len in 0..300 {
+        let mut ours = vec![0u8; UDP_HEADER_LEN + len];
+        for (i, b) in ours[UDP_HEADER_LEN..].iter_mut().enumerate() {
+            *b = (i * 31 + len) as u8;
+        }
+        let mut theirs = ours.clone();
+        UdpHeader::write(sa, sb, &mut ours);
+        let mut view = UdpPacket::new_unchecked(&mut theirs[..]);
+        view.set_src_port(sa.port());
+        view.set_dst_port(sb.port());
+        view.set_len((UDP_HEADER_LEN + len) as u16);
+        view.fill_checksum(&IpAddress::Ipv4(A), &IpAddress::Ipv4(B));
+        assert_eq!(ours, theirs, "{len} bytes of payload");
+        assert!(UdpHeader::parse(A, B, &theirs).is_ok(), "{len} bytes");
+    }
+}
+
+#[test]
+fn ipv4_header_checksums_agree_with_smoltcps() {
+    for (ident, ttl, total_len) in [(0, 1, 20), (7, 64, 1500), (0xffff, 255, 65535)] {
+        let h = Ipv4Header {
+            src: A,
+            dst: Ipv4Addr::new(224, 1, 2, 3),
+            protocol: PROTO_UDP,
+            ttl,
+            ident,
+            dont_fragment: ident == 7,
+            more_fragments: ident == 0,
+            fragment_offset: 8,
+            header_len: IPV4_HEADER_LEN,
+            total_len,
+        };
+        let mut ours = [0u8; IPV4_HEADER_LEN];
+        h.write(&mut ours);
+        let mut theirs = ours;
+        Ipv4Packet::new_unchecked(&mut theirs[..]).fill_checksum();
+        assert_eq!(ours, theirs, "ident {ident}");
+        assert!(Ipv4Packet::new_unchecked(&ours[..]).verify_checksum());
+    }
+}
+
+#[test]
+fn a_udp_checksum_that_sums_to_zero_goes_as_all_ones() {
+    let (sa, sb) = (SocketAddrV4::new(A, 1), SocketAddrV4::new(B, 2));
+    // Two payload bytes chosen so that the complemented sum is zero.
+    let mut seg = vec![0u8; UDP_HEADER_LEN + 2];
+    UdpHeader::write(sa, sb, &mut seg);
+    let c = u16::from_be_bytes([seg[6], seg[7]]);
+    seg[UDP_HEADER_LEN..].copy_from_slice(&c.to_be_bytes());
+    UdpHeader::write(sa, sb, &mut seg);
+    assert_eq!(&seg[6..8], &[0xff, 0xff]);
+    assert!(UdpHeader::parse(A, B, &seg).is_ok());
+}
+
+#[test]
 fn arp_round_trips_through_a_frame() {
     let msg = ArpMessage {
         op: ArpOp::Request,
