@@ -17,7 +17,8 @@ Sections so far:
                 Plus a raw DPDK reference: dpdk-testpmd txonly on sl-h1 p0
                 to dpdk-testpmd rxonly on sl-h2 p0, the frames the receiver
                 counts per second, in the frames of each throughput size
-                (106 B for 64 B datagrams, 1514 B for 1472 B ones).
+                (106 B for 64 B datagrams, 1514 B for 1472 B ones), once in
+                every round like the contenders (the median is reported).
                 Needs root (namespaces); holds /run/sluice-lab/dpdk-p0.lock.
                 Quick runs leave out the udp-mode contender.
   lab streams   the same hosts, SOCK_STREAM: the kernel's TCP (10.77.1.1 ->
@@ -292,11 +293,13 @@ def lab_contenders():
                           "client_env": dpdk("af_xdp", "10.77.2.1"),
                           "server_env": dpdk("af_xdp", "10.77.2.2"), "offloaded": True,
                           "label": "sluice af_xdp"},
-        # Datagram sockets pass through to the kernel in udp mode: same IPs as the kernel.
+        # Datagram sockets pass through to the kernel in udp mode: same IPs as the kernel. Its
+        # sleeping receiver is the kernel's, so the sparse ping-pong is left out for it.
         "sluice_udp_mode": {"client_ip": "10.77.1.1", "server_ip": "10.77.1.2",
                             "client_env": {"LD_PRELOAD": lib, "SLUICE_MODE": "udp"},
                             "server_env": {"LD_PRELOAD": lib, "SLUICE_MODE": "udp"},
-                            "offloaded": False, "label": "sluice --mode udp (pass-through)"},
+                            "offloaded": False, "sparse": False,
+                            "label": "sluice --mode udp (pass-through)"},
     }
 
 
@@ -448,6 +451,8 @@ def lab_pingpongs(c, port, seconds, tmp):
                 out.append((size, e))
         # Sparse traffic: both ends sleep between messages, so this measures how promptly
         # a sleeping receiver wakes (a spinning one never gets to sleep at full rate).
+        if not c.get("sparse", True):
+            return out
         try:
             out.append((SPARSE, lab_pingpong(c, port, 64, seconds, server,
                                              ("--mps", str(SPARSE_MPS)))))
@@ -515,7 +520,29 @@ def lab_throughput(c, port, size, seconds, tmp):
 RAW_PEER_MAC = "02:00:00:77:02:99"
 
 
-def testpmd_pair(backend, seconds, frame):
+# Seconds of each raw DPDK run (testpmd reports about two whole seconds from it).
+RAW_SECONDS = 2
+
+
+def raw_result(keys, runs, errors):
+    """backend -> "<frame>B" -> the medians of testpmd_pair's rounds, or the error when no
+    round gave a rate."""
+    raw = {}
+    for backend, frame in keys:
+        done = runs.get((backend, frame), [])
+        if not done:
+            r = {"error": errors.get((backend, frame), "not run")}
+        else:
+            r = {f: statistics.median(d[f] for d in done) for f in ("rx_pps", "tx_pps")}
+            r["rounds"] = len(done)
+            r["rx_pps_rounds"] = [d["rx_pps"] for d in done]
+            if (backend, frame) in errors:
+                r["error"] = errors[(backend, frame)]
+        raw.setdefault(backend, {})[f"{frame}B"] = r
+    return raw
+
+
+def testpmd_pair(backend, frame, seconds):
     """Raw DPDK between the two hosts: dpdk-testpmd txonly on sl-h1 p0 (client CPU) sends
     FRAME-byte frames to dpdk-testpmd rxonly on sl-h2 p0 (server CPU), as sockperf's client and
     server run. The raw rate is what the receiver counts (median Rx-pps of its per-second
@@ -564,8 +591,8 @@ def testpmd_run(backend, seconds, frame):
         except subprocess.TimeoutExpired:
             raise ContenderFailed("dpdk-testpmd txonly did not stop")
     finally:
-        # The receiver's last statistics (the sender's partial last second) come a second later.
-        time.sleep(1.5)
+        # The receiver's last statistics (the sender's partial last second) come within a second.
+        time.sleep(1)
         interrupt(rx)
         rx_text = rx_path.read_text(errors="replace")
         rx_path.unlink()
@@ -631,6 +658,11 @@ def lab_udp(quick, only=None):
     results = {name: {"label": c["label"], "offloaded": c["offloaded"], "errors": {}}
                for name, c in contenders.items()}
     samples = {name: {} for name in contenders}
+    # (backend, frame length) of the raw DPDK runs (quick runs: full frames only, which the
+    # stream section needs too)
+    raw_keys = [(backend, size + FRAME_OVERHEAD) for backend in ("af_packet", "af_xdp")
+                for size in (LAB_TP_SIZES[-1:] if quick else LAB_TP_SIZES)]
+    raw_runs, raw_errors = {}, {}
     P0_LOCK.parent.mkdir(parents=True, exist_ok=True)
     port = 17000 + os.getpid() % 1000 * 10
     with open(P0_LOCK, "w") as lock:
@@ -664,17 +696,15 @@ def lab_udp(quick, only=None):
                             samples[name].setdefault(f"tp_{size}B", []).append(r)
                         except ContenderFailed as e:
                             results[name]["errors"][f"tp_{size}B"] = str(e)
-            # backend -> frame length -> testpmd_pair's result (quick runs: full frames only,
-            # which the stream section needs too)
-            raw = {}
-            for backend in ("af_packet", "af_xdp"):
-                for size in LAB_TP_SIZES[-1:] if quick else LAB_TP_SIZES:
-                    frame = size + FRAME_OVERHEAD
+                # Raw DPDK in every round too: its rate drifts with the machine as much as the
+                # contenders' do (testpmd's 1514 B frames at 200-305 kpps within an hour).
+                for key in raw_keys:
                     try:
-                        r = testpmd_pair(backend, 2 if quick else 4, frame)
+                        raw_runs.setdefault(key, []).append(
+                            testpmd_pair(*key, RAW_SECONDS))
                     except ContenderFailed as e:
-                        r = {"error": str(e)}
-                    raw.setdefault(backend, {})[f"{frame}B"] = r
+                        raw_errors[key] = str(e)
+            raw = raw_result(raw_keys, raw_runs, raw_errors)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -798,9 +828,12 @@ def print_lab_table(result):
             if "rx_pps" not in r:
                 print(f"raw DPDK {backend} {frame} B: failed: {r.get('error', '?')[:200]}")
                 continue
+            rounds = r.get("rx_pps_rounds", [r["rx_pps"]])
             line = (f"raw DPDK {backend} testpmd txonly -> rxonly, {frame} B frames (a {size} B "
                     f"datagram's): {r['rx_pps'] / 1000:.0f} kpps received "
-                    f"({r['tx_pps'] / 1000:.0f} sent)")
+                    f"({r['tx_pps'] / 1000:.0f} sent"
+                    + (f"; rounds {' '.join(f'{x / 1000:.0f}' for x in rounds)})"
+                       if len(rounds) > 1 else ")"))
             sluice = lab_value(result, f"sluice_{backend}", f"tp_{size}B", "received_per_s")
             if sluice is not None:
                 ratio = sluice * 1000 / r["rx_pps"]
@@ -809,7 +842,8 @@ def print_lab_table(result):
             print(line)
     if "sluice_udp_mode" in result["contenders"]:
         print("udp-mode: datagram sockets pass through to the kernel in that mode (it exists "
-              "for streams), so it measures interposition, not offload.")
+              f"for streams), so it measures interposition, not offload ('-': the {SPARSE_MPS}/s "
+              "ping-pong, which measures how a sleeping receiver wakes, is not run for it).")
     else:
         print("udp-mode: not run (quick runs leave it out: for datagrams it measures "
               "pass-through).")
