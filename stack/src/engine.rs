@@ -12,8 +12,10 @@
 //!
 //! Wakeups: when a socket's queue goes from empty to non-empty (an edge, so
 //! not one syscall per packet) the stack bumps a generation under a mutex,
-//! notifies its condvar (for threads blocked in recv) and writes its eventfd
-//! (for the preload's epoll/poll, which drains it with [`Stack::drain_wakeup`]).
+//! notifies its condvar when a thread sleeps on it (blocked in recv) and
+//! writes its eventfd unless a write is already pending (for the preload's
+//! epoll/poll, which drains it with [`Stack::drain_wakeup`]). A receiver that
+//! spins, as a busy one does, so costs no system call per wakeup.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -355,15 +357,25 @@ impl Engine {
     }
 }
 
+/// The readable generation and the threads asleep waiting for it to change.
+#[derive(Default)]
+struct Waiters {
+    generation: u64,
+    asleep: usize,
+}
+
 pub struct Stack {
     mode: Mode,
     engine: Mutex<Engine>,
     epoch: Instant,
     spin: Duration,
     wakeup: OwnedFd,
-    /// Bumped (under its mutex) whenever a socket became readable.
-    generation: Mutex<u64>,
+    /// Bumped whenever a socket became readable, with the threads asleep on `readable`.
+    waiters: Mutex<Waiters>,
     readable: Condvar,
+    /// The eventfd was written and not drained since: it polls readable, another write
+    /// would add nothing.
+    wakeup_pending: AtomicBool,
     /// Nanoseconds since `epoch` of the last poll that did something.
     last_traffic: AtomicU64,
     helper_progress: AtomicU64,
@@ -581,8 +593,9 @@ impl Stack {
             spin,
             // SAFETY: `fd` is a fresh eventfd owned by nobody else.
             wakeup: unsafe { OwnedFd::from_raw_fd(fd) },
-            generation: Mutex::new(0),
+            waiters: Mutex::new(Waiters::default()),
             readable: Condvar::new(),
+            wakeup_pending: AtomicBool::new(false),
             last_traffic: AtomicU64::new(0),
             helper_progress: AtomicU64::new(0),
             figures: EngineFigures::default(),
@@ -749,6 +762,11 @@ impl Stack {
                 8,
             )
         };
+        // After the read, never before: cleared first, a write made between the two would be
+        // read here while the flag said pending, and no later signal would write again. This
+        // way a signal between the two may go unwritten, and the draining thread, which looks
+        // at its sockets next, sees it; the flag is clear for the next one.
+        self.wakeup_pending.store(false, Ordering::Release);
     }
 
     /// Makes progress once if nobody else is: rx burst, timers, tx.
@@ -1005,8 +1023,19 @@ impl Stack {
 
     /// A socket became readable: wake blocked receivers and the preload's waiter.
     pub(crate) fn signal_readable(&self) {
-        *self.generation.lock().unwrap() += 1;
-        self.readable.notify_all();
+        let asleep = {
+            let mut w = self.waiters.lock().unwrap();
+            w.generation += 1;
+            w.asleep
+        };
+        // A waiter counts itself under the lock before it sleeps, so none is missed; the
+        // condvar's notify is a system call even with nobody waiting.
+        if asleep > 0 {
+            self.readable.notify_all();
+        }
+        if self.wakeup_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let one = 1u64;
         // SAFETY: writes 8 bytes from `one` to our own non-blocking eventfd;
         // a full counter (EAGAIN) is already readable, which is all we need.
@@ -1020,17 +1049,19 @@ impl Stack {
     }
 
     /// Sleeps until a socket becomes readable, `ready()` holds, or `timeout` passes.
-    /// `ready` is checked under the generation lock, so no wakeup is lost.
+    /// `ready` is checked under the waiters' lock, so no wakeup is lost.
     pub(crate) fn wait_readable(&self, timeout: Duration, ready: impl Fn() -> bool) {
-        let generation = self.generation.lock().unwrap();
+        let mut w = self.waiters.lock().unwrap();
         if ready() {
             return;
         }
-        let start = *generation;
-        let _unused = self
+        let start = w.generation;
+        w.asleep += 1;
+        let (mut w, _) = self
             .readable
-            .wait_timeout_while(generation, timeout, |g| *g == start)
+            .wait_timeout_while(w, timeout, |w| w.generation == start)
             .unwrap();
+        w.asleep -= 1;
     }
 
     /// Tells the helper that traffic is happening (a send), so it keeps polling for replies.

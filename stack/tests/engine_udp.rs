@@ -407,6 +407,24 @@ fn wakeup_fd_becomes_readable_when_a_socket_does() {
     b.drain_wakeup();
     assert!(!readable(0), "drained");
     assert_eq!(recv(&server).0, b"ring");
+    // Two readable edges before a drain: the second adds no write (one is pending), the
+    // eventfd stays readable, and one drain empties it.
+    let to = Some(SocketAddrV4::new(B_IP, 7010));
+    client.send_to(&[b"one"], to, false).unwrap();
+    assert!(readable(PATIENCE.as_millis() as i32));
+    assert_eq!(recv(&server).0, b"one");
+    client.send_to(&[b"two"], to, false).unwrap();
+    assert_eq!(recv(&server).0, b"two");
+    assert!(readable(0), "still pending");
+    b.drain_wakeup();
+    assert!(!readable(0), "drained once for both");
+    // Drained, the next edge writes it again.
+    client.send_to(&[b"three"], to, false).unwrap();
+    assert!(
+        readable(PATIENCE.as_millis() as i32),
+        "written again after the drain"
+    );
+    assert_eq!(recv(&server).0, b"three");
 }
 
 #[test]
