@@ -20,7 +20,8 @@ Sections so far:
                 (106 B for 64 B datagrams, 1514 B for 1472 B ones), once in
                 every round like the contenders (the median is reported).
                 Needs root (namespaces); holds /run/sluice-lab/dpdk-p0.lock.
-                Quick runs leave out the udp-mode contender.
+                Quick runs leave out the udp-mode contender and the 100/s
+                ping-pong.
   lab streams   the same hosts, SOCK_STREAM: the kernel's TCP (10.77.1.1 ->
                 10.77.1.2) against sluice streams (its reliable protocol over
                 UDP) over DPDK af_packet and af_xdp (data IPs 10.77.2.x) and over
@@ -650,8 +651,11 @@ def lab_udp(quick, only=None):
         contenders = {n: c for n, c in contenders.items() if n == "kernel" or n in only}
     if quick:
         # Datagrams pass through to the kernel in udp mode (the pass-through section measures
-        # that too); leaving it out keeps the quick run, streams included, under 2 minutes.
+        # that too); leaving it out, and the sparse ping-pong, keeps the quick run, streams
+        # included, under 2 minutes.
         contenders.pop("sluice_udp_mode", None)
+        for c in contenders.values():
+            c["sparse"] = False
     try:
         brought_up = lab_up()
     except (subprocess.CalledProcessError, OSError) as e:
@@ -849,7 +853,7 @@ def print_lab_table(result):
               "ping-pong, which measures how a sleeping receiver wakes, is not run for it).")
     else:
         print("udp-mode: not run (quick runs leave it out: for datagrams it measures "
-              "pass-through).")
+              f"pass-through), nor the {SPARSE_MPS}/s ping-pong ('-').")
     print("latency is one-way (round trip / 2) as sockperf reports it; throughput is messages "
           "received at the server per second of the client's run.")
     print_errors(result)
