@@ -644,7 +644,7 @@ def lab_udp(quick, only=None):
     need("taskset", "util-linux")
     if os.geteuid() != 0:
         return {"error": "needs root (network namespaces): run make bench as root"}
-    rounds, seconds = (1, 1) if quick else (3, 4)
+    rounds, seconds = (1, 1) if quick else (3, 3)
     LabServer.ready_s = 10 if quick else 20
     contenders = lab_contenders()
     if only:
@@ -952,9 +952,9 @@ ALL_STREAM = ("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_udp_mode",
               "sluice_two_ports")
 STREAM_PLAN = {
     "tcp_pp": (ALL_STREAM, ("kernel", "sluice_af_packet")),
-    "iperf3": (("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_two_ports"),
-               ("kernel", "sluice_af_packet")),
-    "redis": (("kernel", "sluice_af_packet"), ("kernel", "sluice_af_packet")),
+    "iperf3": (ALL_STREAM, ("kernel", "sluice_af_packet")),
+    "redis": (("kernel", "sluice_af_packet", "sluice_af_xdp", "sluice_udp_mode"),
+              ("kernel", "sluice_af_packet")),
     "iperf3_capped": (("kernel", "sluice_af_packet", "sluice_two_ports"), ()),
 }
 # The result keys each kind of measurement produces.
@@ -1263,7 +1263,7 @@ def lab_stream(quick, only=None):
         need(tool, package)
     if os.geteuid() != 0:
         return {"error": "needs root (network namespaces): run make bench as root"}
-    rounds, seconds = (1, 1) if quick else (3, 4)
+    rounds, seconds = (1, 1) if quick else (3, 3)
     requests = REDIS_REQUESTS[0] if quick else REDIS_REQUESTS[1]
     # Beyond the run itself: sockperf's warm-up and summary take about 2.5 s, DPDK start 0.3 s.
     slack = 12 if quick else 25
