@@ -90,11 +90,13 @@ static void name_port(unsigned short port, const char *name)
     n_names++;
 }
 
+/* The newest name first: the kernel may hand a closed socket's port to a new one, which then
+ * must not show up under the old name (the transcript would vary from run to run). */
 static const char *port_name(unsigned short port)
 {
     if (port == 0)
         return "0";
-    for (int i = 0; i < n_names; i++)
+    for (int i = n_names - 1; i >= 0; i--)
         if (names[i].port == port)
             return names[i].name;
     return "EPH";
