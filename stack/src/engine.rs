@@ -1265,7 +1265,7 @@ fn igmp_frame(mac: MacAddr, src: Ipv4Addr, group: Ipv4Addr, join: bool) -> Vec<u
     let igmp = &mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
     igmp[0] = if join { 0x16 } else { 0x17 };
     igmp[4..8].copy_from_slice(&group.octets());
-    let checksum = !Sum::default().add_bytes(igmp).fold();
+    let checksum = Sum::default().add_bytes(igmp).checksum();
     igmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     frame
 }

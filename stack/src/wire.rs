@@ -242,7 +242,7 @@ impl Ipv4Header {
         // new_checked repeats the checks above; it is what makes the
         // accessors below panic-free, so keep it rather than trust our own.
         let view = Ipv4Packet::new_checked(packet).map_err(|_| WireError::BadLength)?;
-        if !header_sums_right(&packet[..header_len]) {
+        if !Sum::default().add_bytes(&packet[..header_len]).verifies() {
             return Err(WireError::BadChecksum);
         }
         let header = Ipv4Header {
@@ -279,7 +279,7 @@ impl Ipv4Header {
             return Err(WireError::Truncated);
         }
         // Only the header's own bytes are summed, so a cut payload is fine.
-        if !header_sums_right(&quoted[..header_len]) {
+        if !Sum::default().add_bytes(&quoted[..header_len]).verifies() {
             return Err(WireError::BadChecksum);
         }
         let header = Ipv4Header {
@@ -320,14 +320,9 @@ impl Ipv4Header {
         view.set_src_addr(self.src);
         view.set_dst_addr(self.dst);
         view.set_checksum(0);
-        let checksum = !Sum::default().add_bytes(&buf[..IPV4_HEADER_LEN]).fold();
+        let checksum = Sum::default().add_bytes(&buf[..IPV4_HEADER_LEN]).checksum();
         buf[10..12].copy_from_slice(&checksum.to_be_bytes());
     }
-}
-
-/// An IPv4 header (options included) whose checksum field makes the sum all ones.
-fn header_sums_right(header: &[u8]) -> bool {
-    Sum::default().add_bytes(header).fold() == 0xffff
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,11 +343,10 @@ impl UdpHeader {
         let view = UdpPacket::new_checked(segment).map_err(|_| WireError::Truncated)?;
         let len = view.len();
         if view.checksum() != 0
-            && Sum::default()
+            && !Sum::default()
                 .pseudo_header(src, dst, PROTO_UDP, len)
                 .add_bytes(&segment[..len as usize])
-                .fold()
-                != 0xffff
+                .verifies()
         {
             return Err(WireError::BadChecksum);
         }
@@ -385,10 +379,9 @@ impl UdpHeader {
         view.set_checksum(0);
         let sum = Sum::default()
             .pseudo_header(*src.ip(), *dst.ip(), PROTO_UDP, len)
-            .add_bytes(segment)
-            .fold();
+            .add_bytes(segment);
         // A computed zero goes as all ones: zero means "no checksum" (RFC 768).
-        let checksum = match !sum {
+        let checksum = match sum.checksum() {
             0 => 0xffff,
             c => c,
         };

@@ -53,6 +53,16 @@ impl Sum {
         }
         u16::from_be(s as u16)
     }
+
+    /// The checksum field of data summed with that field at zero: the complemented sum.
+    pub fn checksum(self) -> u16 {
+        !self.fold()
+    }
+
+    /// Whether data summed with its checksum field in place checks out (sums to all ones).
+    pub fn verifies(self) -> bool {
+        self.fold() == 0xffff
+    }
 }
 
 #[cfg(test)]
